@@ -1,0 +1,62 @@
+"""The ``arbiter`` command line.
+
+Global options come before the subcommand and say which project to read; every subcommand
+builds (or is handed) one snapshot and only reads it. Exit codes: 0 ok, 1 findings, 2 usage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from arbiter import __version__
+
+from .common import Context
+from .dsl_commands import fmt, lint
+from .project_commands import agents, check_config, plugins
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="arbiter")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Project directory holding rules/, plugins/ and configs/.",
+)
+@click.option(
+    "--plugins-dir",
+    "plugin_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Read plugins from here instead of ROOT/plugins (repeatable). A directory may be one "
+    "plugin or a folder of plugins.",
+)
+@click.pass_context
+def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
+    """Arbiter routes requests across a plugin ecosystem and explains why.
+
+    \b
+    Look at a project:
+      arbiter plugins list                 the plugins, with agent/command/skill counts
+      arbiter plugins show NAME            one plugin's manifest, agents and commands
+      arbiter agents list --plugin NAME    agents across the ecosystem
+      arbiter check-config                 validate everything offline (like nginx -t)
+    \b
+    Work on rules (rules/*.arb):
+      arbiter lint                         errors with file:line:col, a caret and a hint
+      arbiter fmt [--check]                canonical layout, comments kept
+    \b
+    Any other ecosystem, e.g. plain Claude Code plugins:
+      arbiter --plugins-dir ../claude-plugins plugins list --json
+    """
+    ctx.obj = Context(root=root, plugin_dirs=list(plugin_dirs) or None)
+
+
+main.add_command(plugins)
+main.add_command(agents)
+main.add_command(check_config)
+main.add_command(lint)
+main.add_command(fmt)

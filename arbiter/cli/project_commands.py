@@ -1,0 +1,182 @@
+"""Commands that show and check a project: ``plugins``, ``agents``, ``check-config``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from arbiter.model import Component, Plugin, thaw
+
+from .common import (
+    Context,
+    echo_json,
+    json_option,
+    pass_context,
+    print_diagnostics,
+    summarize_diagnostics,
+    unknown_name,
+)
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    click.echo(line.rstrip())
+    click.echo("  ".join("-" * w for w in widths))
+    for row in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@click.group()
+def plugins() -> None:
+    """List and inspect the plugins of the project."""
+
+
+@plugins.command("list")
+@json_option
+@pass_context
+def plugins_list(ctx: Context, as_json: bool) -> None:
+    """List plugins with their version and agent, command and skill counts."""
+    snap = ctx.snapshot()
+    summaries = [p.summary() for p in snap.plugins.values()]
+    if as_json:
+        echo_json(summaries)
+    else:
+        rows = [
+            [
+                s["name"],
+                s["version"],
+                s["kind"],
+                s["agents"],
+                s["commands"],
+                s["skills"],
+                _shorten(s["description"], 60),
+            ]
+            for s in summaries
+        ]
+        _table(rows, ["NAME", "VERSION", "KIND", "AGENTS", "COMMANDS", "SKILLS", "DESCRIPTION"])
+        click.echo(f"\n{len(rows)} plugins")
+    summarize_diagnostics(snap)
+
+
+def _component_json(comp: Component) -> dict[str, Any]:
+    return {
+        "id": comp.id,
+        "name": comp.name,
+        "plugin": comp.plugin,
+        "kind": comp.kind,
+        "description": comp.description,
+        "keywords": list(comp.keywords),
+        "model": comp.model,
+        "category": comp.category,
+        "path": comp.path,
+    }
+
+
+def _plugin_json(plugin: Plugin) -> dict[str, Any]:
+    caps, routing = plugin.capabilities, plugin.routing
+    return {
+        **plugin.summary(),
+        "keywords": list(plugin.keywords),
+        "capabilities": {k: list(getattr(caps, k)) for k in ("domains", "contexts", "patterns", "integrations")},
+        "routing": {
+            "priority": routing.priority,
+            "keywords": list(routing.keywords),
+            "contextPatterns": list(routing.context_patterns),
+            "acceptsRoutingFrom": None if routing.accepts_routing_from is None else list(routing.accepts_routing_from),
+            "canRouteTo": None if routing.can_route_to is None else list(routing.can_route_to),
+        },
+        "manifest": thaw(plugin.manifest),
+        "agentList": [_component_json(c) for c in plugin.agents],
+        "commandList": [_component_json(c) for c in plugin.commands],
+        "skillList": [_component_json(c) for c in plugin.skills],
+    }
+
+
+@plugins.command("show")
+@click.argument("name")
+@json_option
+@pass_context
+def plugins_show(ctx: Context, name: str, as_json: bool) -> None:
+    """Show one plugin: manifest essentials, agents, commands and skills."""
+    snap = ctx.snapshot()
+    plugin = snap.plugins.get(name)
+    if plugin is None:
+        raise unknown_name("plugin", name, snap.plugins)
+    if as_json:
+        echo_json(_plugin_json(plugin))
+        return
+    data = _plugin_json(plugin)
+    click.echo(f"{plugin.name} {plugin.version}  ({plugin.kind}, {plugin.path})")
+    if plugin.description:
+        click.echo(f"  {plugin.description}")
+    for key, values in data["capabilities"].items():
+        if values:
+            click.echo(f"  {key}: {', '.join(values)}")
+    click.echo(f"  priority: {plugin.routing.priority}")
+    for label, comps in (("agents", plugin.agents), ("commands", plugin.commands), ("skills", plugin.skills)):
+        click.echo(f"\n{label} ({len(comps)}):")
+        for comp in comps:
+            click.echo(f"  {comp.name:32} {_shorten(comp.description, 70)}")
+
+
+@click.group()
+def agents() -> None:
+    """List agents across the ecosystem."""
+
+
+@agents.command("list")
+@click.option("--plugin", "plugin_name", metavar="NAME", help="Only the agents of this plugin.")
+@json_option
+@pass_context
+def agents_list(ctx: Context, plugin_name: str | None, as_json: bool) -> None:
+    """List agents with their plugin, model and description."""
+    snap = ctx.snapshot()
+    if plugin_name and plugin_name not in snap.plugins:
+        raise unknown_name("plugin", plugin_name, snap.plugins)
+    found = snap.agents(plugin_name)
+    if as_json:
+        echo_json([_component_json(a) for a in found])
+        return
+    rows = [[a.plugin, a.name, a.model or "-", _shorten(a.description, 60)] for a in found]
+    _table(rows, ["PLUGIN", "AGENT", "MODEL", "DESCRIPTION"])
+    click.echo(f"\n{len(rows)} agents")
+    summarize_diagnostics(snap)
+
+
+@click.command("check-config")
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="Only errors; no warnings.")
+@pass_context
+def check_config(ctx: Context, as_json: bool, quiet: bool) -> None:
+    """Validate manifests, configs and rules offline; exit 1 when anything is an error.
+
+    Every problem is printed as path:line:col: severity[CODE]: message, warnings included
+    (odd but readable files), so the whole project is checked in one run.
+    """
+    snap = ctx.snapshot()
+    diags = [d for d in snap.diagnostics if not quiet or d.severity == "error"]
+    if as_json:
+        echo_json(
+            {
+                "ok": snap.ok,
+                "plugins": len(snap.plugins),
+                "rules": len(snap.rules.ruleset.rules),
+                "diagnostics": [d.to_json() for d in diags],
+            }
+        )
+    else:
+        print_diagnostics(diags)
+        errors = len(snap.errors)
+        status = "ok" if snap.ok else "FAILED"
+        click.echo(
+            f"{snap.project.root}: {len(snap.plugins)} plugins, {len(snap.rules.ruleset.rules)} rules, "
+            f"{errors} error(s), {len(snap.diagnostics) - errors} warning(s): configuration {status}"
+        )
+    ctx_exit = 0 if snap.ok else 1
+    raise SystemExit(ctx_exit)

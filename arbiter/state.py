@@ -1,0 +1,299 @@
+"""The central state store: the seed's schema as Peewee models, versioned, SQLite or PostgreSQL.
+
+SQLite (WAL mode) under ``.arbiter/state.db`` is the default; a ``postgresql://`` URL in
+``configs/state.yaml`` lets several brokers share one store. The schema carries a version in
+``arbiter_meta``; opening an older database migrates it forward in place, so an upgrade never
+asks the operator to throw their history away.
+
+JSON columns are text holding JSON so the same models work on both databases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import peewee as pw
+from playhouse.db_url import connect
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+SCHEMA_VERSION = 2
+database = pw.DatabaseProxy()
+_open_lock = threading.Lock()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JSONField(pw.TextField):
+    """JSON stored as text: portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Meta(BaseModel):
+    key = pw.CharField(primary_key=True)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "arbiter_meta"
+
+
+class PluginRecord(BaseModel):
+    id = pw.CharField(primary_key=True)
+    name = pw.CharField(unique=True)
+    version = pw.CharField()
+    status = pw.CharField(constraints=[pw.Check("status IN ('active', 'inactive', 'error')")])
+    health_score = pw.FloatField(default=1.0)
+    last_heartbeat = pw.DateTimeField(null=True)
+    metadata = JSONField(null=True)
+    created_at = pw.DateTimeField(default=now)
+    updated_at = pw.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "plugins"
+
+
+class Task(BaseModel):
+    id = pw.CharField(primary_key=True, default=new_id)
+    session_id = pw.CharField(null=True)
+    parent_task_id = pw.CharField(null=True)
+    title = pw.TextField()
+    description = pw.TextField(null=True)
+    status = pw.CharField(
+        index=True,
+        constraints=[pw.Check("status IN ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled')")],
+    )
+    priority = pw.IntegerField(default=5)
+    assigned_plugin = pw.CharField(null=True, index=True)
+    assigned_agent = pw.CharField(null=True)
+    result = JSONField(null=True)
+    error = pw.TextField(null=True)
+    metadata = JSONField(null=True)
+    created_at = pw.DateTimeField(default=now)
+    updated_at = pw.DateTimeField(default=now)
+    completed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "tasks"
+
+
+class AgentRecord(BaseModel):
+    id = pw.CharField(primary_key=True)
+    plugin_id = pw.CharField()
+    name = pw.CharField()
+    category = pw.CharField(null=True)
+    status = pw.CharField(index=True, constraints=[pw.Check("status IN ('available', 'busy', 'offline')")])
+    capabilities = JSONField(null=True)
+    metrics = JSONField(null=True)
+    created_at = pw.DateTimeField(default=now)
+    updated_at = pw.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "agents"
+        indexes = ((("plugin_id", "name"), True),)
+
+
+class SharedContext(BaseModel):
+    id = pw.CharField(primary_key=True, default=new_id)
+    context_type = pw.CharField(index=True)
+    key = pw.CharField()
+    value = JSONField()
+    owner_plugin = pw.CharField(null=True)
+    access_level = pw.CharField(
+        default="public", constraints=[pw.Check("access_level IN ('public', 'protected', 'private')")]
+    )
+    version = pw.IntegerField(default=1)
+    created_at = pw.DateTimeField(default=now)
+    updated_at = pw.DateTimeField(default=now)
+    expires_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "shared_context"
+        indexes = ((("context_type", "key"), True),)
+
+
+class RoutingDecision(BaseModel):
+    id = pw.CharField(primary_key=True, default=new_id)
+    request_id = pw.CharField(index=True)
+    classification = JSONField(null=True)
+    primary_plugin = pw.CharField(null=True)
+    fallback_plugins = JSONField(null=True)
+    collaboration_plan = JSONField(null=True)
+    execution_strategy = pw.CharField(null=True)
+    estimated_cost = pw.FloatField(null=True)
+    estimated_duration = pw.IntegerField(null=True)
+    actual_cost = pw.FloatField(null=True)
+    actual_duration = pw.IntegerField(null=True)
+    success = pw.BooleanField(null=True)
+    created_at = pw.DateTimeField(default=now, index=True)
+    completed_at = pw.DateTimeField(null=True)
+    # Version 2: what explain and replays need beyond the seed's columns.
+    user_input = pw.TextField(null=True)
+    capability_scores = JSONField(null=True)
+    agent_team = JSONField(null=True)
+    rules_hash = pw.CharField(null=True)
+    origin = pw.CharField(null=True)  # cli | broker
+    timings = JSONField(null=True)
+    outcome = JSONField(null=True)  # dispatch steps: primary, fallbacks, cache, dead letter
+
+    class Meta:
+        table_name = "routing_decisions"
+
+
+class DistributedLock(BaseModel):
+    resource_id = pw.CharField(primary_key=True)
+    lock_holder = pw.CharField()
+    lock_type = pw.CharField(constraints=[pw.Check("lock_type IN ('read', 'write')")])
+    acquired_at = pw.DateTimeField(default=now)
+    expires_at = pw.DateTimeField()
+    metadata = JSONField(null=True)
+
+    class Meta:
+        table_name = "distributed_locks"
+
+
+class Event(BaseModel):
+    id = pw.CharField(primary_key=True, default=new_id)
+    event_type = pw.CharField()
+    aggregate_id = pw.CharField()
+    aggregate_type = pw.CharField()
+    payload = JSONField()
+    metadata = JSONField(null=True)
+    timestamp = pw.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "events"
+        indexes = ((("aggregate_type", "aggregate_id"), False),)
+
+
+class DeadLetter(BaseModel):
+    """A request the broker could not deliver, kept with its frames so it can be replayed."""
+
+    id = pw.CharField(primary_key=True, default=new_id)
+    message_id = pw.CharField(null=True, index=True)
+    service = pw.CharField(index=True)
+    reason = pw.CharField()
+    detail = pw.TextField(null=True)
+    count = pw.IntegerField(default=1)
+    body = pw.BlobField()  # the request body frames, JSON list of latin-1 strings
+    client = pw.CharField(null=True)
+    first_at = pw.DateTimeField(default=now)
+    last_at = pw.DateTimeField(default=now, index=True)
+    replayed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "dead_letters"
+
+
+SEED_MODELS = [PluginRecord, Task, AgentRecord, SharedContext, RoutingDecision, DistributedLock, Event]
+MODELS = [Meta, *SEED_MODELS, DeadLetter]
+V2_DECISION_COLUMNS = ("user_input", "capability_scores", "agent_team", "rules_hash", "origin", "timings", "outcome")
+
+
+# ---------------------------------------------------------------- opening and migrating
+
+
+def resolve_url(url: str, root: Path) -> str:
+    """Make a relative SQLite path relative to the project root, not the working directory."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = (Path(root) / url[len(prefix) :]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
+
+
+def _connect(url: str) -> pw.Database:
+    if url.startswith("sqlite"):
+        return connect(
+            url,
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 5000, "foreign_keys": 1},
+            check_same_thread=False,
+        )
+    return connect(url)
+
+
+def _migrator(db: pw.Database) -> Any:
+    return SqliteMigrator(db) if isinstance(db, pw.SqliteDatabase) else PostgresqlMigrator(db)
+
+
+def _to_v2(db: pw.Database) -> None:
+    """Version 1 was the seed's schema as written; version 2 adds explain columns and dead letters."""
+    existing = {c.name for c in db.get_columns("routing_decisions")}
+    ops = [
+        _migrator(db).add_column("routing_decisions", name, RoutingDecision._meta.fields[name])
+        for name in V2_DECISION_COLUMNS
+        if name not in existing
+    ]
+    with db.atomic():
+        migrate(*ops)
+        db.create_tables([DeadLetter])
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2}
+
+
+def schema_version(db: pw.Database) -> int:
+    if not db.table_exists("arbiter_meta"):
+        return 1 if db.table_exists("routing_decisions") else 0
+    row = Meta.get_or_none(Meta.key == "schema_version")
+    return int(row.value) if row else 1
+
+
+def _set_version(version: int) -> None:
+    (
+        Meta.insert(key="schema_version", value=str(version))
+        .on_conflict(conflict_target=[Meta.key], update={Meta.value: str(version)})
+        .execute()
+    )
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def open_store(url: str, root: Path = Path(".")) -> pw.Database:
+    """Open (creating or migrating as needed) the state database and bind the models to it."""
+    with _open_lock:
+        db = _connect(resolve_url(url, root))
+        database.initialize(db)
+        db.connect(reuse_if_open=True)
+        version = schema_version(db)
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"state database schema is version {version}; this Arbiter knows up to {SCHEMA_VERSION}. "
+                "Upgrade Arbiter or point configs/state.yaml at another database."
+            )
+        if version == 0:
+            db.create_tables(MODELS, safe=True)
+        else:
+            db.create_tables([Meta], safe=True)
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](db)
+        _set_version(SCHEMA_VERSION)
+        return db
+
+
+def close_store() -> None:
+    if database.obj is not None and not database.obj.is_closed():
+        database.obj.close()
