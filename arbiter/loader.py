@@ -78,8 +78,13 @@ def _stem(path: Path, kind: str) -> str:
 
 
 def _normal(name: str) -> str:
-    """Compare names the way people mean them: no ``plugin:`` prefix, slash, case or spacing."""
-    return "-".join(name.split(":")[-1].strip("/ ").lower().replace("_", " ").split())
+    return "-".join(name.strip("/ ").lower().replace("_", " ").split())
+
+
+def same_name(name: str, stem: str) -> bool:
+    """Compare names the way people mean them: a ``plugin:`` prefix, slash, case or spacing aside."""
+    wanted = _normal(stem)
+    return wanted in (_normal(name.split(":")[-1]), _normal(name.replace(":", "-")))
 
 
 def _keywords(meta: dict[str, Any], notes: list[tuple[int, str]]) -> tuple[str, ...]:
@@ -105,7 +110,7 @@ def read_component(path: Path, kind: str, plugin: str, collector: _Collector) ->
             notes.append((2, f"no 'name'; using the file name '{stem}'"))
         name = stem
     name = name.strip()
-    if _normal(name) != _normal(stem) and kind != "skill" and path.name.lower() != "readme.md":
+    if not same_name(name, stem) and kind != "skill" and path.name.lower() != "readme.md":
         notes.append((2, f"name '{name}' differs from the file name '{stem}'"))
     for key in ("tools", "allowed-tools"):
         if isinstance(meta.get(key), str) and "," in meta[key]:

@@ -1,0 +1,142 @@
+"""Recording routing decisions: one ``routing_decisions`` row per decision, however it was made.
+
+The CLI writes synchronously (one decision, then exit). The broker must never wait on the
+database in its poll loop, so it hands rows to :class:`DecisionWriter`, a thread that writes
+them in batches. Both paths build the row with :func:`decision_row` from the decision's JSON, so
+what ``arbiter decisions`` shows is the same whoever decided.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Mapping, Sequence
+
+from . import state
+
+
+def decision_row(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Map a decision in the explain JSON shape onto the columns of ``routing_decisions``."""
+    routing = decision.get("routingDecision") or {}
+    return {
+        "id": state.new_id(),
+        "request_id": str(decision.get("requestId") or ""),
+        "user_input": decision.get("userInput"),
+        "classification": decision.get("classification"),
+        "capability_scores": decision.get("capabilityScores"),
+        "primary_plugin": routing.get("primaryPlugin"),
+        "fallback_plugins": routing.get("fallbackPlugins"),
+        "collaboration_plan": routing.get("collaborationPlan"),
+        "execution_strategy": routing.get("executionStrategy"),
+        "estimated_cost": routing.get("estimatedCost"),
+        "estimated_duration": routing.get("estimatedDuration"),
+        "agent_team": decision.get("agentTeam"),
+        "rules_hash": decision.get("rulesHash"),
+        "timings": decision.get("timings"),
+        "outcome": decision.get("outcome"),
+        "origin": origin,
+        "created_at": state.now(),
+    }
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        with state.database.atomic():
+            state.RoutingDecision.insert_many(list(rows)).execute()
+
+
+def record_decision(decision: Mapping[str, Any], origin: str = "cli") -> str:
+    """Store one decision now; returns the row id."""
+    row = decision_row(decision, origin)
+    write_rows([row])
+    return row["id"]
+
+
+def update_outcome(request_id: str, outcome: Mapping[str, Any], success: bool | None) -> None:
+    """Attach what dispatch did (primary, fallbacks, cache, dead letter) to a recorded decision."""
+    (
+        state.RoutingDecision.update(outcome=dict(outcome), success=success, completed_at=state.now())
+        .where(state.RoutingDecision.request_id == request_id)
+        .execute()
+    )
+
+
+def recent_decisions(limit: int = 20) -> list[dict[str, Any]]:
+    """The newest decisions first, as plain dicts."""
+    query = state.RoutingDecision.select().order_by(state.RoutingDecision.created_at.desc()).limit(limit)
+    return [
+        {
+            "id": row.id,
+            "requestId": row.request_id,
+            "createdAt": row.created_at.isoformat(timespec="milliseconds") + "Z",
+            "origin": row.origin,
+            "userInput": row.user_input,
+            "primaryPlugin": row.primary_plugin,
+            "fallbackPlugins": row.fallback_plugins or [],
+            "collaborationPlan": row.collaboration_plan,
+            "executionStrategy": row.execution_strategy,
+            "estimatedCost": row.estimated_cost,
+            "estimatedDuration": row.estimated_duration,
+            "rulesHash": row.rules_hash,
+            "timings": row.timings,
+            "outcome": row.outcome,
+            "success": row.success,
+        }
+        for row in query
+    ]
+
+
+class DecisionWriter:
+    """A thread that writes decision rows in batches, so callers never block on the database.
+
+    ``submit`` never blocks: when the queue is full the row is counted as dropped rather than
+    stalling the broker; ``close`` drains what is queued.
+    """
+
+    def __init__(self, max_batch: int = 200, max_queue: int = 50_000, interval_s: float = 0.05):
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_queue)
+        self._max_batch = max_batch
+        self._interval = interval_s
+        self.dropped = 0
+        self.written = 0
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="arbiter-decision-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, decision: Mapping[str, Any], origin: str = "broker") -> None:
+        try:
+            self._queue.put_nowait(decision_row(decision, origin))
+        except queue.Full:
+            self.dropped += 1
+
+    def _drain(self, first: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        batch, stop = [first], False
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+        return batch, stop
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, stop = self._drain(item)
+            try:
+                write_rows(batch)
+                self.written += len(batch)
+            except Exception as exc:  # keep serving; the error is reported by status
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                del self.errors[:-20]
+            if stop:
+                return
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
