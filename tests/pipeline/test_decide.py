@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from arbiter.decide import DecideSettings, RankedPlugin, RuleAsks, acl_allows, decide
 from arbiter.dsl import ir
+
+from arbiter.decide import DecideSettings, RankedPlugin, RuleAsks, acl_allows, decide
 from arbiter.model import Component, ErrorHandling, FallbackPolicy, Plugin, Routing
 
 

@@ -1,0 +1,277 @@
+"""Canonical layout for .arb files, comments kept.
+
+Every declaration is printed from its AST as a list of (source line, text) pairs; comments
+are then put back next to the printed line that came from the nearest source line (on the same
+line for trailing comments, above the next line for leading ones). Printing from the AST is what
+makes the layout canonical, and anchoring comments to source lines is what makes
+``fmt(fmt(x)) == fmt(x)``: the second run sees each comment next to the same anchor.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import ast
+from .parser import parse
+
+INDENT = "  "
+Line = tuple[int | None, str]
+
+
+class FormatError(Exception):
+    """The text does not parse; formatting it would lose content."""
+
+
+def quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def value(v: ast.Value) -> str:
+    if v.kind == "str":
+        return quote(v.value)
+    if v.kind == "number":
+        return number(v.value)
+    if v.kind == "bool":
+        return "true" if v.value else "false"
+    if v.kind == "none":
+        return "none"
+    if v.kind == "param":
+        return "$" + v.value
+    return str(v.value)
+
+
+_PRECEDENCE = {"or": 1, "and": 2, "not": 3}
+
+
+def cond(c: ast.Cond, parent: int = 0) -> str:
+    if c.op in ("and", "or"):
+        text = f" {c.op} ".join(cond(child, _PRECEDENCE[c.op]) for child in c.children)
+        return f"({text})" if _PRECEDENCE[c.op] < parent or (parent == 3) else text
+    if c.op == "not":
+        return "not " + cond(c.children[0], 3)
+    return atom(c)
+
+
+def atom(c: ast.Cond) -> str:
+    a = c.args
+    simple = {"domain": "domain", "context": "context", "pattern": "pattern", "fact": "fact"}
+    if c.op in simple:
+        return f"{simple[c.op]} {a[0]}"
+    templates = {
+        "domain_score": lambda: f"domain {a[0]} score {a[1]} {number(a[2])}",
+        "fact_cmp": lambda: f"fact {a[0]} {a[1]} {value(a[2])}",
+        "text_matches": lambda: f"text matches {a[0]}",
+        "text_contains": lambda: f"text contains {quote(a[0])}",
+        "file_matches": lambda: f"file matches {quote(a[0])}",
+        "plugin_is": lambda: f"plugin {a[0]} is {a[1]}",
+        "circuit_is": lambda: f"circuit {a[0]} is {a[1]}",
+        "caller_is": lambda: f"caller is {a[0]}",
+        "compare": lambda: f"{a[0]} {a[1]} {value(a[2])}",
+        "one_of": lambda: f"{a[0]} in [{', '.join(value(v) for v in a[1])}]",
+        "contains": lambda: f"{a[0]} contains {value(a[1])}",
+    }
+    return templates[c.op]()
+
+
+def action(a: ast.Action) -> str:
+    if a.op in ("prefer", "avoid"):
+        return f"{a.op} {a.target}" + (f" by {number(a.weight)}" if a.weight is not None else "")
+    if a.op == "collaborate":
+        text = f"collaborate {a.target}"
+        if a.on:
+            text += f" on {a.on}"
+        if a.after:
+            text += " after " + ", ".join(a.after)
+        return text + (" parallel" if a.parallel else "")
+    if a.op == "assert" and a.value is not None:
+        return f"assert {a.target} = {value(a.value)}"
+    return f"{a.op} {a.target}"
+
+
+def strings(items: tuple[str, ...]) -> str:
+    return ", ".join(quote(s) for s in items)
+
+
+def _domain(d: ast.Domain) -> list[Line]:
+    out: list[Line] = [(d.pos.line, f"domain {d.name} {{")]
+    lines = d.item_lines
+    if d.keywords:
+        out.append((lines.get("keywords"), f"{INDENT}keywords {strings(d.keywords)}"))
+    if d.synonyms:
+        pairs = ", ".join(f"{quote(a)} -> {quote(b)}" for a, b in d.synonyms)
+        out.append((lines.get("synonyms"), f"{INDENT}synonyms {pairs}"))
+    if d.files:
+        out.append((lines.get("files"), f"{INDENT}files {strings(d.files)}"))
+    return out + [(None, "}")]
+
+
+def _pattern(p: ast.Pattern) -> list[Line]:
+    out: list[Line] = [(p.pos.line, f"pattern {p.name} {{")]
+    if p.phrases:
+        out.append((p.item_lines.get("phrases"), f"{INDENT}phrases {strings(p.phrases)}"))
+    if p.regexes:
+        out.append((p.item_lines.get("regexes"), f"{INDENT}regex {', '.join(p.regexes)}"))
+    return out + [(None, "}")]
+
+
+def _rule(r: ast.Rule) -> list[Line]:
+    out: list[Line] = [(r.pos.line, f"rule {r.name} {{")]
+    where = r.clause_pos
+    if r.priority:
+        out.append((where["priority"].line if "priority" in where else None, f"{INDENT}priority {r.priority}"))
+    if r.when is not None:
+        out.append((where["when"].line if "when" in where else None, f"{INDENT}when {cond(r.when)}"))
+    for index, act in enumerate(r.then):
+        lead = f"{INDENT}then " if index == 0 else INDENT + " " * 5
+        out.append((act.pos.line or None, lead + action(act)))
+    if r.because is not None:
+        out.append((where["because"].line if "because" in where else None, f"{INDENT}because {quote(r.because)}"))
+    return out + [(None, "}")]
+
+
+def _caps(c: ast.Capabilities) -> list[Line]:
+    out: list[Line] = [(c.pos.line, f"capabilities {c.plugin} {{")]
+    for name, weight in c.weights:
+        out.append((c.item_lines.get(name), f"{INDENT}{name} {number(weight)}"))
+    return out + [(None, "}")]
+
+
+def _args(args: tuple[tuple[str, ast.Value], ...]) -> str:
+    return ", ".join(f"{k} = {value(v)}" for k, v in args)
+
+
+def _step(s: ast.Step) -> str:
+    text = f"step {s.name}: {s.plugin} {s.command}"
+    if s.args:
+        text += " with " + _args(s.args)
+    if s.when is not None:
+        text += " when " + cond(s.when)
+    if s.timeout_ms is not None:
+        text += " timeout " + ast.format_duration(s.timeout_ms)
+    if s.retry is not None:
+        text += f" retry {s.retry}"
+    if s.compensate:
+        text += f" compensate {s.compensate}" + (" with " + _args(s.compensate_args) if s.compensate_args else "")
+    return text
+
+
+def _items(items: tuple[ast.ChainItem, ...], depth: int) -> list[Line]:
+    pad = INDENT * depth
+    out: list[Line] = []
+    for item in items:
+        if isinstance(item, ast.Step):
+            out.append((item.pos.line, pad + _step(item)))
+            continue
+        out.append((item.pos.line, f"{pad}if {cond(item.cond)} {{"))
+        out.extend(_items(item.then, depth + 1))
+        if item.otherwise:
+            out.append((None, f"{pad}}} else {{"))
+            out.extend(_items(item.otherwise, depth + 1))
+        out.append((None, f"{pad}}}"))
+    return out
+
+
+def _param(p: ast.Param) -> str:
+    text = p.name + (f": {p.type}" if p.type else "")
+    return text + (f" = {value(p.default)}" if p.default is not None else "")
+
+
+def _chain(c: ast.Chain) -> list[Line]:
+    head = f"chain {c.name} {c.kind}"
+    if c.params:
+        head += " (" + ", ".join(_param(p) for p in c.params) + ")"
+    if c.timeout_ms is not None:
+        head += " timeout " + ast.format_duration(c.timeout_ms)
+    return [(c.pos.line, head + " {")] + _items(c.items, 1) + [(None, "}")]
+
+
+PRINTERS: dict[type, Any] = {
+    ast.Domain: _domain,
+    ast.Pattern: _pattern,
+    ast.Rule: _rule,
+    ast.Capabilities: _caps,
+    ast.Chain: _chain,
+}
+
+
+def _place_comments(decls: list[list[Line]], comments: tuple[ast.Comment, ...], code_lines: set[int]) -> list[str]:
+    """Interleave comments with printed lines, anchored by source line numbers."""
+    anchors = [(line, d, i) for d, lines in enumerate(decls) for i, (line, _) in enumerate(lines) if line]
+    trailing: dict[tuple[int, int], str] = {}
+    leading: dict[tuple[int, int], list[ast.Comment]] = {}
+    tail: list[str] = []
+    for comment in comments:
+        same = next(((d, i) for line, d, i in anchors if line == comment.line), None)
+        if same and comment.line in code_lines and comment.col > 1:
+            trailing[same] = comment.text
+            continue
+        after = next(((d, i) for line, d, i in anchors if line is not None and line >= comment.line), None)
+        if after is None:
+            tail.append(comment.text)
+        else:
+            leading.setdefault(after, []).append(comment)
+    out: list[str] = []
+    for d, lines in enumerate(decls):
+        if out:
+            out.append("")
+        for i, (anchor, text) in enumerate(lines):
+            indent = text[: len(text) - len(text.lstrip())] if i else ""
+            out.extend(_comment_block(leading.get((d, i), []), anchor, indent))
+            out.append(text + ("  " + trailing[(d, i)] if (d, i) in trailing else ""))
+    if tail:
+        if out:
+            out.append("")
+        out.extend(tail)
+    return out
+
+
+def _comment_block(comments: list[ast.Comment], anchor: int | None, indent: str) -> list[str]:
+    """Leading comments, keeping a single blank line wherever the source had one or more."""
+    out: list[str] = []
+    for index, comment in enumerate(comments):
+        if index and comment.line - comments[index - 1].line > 1:
+            out.append("")
+        out.append(indent + comment.text)
+    if comments and anchor and anchor - comments[-1].line > 1:
+        out.append("")
+    return out
+
+
+def _code_lines(text: str, comments: tuple[ast.Comment, ...]) -> set[int]:
+    lines = text.splitlines()
+    return {c.line for c in comments if lines[c.line - 1][: c.col - 1].strip()}
+
+
+def format_source(text: str, path: str = "<string>") -> str:
+    """The canonical form of ``text``; raises :class:`FormatError` when it does not parse."""
+    module, problems = parse(text, path)
+    if problems:
+        first = problems[0]
+        raise FormatError(f"{path}:{first.line}:{first.col}: {first.message}")
+    decls = [PRINTERS[type(d)](d) for d in module.decls]
+    lines = _place_comments(decls, module.comments, _code_lines(text, module.comments))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def to_json(module: ast.Module) -> str:
+    """A position-free rendering of a module, for comparing ASTs in tests."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, ast.Pos):
+            return None
+        if isinstance(node, (tuple, list)):
+            return [strip(n) for n in node]
+        if hasattr(node, "__dataclass_fields__"):
+            return {
+                f: strip(getattr(node, f))
+                for f in node.__dataclass_fields__
+                if f not in ("pos", "clause_pos", "item_lines")
+            }
+        return node
+
+    return json.dumps(strip(module.decls), sort_keys=True)

@@ -1,0 +1,525 @@
+"""Checks of meaning across all rule files, on top of syntax.
+
+Codes (also in REFERENCE.md):
+  E001 syntax error                         E101 unknown plugin
+  E102 unknown command of a plugin          E103 unknown domain
+  E104 duplicate name                       E105 invalid state (plugin/circuit)
+  E106 rule without actions                 E107 invalid regular expression
+  E108 more than 512 rules test one fact    E301 step refers to a step that has not run
+  E302 unknown step                         E303 unknown chain parameter
+  E304 saga step without compensation       E401 route forbidden by the manifests' ACLs
+  W101 unknown context or pattern           W102 unknown strategy
+  W201 rule can never fire                  W202 rule shadowed by a higher-priority rule
+  W203 fact tested but never asserted       W204 rule without `when` fires on every request
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from ..model import Diagnostic, Plugin
+from . import ast, compiler, ir
+from .parser import SyntaxProblem
+
+MAX_RULES_PER_FACT = 512
+STRATEGIES = ("single_plugin", "sequential_collaboration", "parallel_collaboration", "saga", "broadcast")
+PLUGIN_STATES = compiler.HEALTH_STATES + compiler.AVAILABILITY_STATES
+
+
+def _line(sources: Mapping[str, str], path: str, line: int) -> str:
+    lines = sources.get(path, "").splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def syntax_diagnostics(path: str, text: str, problems: Sequence[SyntaxProblem]) -> list[Diagnostic]:
+    lines = text.splitlines()
+    out = []
+    for p in problems:
+        src = lines[p.line - 1] if 0 < p.line <= len(lines) else ""
+        out.append(Diagnostic(path, p.line, p.col, "error", "E001", p.message, p.hint, src))
+    return out
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+@dataclass
+class _Checker:
+    modules: tuple[ast.Module, ...]
+    sources: Mapping[str, str]
+    plugins: Mapping[str, Plugin]
+
+    def __post_init__(self) -> None:
+        self.out: list[Diagnostic] = []
+        decls = [(m.path, d) for m in self.modules for d in m.decls]
+        self.decls = decls
+        self.domains = {d.name for _, d in decls if isinstance(d, ast.Domain)} | {
+            dom for p in self.plugins.values() for dom in p.capabilities.domains
+        }
+        self.patterns = {d.name for _, d in decls if isinstance(d, ast.Pattern)} | {
+            pat for p in self.plugins.values() for pat in p.capabilities.patterns
+        }
+        self.contexts = {
+            c for p in self.plugins.values() for c in p.capabilities.contexts + p.capabilities.integrations
+        }
+        self.asserted = {a.target for _, d in decls if isinstance(d, ast.Rule) for a in d.then if a.op == "assert"}
+
+    # ------------------------------------------------------------ output
+    def report(self, path: str, pos: ast.Pos, severity: str, code: str, message: str, hint: str = "") -> None:
+        src = _line(self.sources, path, pos.line)
+        self.out.append(Diagnostic(path, pos.line, pos.col, severity, code, message, hint, src))
+
+    def plugin_known(self, path: str, pos: ast.Pos, name: str) -> bool:
+        if name in self.plugins:
+            return True
+        self.report(path, pos, "error", "E101", f"unknown plugin '{name}'", did_you_mean(name, self.plugins))
+        return False
+
+    # ------------------------------------------------------------ whole program
+    def run(self) -> list[Diagnostic]:
+        self.check_duplicates()
+        for path, decl in self.decls:
+            if isinstance(decl, ast.Rule):
+                self.check_rule(path, decl)
+            elif isinstance(decl, ast.Chain):
+                self.check_chain(path, decl)
+            elif isinstance(decl, ast.Capabilities):
+                self.check_capabilities(path, decl)
+            elif isinstance(decl, ast.Pattern):
+                for regex in decl.regexes:
+                    self.check_regex(path, decl.pos, regex)
+        self.check_fact_fanout()
+        self.check_shadowing()
+        return self.out
+
+    def check_duplicates(self) -> None:
+        seen: dict[tuple[str, str], tuple[str, ast.Pos]] = {}
+        for path, decl in self.decls:
+            if isinstance(decl, ast.Capabilities):
+                continue
+            kind = type(decl).__name__.lower()
+            key = (kind, decl.name)
+            if key in seen:
+                first_path, first_pos = seen[key]
+                self.report(
+                    path,
+                    decl.pos,
+                    "error",
+                    "E104",
+                    f"duplicate {kind} name '{decl.name}'",
+                    f"first declared at {first_path}:{first_pos.line}",
+                )
+            else:
+                seen[key] = (path, decl.pos)
+
+    # ------------------------------------------------------------ rules
+    def check_rule(self, path: str, rule: ast.Rule) -> None:
+        if not rule.then:
+            self.report(
+                path,
+                rule.pos,
+                "error",
+                "E106",
+                f"rule '{rule.name}' has no actions",
+                "add a `then` clause, e.g. `then prefer some-plugin`",
+            )
+        if rule.when is None:
+            self.report(
+                path, rule.pos, "warning", "W204", f"rule '{rule.name}' has no `when`; it fires on every request"
+            )
+        else:
+            for atom in _atoms(rule.when):
+                self.check_atom(path, atom)
+            if _never(rule.when):
+                self.report(
+                    path,
+                    rule.when.pos,
+                    "warning",
+                    "W201",
+                    f"rule '{rule.name}' can never fire: its conditions contradict each other",
+                )
+        for act in rule.then:
+            self.check_action(path, rule, act)
+        self.check_rule_acls(path, rule)
+
+    def check_atom(self, path: str, atom: ast.Cond) -> None:
+        op, a = atom.op, atom.args
+        if op in ("domain", "domain_score") and a[0] not in self.domains:
+            self.report(path, atom.pos, "error", "E103", f"unknown domain '{a[0]}'", did_you_mean(a[0], self.domains))
+        elif op == "context" and a[0] not in self.contexts:
+            self.report(
+                path,
+                atom.pos,
+                "warning",
+                "W101",
+                f"no plugin declares the context '{a[0]}'",
+                did_you_mean(a[0], self.contexts),
+            )
+        elif op == "pattern" and a[0] not in self.patterns:
+            self.report(
+                path, atom.pos, "warning", "W101", f"unknown pattern '{a[0]}'", did_you_mean(a[0], self.patterns)
+            )
+        elif op in ("fact", "fact_cmp") and a[0] not in self.asserted:
+            self.report(
+                path,
+                atom.pos,
+                "warning",
+                "W203",
+                f"no rule asserts the fact '{a[0]}'",
+                did_you_mean(a[0], self.asserted) or "a condition on it is never true",
+            )
+        elif op == "text_matches":
+            self.check_regex(path, atom.pos, a[0])
+        elif op in ("plugin_is", "circuit_is", "caller_is"):
+            if self.plugin_known(path, atom.pos, a[0]) and op != "caller_is":
+                allowed = PLUGIN_STATES if op == "plugin_is" else compiler.CIRCUIT_STATES
+                if a[1] not in allowed:
+                    self.report(
+                        path,
+                        atom.pos,
+                        "error",
+                        "E105",
+                        f"'{a[1]}' is not a state here",
+                        f"use one of: {', '.join(allowed)}",
+                    )
+
+    def check_regex(self, path: str, pos: ast.Pos, literal: str) -> None:
+        body, flags = compiler.split_regex(literal)
+        try:
+            re.compile(body)
+        except re.error as exc:
+            self.report(
+                path,
+                pos,
+                "error",
+                "E107",
+                f"invalid regular expression {literal}: {exc.msg}",
+                "regular expressions use Python syntax",
+            )
+
+    def check_action(self, path: str, rule: ast.Rule, act: ast.Action) -> None:
+        if act.op in ("prefer", "avoid", "require", "exclude", "collaborate"):
+            self.plugin_known(path, act.pos, act.target)
+        if act.op == "collaborate" and act.on and act.on not in self.domains:
+            self.report(
+                path, act.pos, "error", "E103", f"unknown domain '{act.on}'", did_you_mean(act.on, self.domains)
+            )
+        if act.op == "strategy" and act.target not in STRATEGIES:
+            self.report(
+                path,
+                act.pos,
+                "warning",
+                "W102",
+                f"unknown strategy '{act.target}'",
+                did_you_mean(act.target, STRATEGIES) or f"known: {', '.join(STRATEGIES)}",
+            )
+
+    def check_rule_acls(self, path: str, rule: ast.Rule) -> None:
+        """A rule that picks plugin A and brings in B must be a route A→B the manifests allow;
+        a rule for a known caller must pick plugins that accept that caller."""
+        leads = [a.target for a in rule.then if a.op in ("require", "prefer") and a.target in self.plugins]
+        for act in rule.then:
+            if act.op != "collaborate" or act.target not in self.plugins:
+                continue
+            for lead in leads:
+                if lead != act.target and not _acl(self.plugins[lead], self.plugins[act.target]):
+                    self.report(
+                        path,
+                        act.pos,
+                        "error",
+                        "E401",
+                        f"{lead} may not route to {act.target} (canRouteTo/acceptsRoutingFrom)",
+                        f"allow it in the manifests of {lead} and {act.target}, or drop the collaboration",
+                    )
+        callers = [a.args[0] for a in _atoms(rule.when) if a.op == "caller_is"] if rule.when else []
+        for caller in callers:
+            for act in rule.then:
+                if (
+                    act.op in ("require", "prefer", "collaborate")
+                    and caller in self.plugins
+                    and act.target in self.plugins
+                ):
+                    if not _acl(self.plugins[caller], self.plugins[act.target]) and caller != act.target:
+                        self.report(
+                            path,
+                            act.pos,
+                            "error",
+                            "E401",
+                            f"requests from {caller} may not be routed to {act.target}",
+                            "check acceptsRoutingFrom/canRouteTo in both manifests",
+                        )
+
+    def check_fact_fanout(self) -> None:
+        """durable-rules' compiler hangs past 512 rules on one property: refuse that here."""
+        counts: Counter[str] = Counter()
+        first: dict[str, tuple[str, ast.Rule]] = {}
+        for path, decl in self.decls:
+            if isinstance(decl, ast.Rule) and decl.when is not None:
+                for fact in ir.condition_facts(compiler.condition(decl.when)):
+                    counts[fact] += 1
+                    first.setdefault(fact, (path, decl))
+        for fact, count in counts.items():
+            if count > MAX_RULES_PER_FACT:
+                path, rule = first[fact]
+                self.report(
+                    path,
+                    rule.pos,
+                    "error",
+                    "E108",
+                    f"{count} rules test the fact '{fact}'; at most {MAX_RULES_PER_FACT} may",
+                    "merge rules that share this condition, or spread them over more specific facts",
+                )
+
+    def check_shadowing(self) -> None:
+        rules = [(p, d) for p, d in self.decls if isinstance(d, ast.Rule) and d.when is not None]
+        for (path_b, b), (_, a) in itertools.permutations(rules, 2):
+            if a.priority <= b.priority or a.name == b.name:
+                continue
+            if _weaker(a.when, b.when) and _conflicts_or_repeats(a, b):
+                self.report(
+                    path_b,
+                    b.pos,
+                    "warning",
+                    "W202",
+                    f"rule '{b.name}' is shadowed by '{a.name}' (priority {a.priority} > {b.priority})",
+                    f"'{a.name}' fires whenever this rule does and overrides or repeats its actions",
+                )
+
+    # ------------------------------------------------------------ capabilities and chains
+    def check_capabilities(self, path: str, decl: ast.Capabilities) -> None:
+        if not self.plugin_known(path, decl.pos, decl.plugin):
+            return
+        known = self.domains | self.contexts | self.patterns
+        for name, _ in decl.weights:
+            if name not in known:
+                self.report(
+                    path,
+                    decl.pos,
+                    "warning",
+                    "W101",
+                    f"'{name}' is not a known domain, context or pattern",
+                    did_you_mean(name, known),
+                )
+
+    def check_chain(self, path: str, chain: ast.Chain) -> None:
+        params = {p.name for p in chain.params}
+        all_steps = ast.steps(chain.items)
+        names = [s.name for s in all_steps]
+        for name, count in Counter(names).items():
+            if count > 1:
+                step = next(s for s in all_steps if s.name == name)
+                self.report(path, step.pos, "error", "E104", f"duplicate step name '{name}' in chain '{chain.name}'")
+        done: list[str] = []
+        for step in all_steps:
+            self.check_step(path, chain, step, params, done, names)
+            done.append(step.name)
+
+    def check_step(
+        self, path: str, chain: ast.Chain, step: ast.Step, params: set[str], done: list[str], names: list[str]
+    ) -> None:
+        if self.plugin_known(path, step.pos, step.plugin):
+            plugin = self.plugins[step.plugin]
+            for command in filter(None, (step.command, step.compensate)):
+                if plugin.command(command) is None:
+                    known = [c.name for c in plugin.commands]
+                    self.report(
+                        path,
+                        step.pos,
+                        "error",
+                        "E102",
+                        f"{step.plugin} has no command '{command}'",
+                        did_you_mean(command, known),
+                    )
+        if chain.kind == "saga" and not step.compensate:
+            self.report(
+                path,
+                step.pos,
+                "error",
+                "E304",
+                f"saga step '{step.name}' has no compensation",
+                "add `compensate <command> [with ...]` to undo it when a later step fails",
+            )
+        available = [] if chain.kind == "parallel" else done
+        for value in _step_values(step):
+            self.check_value(path, chain, step, value, params, available, names)
+        for _, value in step.compensate_args:  # compensation runs after its step: its result is there
+            self.check_value(path, chain, step, value, params, available + [step.name], names, own=True)
+
+    def check_value(
+        self,
+        path: str,
+        chain: ast.Chain,
+        step: ast.Step,
+        value: ast.Value,
+        params: set[str],
+        available: list[str],
+        names: list[str],
+        own: bool = False,
+    ) -> None:
+        if value.kind == "param" and value.value not in params:
+            self.report(
+                path,
+                value.pos,
+                "error",
+                "E303",
+                f"chain '{chain.name}' has no parameter '{value.value}'",
+                did_you_mean(value.value, params),
+            )
+        if value.kind != "ref":
+            return
+        target = value.value.split(".")[0]
+        if target not in names:
+            self.report(path, value.pos, "error", "E302", f"unknown step '{target}'", did_you_mean(target, names))
+        elif (target == step.name and not own) or target not in available:
+            why = "itself" if target == step.name else f"step '{target}', which has not run yet"
+            if chain.kind == "parallel":
+                why = f"step '{target}', which runs in parallel with it"
+            self.report(
+                path,
+                value.pos,
+                "error",
+                "E301",
+                f"step '{step.name}' refers to {why} (a cycle)",
+                "a step may only use results of steps that finished before it",
+            )
+
+
+def _step_values(step: ast.Step) -> Iterator[ast.Value]:
+    for _, value in step.args:
+        yield value
+    if step.when is not None:
+        for atom in _atoms(step.when):
+            for arg in atom.args:
+                if isinstance(arg, ast.Value):
+                    yield arg
+            if atom.op in ("compare", "one_of", "contains"):
+                subject = atom.args[0]
+                if subject.startswith("$"):
+                    yield ast.Value("param", subject[1:], atom.pos)
+                elif "." in subject:
+                    yield ast.Value("ref", subject, atom.pos)
+
+
+def _acl(source: Plugin, target: Plugin) -> bool:
+    can, accepts = source.routing.can_route_to, target.routing.accepts_routing_from
+    return (can is None or target.name in can) and (accepts is None or source.name in accepts)
+
+
+def _atoms(cond: ast.Cond | None) -> list[ast.Cond]:
+    if cond is None:
+        return []
+    if cond.op in ("and", "or", "not"):
+        return [a for c in cond.children for a in _atoms(c)]
+    return [cond]
+
+
+# ------------------------------------------------------------ satisfiability
+
+
+Literal = tuple[bool, ast.Cond]  # (positive, atom)
+MAX_CONJUNCTS = 256
+
+
+def _dnf(cond: ast.Cond, positive: bool = True) -> list[list[Literal]] | None:
+    """Disjunctive normal form as lists of literals; None when it would grow too large."""
+    if cond.op == "not":
+        return _dnf(cond.children[0], not positive)
+    if cond.op in ("and", "or"):
+        conj = (cond.op == "and") == positive
+        parts = [_dnf(c, positive) for c in cond.children]
+        if any(p is None for p in parts):
+            return None
+        if not conj:
+            return [c for p in parts for c in p]  # type: ignore[union-attr]
+        result: list[list[Literal]] = [[]]
+        for p in parts:
+            result = [a + b for a in result for b in p]  # type: ignore[union-attr]
+            if len(result) > MAX_CONJUNCTS:
+                return None
+        return result
+    return [[(positive, cond)]]
+
+
+def _key(atom: ast.Cond) -> tuple[str, Any]:
+    """The fact an atom tests, and a comparable form of what it requires."""
+    ir_cond = compiler.condition(atom)
+    return getattr(ir_cond, "fact", ""), ir_cond
+
+
+def _contradicts(conjunct: list[Literal]) -> bool:
+    positives: dict[str, list[Any]] = {}
+    for positive, atom in conjunct:
+        fact, cond = _key(atom)
+        if (not positive, atom.op, atom.args) in {(p, a.op, a.args) for p, a in conjunct}:
+            return True
+        if positive:
+            positives.setdefault(fact, []).append(cond)
+    for conds in positives.values():
+        equal = {c.value for c in conds if isinstance(c, ir.Compare) and c.op == "=="}
+        if len(equal) > 1:
+            return True
+        low, high = float("-inf"), float("inf")
+        for c in conds:
+            if isinstance(c, ir.Compare) and isinstance(c.value, (int, float)) and not isinstance(c.value, bool):
+                if c.op in (">", ">="):
+                    low = max(low, c.value + (1e-9 if c.op == ">" else 0))
+                elif c.op in ("<", "<="):
+                    high = min(high, c.value - (1e-9 if c.op == "<" else 0))
+                elif c.op == "==":
+                    low, high = max(low, c.value), min(high, c.value)
+        if low > high:
+            return True
+    return False
+
+
+def _never(cond: ast.Cond) -> bool:
+    dnf = _dnf(cond)
+    return dnf is not None and bool(dnf) and all(_contradicts(c) for c in dnf)
+
+
+def _literal_set(cond: ast.Cond) -> list[frozenset[tuple[bool, str, tuple]]] | None:
+    dnf = _dnf(cond)
+    if dnf is None:
+        return None
+    return [frozenset((p, a.op, _hashable(a.args)) for p, a in conj) for conj in dnf]
+
+
+def _hashable(args: tuple) -> tuple:
+    return tuple(repr(a) if not isinstance(a, (str, int, float, bool)) else a for a in args)
+
+
+def _weaker(a: ast.Cond, b: ast.Cond) -> bool:
+    """Does ``a`` hold whenever ``b`` does? (Each conjunct of b contains some conjunct of a.)"""
+    sa, sb = _literal_set(a), _literal_set(b)
+    if sa is None or sb is None:
+        return False
+    return all(any(ca <= cb for ca in sa) for cb in sb)
+
+
+def _conflicts_or_repeats(a: ast.Rule, b: ast.Rule) -> bool:
+    strip = [(x.op, x.target, x.weight, x.on, x.after) for x in b.then]
+    if strip == [(x.op, x.target, x.weight, x.on, x.after) for x in a.then]:
+        return True
+    excluded = {x.target for x in a.then if x.op == "exclude"}
+    return any(x.op in ("prefer", "require", "collaborate") and x.target in excluded for x in b.then)
+
+
+def check_program(
+    modules: tuple[ast.Module, ...], sources: Mapping[str, str], plugins: Mapping[str, Plugin]
+) -> list[Diagnostic]:
+    return _Checker(modules, sources, plugins).run()
+
+
+def lint(paths: Sequence[Any], plugins: Mapping[str, Plugin]) -> list[Diagnostic]:
+    """Every finding for the rule files under ``paths``, sorted by file and position."""
+    from .project import load_rules
+
+    bundle = load_rules(paths, plugins)
+    return sorted(bundle.diagnostics, key=lambda d: (d.path, d.line, d.col, d.code))
