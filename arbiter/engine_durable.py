@@ -45,6 +45,7 @@ from .rules_engine import (
 MAX_RULES_PER_PROPERTY = 512
 COMPILE_TIMEOUT_S = 30.0
 ALWAYS = "always"
+SENTINEL = "arbiter_sentinel"
 # Short names: the native engine keeps ruleset and session names in small fixed buffers.
 _NAMES = itertools.count()
 
@@ -92,6 +93,10 @@ class DurableRules:
     collected: dict[str, set[int]] = field(default_factory=dict)
     errors: dict[str, BaseException] = field(default_factory=dict)
     released: bool = False
+
+
+def _sentinel(c: Any) -> None:
+    """Matches every fact so that none is left unhandled; records nothing."""
 
 
 def _recorder(ref: Callable[[], DurableRules | None], index: int, name: str) -> Callable[[Any], None]:
@@ -181,12 +186,14 @@ class DurableEngine:
         name = f"arb{next(_NAMES)}"
         compiled = DurableRules(ruleset, name, self._host, tuple(predicates))
         ref = weakref.ref(compiled)
-        definition = {
-            name: {
-                f"r{i}": {"all": [{"m": expr}], "run": _recorder(ref, i, rule.name)}
-                for i, (rule, expr) in enumerate(zip(ruleset.rules, exprs))
-            }
+        rules = {
+            f"r{i}": {"all": [{"m": expr}], "run": _recorder(ref, i, rule.name)}
+            for i, (rule, expr) in enumerate(zip(ruleset.rules, exprs))
         }
+        # Every fact must be handled: durable-rules keeps a session for an unhandled fact, and
+        # deleting such a session can abort the native engine. A sentinel rule matches them all.
+        rules[SENTINEL] = {"all": [{"m": {ALWAYS: True}}], "run": _sentinel}
+        definition = {name: rules}
         if ruleset.rules:
             with self._lock:
                 self._collect()
@@ -202,9 +209,7 @@ class DurableEngine:
         with self._lock:
             try:
                 self._host.assert_fact(compiled.name, fact)
-            except durable_engine.MessageNotHandledException:
-                pass  # no rule matched: durable-rules kept no session for it
-            else:
+            finally:
                 self._host.delete_state(compiled.name, sid)
             error = compiled.errors.pop(sid, None)
             matched = compiled.collected.pop(sid, set())

@@ -6,8 +6,8 @@ import random
 import threading
 
 import pytest
-
 from arbiter.dsl import ir
+
 from arbiter.rules_engine import RuleLoopError, durable_available, make_engine
 
 ENGINES = ["python", pytest.param("durable", marks=pytest.mark.skipif(not durable_available(), reason="no durable"))]

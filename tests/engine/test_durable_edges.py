@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-
 from arbiter.dsl import ir
+
 from arbiter.rules_engine import ActionError, CompileError, durable_available, make_engine
 
 pytestmark = pytest.mark.skipif(not durable_available(), reason="durable-rules not installed")
