@@ -206,7 +206,7 @@ def _place_comments(decls: list[list[Line]], comments: tuple[ast.Comment, ...], 
     leading: dict[tuple[int, int], list[ast.Comment]] = {}
     tail: list[str] = []
     for comment in comments:
-        same = next(((d, i) for line, d, i in anchors if line == comment.line), None)
+        same = next(((d, i) for line, d, i in reversed(anchors) if line == comment.line), None)
         if same and comment.line in code_lines and comment.col > 1:
             trailing[same] = comment.text
             continue

@@ -172,11 +172,16 @@ class _ToAst(Transformer):
     def _cond(self, op, meta, args=(), children=()):
         return ast.Cond(op, tuple(args), tuple(children), _pos(meta))
 
+    def _flat(self, op, meta, children):
+        """``a and (b and c)`` is ``a and b and c``: one canonical tree for equal meanings."""
+        flat = [g for child in children for g in (child.children if child.op == op else (child,))]
+        return self._cond(op, meta, children=flat)
+
     def or_cond(self, meta, c):
-        return self._cond("or", meta, children=c)
+        return self._flat("or", meta, c)
 
     def and_cond(self, meta, c):
-        return self._cond("and", meta, children=c)
+        return self._flat("and", meta, c)
 
     def not_(self, meta, c):
         return self._cond("not", meta, children=c)

@@ -1,0 +1,115 @@
+"""Lint: every kind of finding, with its code and location, all in one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from arbiter.dsl.lint import lint
+from click.testing import CliRunner
+
+from arbiter.cli import main
+
+
+def findings(tmp_path: Path, text: str, plugins) -> list[tuple[str, int, str]]:
+    (tmp_path / "t.arb").write_text(text)
+    return [(d.code, d.line, d.message) for d in lint([tmp_path], plugins)]
+
+
+def codes(tmp_path, text, plugins):
+    return [c for c, _, _ in findings(tmp_path, text, plugins)]
+
+
+def test_shipped_rules_are_lint_clean(repo, shipped_plugins):
+    assert lint([repo / "rules"], shipped_plugins) == []
+
+
+@pytest.mark.parametrize(
+    "text,code,line",
+    [
+        ("rule r { when domain backend then prefer fastapi-backnd }", "E101", 1),
+        ("chain c { step a: jira-orchestrator jira:prepair }", "E102", 1),
+        ("rule r { when domain backnd then prefer fastapi-backend }", "E103", 1),
+        (
+            "rule r { when domain api then prefer home-assistant }\nrule r { when domain api then avoid exec-automator }",
+            "E104",
+            2,
+        ),
+        ("rule r { when plugin fastapi-backend is sleeping then prefer home-assistant }", "E105", 1),
+        ("rule r { when domain api }", "E106", 1),
+        ("rule r { when text matches /a(b/ then prefer home-assistant }", "E107", 1),
+        (
+            "chain c sequential {\n  step a: jira-orchestrator jira:work with k = b.x\n  step b: jira-orchestrator jira:pr\n}",
+            "E301",
+            2,
+        ),
+        (
+            "chain c parallel {\n  step a: jira-orchestrator jira:work\n  step b: jira-orchestrator jira:pr with u = a.x\n}",
+            "E301",
+            3,
+        ),
+        ("chain c {\n  step a: jira-orchestrator jira:work with k = nope.x\n}", "E302", 2),
+        ("chain c (p: string) {\n  step a: jira-orchestrator jira:work with k = $q\n}", "E303", 2),
+        ("chain c saga {\n  step a: lobbi-platform-manager create-tenant\n}", "E304", 2),
+        ("rule r { when domain api then prefer home-assistant collaborate exec-automator }", "E401", 1),
+        ("rule r { when caller is exec-automator then require home-assistant }", "E401", 1),
+        ("rule r { when context kubernets then prefer home-assistant }", "W101", 1),
+        ("rule r { when domain api then strategy fastest }", "W102", 1),
+        ('rule r { when complexity == "simple" and complexity == "complex" then prefer home-assistant }', "W201", 1),
+        ("rule r { when urgency > 5 and urgency < 3 then prefer home-assistant }", "W201", 1),
+        ("rule r { when domain api and not domain api then prefer home-assistant }", "W201", 1),
+        (
+            "rule a {\n priority 9\n when domain api\n then exclude home-assistant\n}\n"
+            "rule b {\n when domain api and urgency > 3\n then prefer home-assistant\n}",
+            "W202",
+            6,
+        ),
+        ("rule r { when fact never-set then prefer home-assistant }", "W203", 1),
+        ("rule r { then prefer home-assistant }", "W204", 1),
+    ],
+)
+def test_each_finding(tmp_path, shipped_plugins, text, code, line):
+    found = findings(tmp_path, text, shipped_plugins)
+    assert (code, line) in [(c, ln) for c, ln, _ in found], found
+
+
+def test_did_you_mean_hints(tmp_path, shipped_plugins):
+    (tmp_path / "t.arb").write_text(
+        "rule r {\n  when domain backnd\n  then prefer fastapi-backnd\n}\n"
+        "chain c {\n  step a: jira-orchestrator jira:prepair\n}\n"
+    )
+    hints = {d.code: d.hint for d in lint([tmp_path], shipped_plugins)}
+    assert hints["E103"] == "did you mean 'backend'?"
+    assert hints["E101"] == "did you mean 'fastapi-backend'?"
+    assert hints["E102"] == "did you mean 'jira:prepare'?"
+
+
+def test_more_than_512_rules_on_one_fact(tmp_path, shipped_plugins):
+    text = "\n".join(f"rule r{i} {{ when domain api then prefer home-assistant by {i} }}" for i in range(513))
+    assert "E108" in codes(tmp_path, text, shipped_plugins)
+
+
+def test_syntax_and_meaning_errors_together_with_caret(tmp_path, shipped_plugins):
+    (tmp_path / "t.arb").write_text("rule a { whn domain api }\n\nrule b { when domain api then prefer nobody }\n")
+    diags = lint([tmp_path], shipped_plugins)
+    assert [(d.code, d.line) for d in diags] == [("E001", 1), ("E101", 3)]
+    text = diags[1].format()
+    assert text.splitlines()[0].endswith("t.arb:3:31: error[E101]: unknown plugin 'nobody'")
+    assert text.splitlines()[2].index("^") == 4 + 30
+
+
+def test_cli_exit_codes_and_json(tmp_path, repo):
+    runner = CliRunner()
+    clean = runner.invoke(main, ["--root", str(repo), "lint"])
+    assert clean.exit_code == 0
+    (tmp_path / "bad.arb").write_text("rule r { when domain api then prefer nobody }\n")
+    (tmp_path / "warn.arb").write_text("rule w { then prefer home-assistant }\n")
+    bad = runner.invoke(main, ["--root", str(repo), "lint", str(tmp_path / "bad.arb"), "--format", "json"])
+    assert bad.exit_code == 1
+    (item,) = json.loads(bad.stdout)
+    assert item["code"] == "E101" and item["line"] == 1
+    warn = runner.invoke(main, ["--root", str(repo), "lint", str(tmp_path / "warn.arb")])
+    assert warn.exit_code == 0 and "W204" in warn.stdout
+    usage = runner.invoke(main, ["--root", str(repo), "lint", "--format", "xml"])
+    assert usage.exit_code == 2
