@@ -16,7 +16,6 @@ Codes (also in REFERENCE.md):
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -278,19 +277,31 @@ class _Checker:
                 )
 
     def check_shadowing(self) -> None:
-        rules = [(p, d) for p, d in self.decls if isinstance(d, ast.Rule) and d.when is not None]
-        for (path_b, b), (_, a) in itertools.permutations(rules, 2):
-            if a.priority <= b.priority or a.name == b.name:
+        """Compare each rule only with higher-priority rules sharing a literal (or with none)."""
+        rules = [(p, d, _literal_set(d.when)) for p, d in self.decls if isinstance(d, ast.Rule) and d.when is not None]
+        by_literal: dict[Any, set[int]] = {}
+        unconditional: set[int] = set()
+        for index, (_, _, sets) in enumerate(rules):
+            literals = set().union(*sets) if sets else set()
+            if sets is not None and any(not s for s in sets):
+                unconditional.add(index)
+            for literal in literals:
+                by_literal.setdefault(literal, set()).add(index)
+        for path_b, b, sets_b in rules:
+            if sets_b is None:
                 continue
-            if _weaker(a.when, b.when) and _conflicts_or_repeats(a, b):
-                self.report(
-                    path_b,
-                    b.pos,
-                    "warning",
-                    "W202",
-                    f"rule '{b.name}' is shadowed by '{a.name}' (priority {a.priority} > {b.priority})",
-                    f"'{a.name}' fires whenever this rule does and overrides or repeats its actions",
-                )
+            candidates = set(unconditional)
+            for literal in set().union(*sets_b) if sets_b else ():
+                candidates |= by_literal.get(literal, set())
+            for index in sorted(candidates):
+                _, a, sets_a = rules[index]
+                if a.priority <= b.priority or a.name == b.name or sets_a is None:
+                    continue
+                if _weaker(sets_a, sets_b) and _conflicts_or_repeats(a, b):
+                    self.report(path_b, b.pos, "warning", "W202",
+                                f"rule '{b.name}' is shadowed by '{a.name}' (priority {a.priority} > {b.priority})",
+                                f"'{a.name}' fires whenever this rule does and overrides or repeats its actions")
+                    break
 
     # ------------------------------------------------------------ capabilities and chains
     def check_capabilities(self, path: str, decl: ast.Capabilities) -> None:
@@ -495,11 +506,8 @@ def _hashable(args: tuple) -> tuple:
     return tuple(repr(a) if not isinstance(a, (str, int, float, bool)) else a for a in args)
 
 
-def _weaker(a: ast.Cond, b: ast.Cond) -> bool:
+def _weaker(sa: list[frozenset], sb: list[frozenset]) -> bool:
     """Does ``a`` hold whenever ``b`` does? (Each conjunct of b contains some conjunct of a.)"""
-    sa, sb = _literal_set(a), _literal_set(b)
-    if sa is None or sb is None:
-        return False
     return all(any(ca <= cb for ca in sa) for cb in sb)
 
 
