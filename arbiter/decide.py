@@ -119,7 +119,7 @@ class RuleAsks:
 class DecideSettings:
     max_fallbacks: int = 3
     coordinator: str = "jira-orchestrator"
-    fallback_ratio: float = 0.5  # a fallback scores at least this share of the primary
+    fallback_ratio: float = 0.3  # a fallback scores at least this share of the primary
 
 
 @dataclass

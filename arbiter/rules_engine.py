@@ -27,6 +27,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .dsl import ir
@@ -81,6 +82,7 @@ class Evaluation:
 # ---------------------------------------------------------------- leaf predicates
 
 
+@lru_cache(maxsize=4096)
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """Translate a path glob: ``**`` spans folders, ``*`` and ``?`` stay within one; a pattern
     without a slash matches the file name in any folder (as in .gitignore)."""

@@ -298,9 +298,14 @@ class _Checker:
                 if a.priority <= b.priority or a.name == b.name or sets_a is None:
                     continue
                 if _weaker(sets_a, sets_b) and _conflicts_or_repeats(a, b):
-                    self.report(path_b, b.pos, "warning", "W202",
-                                f"rule '{b.name}' is shadowed by '{a.name}' (priority {a.priority} > {b.priority})",
-                                f"'{a.name}' fires whenever this rule does and overrides or repeats its actions")
+                    self.report(
+                        path_b,
+                        b.pos,
+                        "warning",
+                        "W202",
+                        f"rule '{b.name}' is shadowed by '{a.name}' (priority {a.priority} > {b.priority})",
+                        f"'{a.name}' fires whenever this rule does and overrides or repeats its actions",
+                    )
                     break
 
     # ------------------------------------------------------------ capabilities and chains

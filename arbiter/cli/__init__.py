@@ -15,6 +15,7 @@ from arbiter import __version__
 from .common import Context
 from .dsl_commands import fmt, lint
 from .project_commands import agents, check_config, plugins
+from .routing_commands import decisions, explain, route, test_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -49,6 +50,12 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter lint                         errors with file:line:col, a caret and a hint
       arbiter fmt [--check]                canonical layout, comments kept
     \b
+    Route requests:
+      arbiter explain "TEXT" [--file P]... [--why-not PLUGIN] [--json]
+      arbiter route "TEXT" | arbiter route --input requests.jsonl
+      arbiter test                         run the routing cases in rules/*.test.yaml
+      arbiter decisions --last 10          recorded decisions
+    \b
     Any other ecosystem, e.g. plain Claude Code plugins:
       arbiter --plugins-dir ../claude-plugins plugins list --json
     """
@@ -60,3 +67,7 @@ main.add_command(agents)
 main.add_command(check_config)
 main.add_command(lint)
 main.add_command(fmt)
+main.add_command(explain)
+main.add_command(route)
+main.add_command(test_cmd)
+main.add_command(decisions)

@@ -1,0 +1,229 @@
+"""``explain``, ``route``, ``test`` and ``decisions``: asking the router and checking its answers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from arbiter import record, state
+from arbiter.explain import render
+from arbiter.pipeline import Request, Router
+from arbiter.routing_tests import load_cases, run_cases
+
+from .common import Context, echo_json, json_option, pass_context, print_diagnostics
+
+file_option = click.option(
+    "--file", "files", multiple=True, metavar="PATH", help="A file the request is about (repeatable)."
+)
+from_option = click.option("--from", "caller", metavar="PLUGIN", help="The plugin the request comes from.")
+record_option = click.option(
+    "--record/--no-record", "record_", default=True, show_default=True, help="Store the decision in the state database."
+)
+
+
+def _router(ctx: Context) -> Router:
+    snap = ctx.snapshot()
+    if snap.errors:
+        print_diagnostics(snap.errors)
+        raise click.ClickException("the project has errors (see above); fix them or run `arbiter check-config`")
+    return Router(snap)
+
+
+def _open_store(ctx: Context) -> None:
+    snap = ctx.snapshot()
+    state.open_store(snap.configs["state"]["database"], snap.project.root)
+
+
+@click.command()
+@click.argument("text")
+@file_option
+@from_option
+@json_option
+@click.option("--why-not", "why_not", metavar="PLUGIN", help="Explain what kept PLUGIN from winning.")
+@record_option
+@pass_context
+def explain(
+    ctx: Context,
+    text: str,
+    files: tuple[str, ...],
+    caller: str | None,
+    as_json: bool,
+    why_not: str | None,
+    record_: bool,
+) -> None:
+    """Route TEXT and show why: facts with evidence, rules fired (file:line and reason), every
+    plugin's score with what matched, the decision and the agent team.
+
+    \b
+    Example:
+      arbiter explain "Build a FastAPI endpoint with MongoDB and Keycloak auth"
+      arbiter explain "deploy to prod" --file k8s/app.yaml --why-not home-assistant --json
+    """
+    router = _router(ctx)
+    result = router.route(Request(text, files, caller))
+    data = result.to_json()
+    if why_not:
+        data["whyNot"] = {"plugin": why_not, "reasons": router.why_not(result, why_not)}
+    if record_:
+        _open_store(ctx)
+        record.record_decision(data, origin="cli")
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(render(result), nl=False)
+    if why_not:
+        click.echo(f"\nWhy not {why_not}")
+        for line in data["whyNot"]["reasons"]:
+            click.echo(f"  - {line}")
+
+
+def _batch(router: Router, stream: TextIO, record_: bool) -> int:
+    """JSON lines in, JSON lines out, in order; a bad line gets an error line, not an abort."""
+    failures = 0
+    writer = record.DecisionWriter() if record_ else None
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            request = Request(
+                str(item["text"]), tuple(item.get("files") or ()), item.get("from"), str(item.get("id", number))
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            failures += 1
+            click.echo(json.dumps({"line": number, "error": f"invalid request: {exc}"}))
+            continue
+        data = router.route(request).to_json(trace=False)
+        if writer:
+            writer.submit(data, origin="cli")
+        click.echo(json.dumps(data, default=str))
+    if writer:
+        writer.close()
+    return failures
+
+
+@click.command()
+@click.argument("text", required=False)
+@file_option
+@from_option
+@click.option("--input", "input_", type=click.File("r"), help="JSON lines {id, text, files} ('-' for stdin).")
+@json_option
+@record_option
+@pass_context
+def route(
+    ctx: Context,
+    text: str | None,
+    files: tuple[str, ...],
+    caller: str | None,
+    input_: TextIO | None,
+    as_json: bool,
+    record_: bool,
+) -> None:
+    """Print the routing decision for TEXT, or for every request of a JSON-lines file.
+
+    Batch mode loads the project once and writes one JSON line per request, in order, in the
+    `explain --json` shape without the trace, with requestId set to the input's id.
+    """
+    if (text is None) == (input_ is None):
+        raise click.UsageError("give either TEXT or --input FILE")
+    router = _router(ctx)
+    if record_:
+        _open_store(ctx)
+    if input_ is not None:
+        raise SystemExit(1 if _batch(router, input_, record_) else 0)
+    data = router.route(Request(text or "", files, caller)).to_json(trace=False)
+    if record_:
+        record.record_decision(data, origin="cli")
+    if as_json:
+        echo_json(data)
+        return
+    decision = data["routingDecision"]
+    if decision["primaryPlugin"] is None:
+        click.echo(f"no route (nearest: {', '.join(decision.get('nearestCandidates', [])) or 'none'})")
+        return
+    plan = decision["collaborationPlan"]
+    click.echo(f"primary: {decision['primaryPlugin']}")
+    click.echo(f"fallbacks: {', '.join(decision['fallbackPlugins']) or '-'}")
+    if plan:
+        steps = " -> ".join(f"{p['plugin']} ({p['domain']})" for p in plan["phases"])
+        click.echo(f"plan: {steps}")
+    click.echo(f"strategy: {decision['executionStrategy']}")
+
+
+@click.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@json_option
+@click.option("--verbose", "-v", is_flag=True, help="List passing cases too.")
+@pass_context
+def test_cmd(ctx: Context, paths: tuple[Path, ...], as_json: bool, verbose: bool) -> None:
+    """Run routing test cases (YAML: text, files, expect, also, collaborators), like `opa test`.
+
+    Default PATHS: every *.test.yaml in ROOT/rules. Exit 1 when any case fails.
+    """
+    cases, problems = load_cases(list(paths) or [ctx.root / "rules"])
+    if problems:
+        print_diagnostics(problems)
+        raise SystemExit(1)
+    router = _router(ctx)
+
+    def run(case: Any) -> tuple[str | None, tuple[str, ...]]:
+        result = router.route(Request(case.text, case.files, case.caller))
+        return result.decision.primary_plugin, result.collaborators()
+
+    outcomes = run_cases(cases, run)
+    failed = [o for o in outcomes if not o.passed]
+    if as_json:
+        echo_json(
+            {
+                "passed": len(outcomes) - len(failed),
+                "failed": len(failed),
+                "cases": [
+                    {
+                        "name": o.case.name,
+                        "file": f"{o.case.path}:{o.case.line}",
+                        "passed": o.passed,
+                        "expected": o.case.expect,
+                        "got": o.primary,
+                        "message": o.message,
+                    }
+                    for o in outcomes
+                ],
+            }
+        )
+    else:
+        for o in outcomes:
+            if o.passed and not verbose:
+                continue
+            mark = "PASS" if o.passed else "FAIL"
+            click.echo(f"{mark}  {o.case.path}:{o.case.line}  {o.case.name[:60]}")
+            if o.message:
+                click.echo(f"      {o.message}")
+        click.echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} passed", file=sys.stdout)
+    raise SystemExit(1 if failed else 0)
+
+
+@click.command()
+@click.option("--last", "last", default=20, show_default=True, help="How many of the newest decisions.")
+@json_option
+@pass_context
+def decisions(ctx: Context, last: int, as_json: bool) -> None:
+    """List recorded routing decisions, newest first (from route, explain and the broker)."""
+    _open_store(ctx)
+    rows = record.recent_decisions(last)
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        primary = row["primaryPlugin"] or "no route"
+        took = (row["timings"] or {}).get("totalUs")
+        took_text = f"{took / 1000:.2f} ms" if took else "-"
+        click.echo(
+            f"{row['createdAt']}  {row['requestId']:<18} {primary:<24} {took_text:>9}  {row['origin'] or '-':<6} "
+            f"{(row['userInput'] or '')[:50]}"
+        )
+    if not rows:
+        click.echo("no decisions recorded yet")

@@ -1,0 +1,144 @@
+"""Routing accuracy over the corpus: ours against a plain BM25 baseline, side by side.
+
+The labelled requests live in tests/routing/ (corpus_cases.yaml, and corpus_holdout.yaml, which
+was never used to tune anything). Top-1 counts a correct primary (or a correct "no route");
+top-3 counts the expected plugin among the three best for routable requests; no-route precision
+and recall are about the requests no plugin should take.
+
+Run: python bench/bench_accuracy.py
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CASES, CORPUS, percentile, table  # noqa: E402
+
+from arbiter.loader import load_plugins  # noqa: E402
+from arbiter.pipeline import Request, Router  # noqa: E402
+from arbiter.snapshot import build_snapshot  # noqa: E402
+
+
+class BM25:
+    """The textbook baseline: one document per plugin (all its text), k1=1.2, b=0.75."""
+
+    def __init__(self, plugins):
+        self.names = [p.name for p in plugins]
+        docs = []
+        for p in plugins:
+            parts = [p.name, p.description, " ".join(p.keywords)]
+            parts += [f"{c.name} {c.description} {' '.join(c.keywords)} {c.body}" for c in p.components()]
+            docs.append(Counter(re.findall(r"[a-z0-9]+", " ".join(parts).lower())))
+        self.docs = docs
+        self.avg = sum(sum(d.values()) for d in docs) / len(docs)
+        df = Counter(t for d in docs for t in d)
+        n = len(docs)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    def rank(self, text: str) -> list[str]:
+        terms = re.findall(r"[a-z0-9]+", text.lower())
+        scores = []
+        for name, doc in zip(self.names, self.docs):
+            length = sum(doc.values())
+            s = 0.0
+            for t in terms:
+                f = doc.get(t, 0)
+                if f:
+                    s += self.idf[t] * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * length / self.avg))
+            scores.append((s, name))
+        return [n for s, n in sorted(scores, reverse=True)]
+
+
+def score(cases, predict):
+    top1 = top3 = routable = none_ok = none_total = none_said = 0
+    misses = Counter()
+    latencies = []
+    for case in cases:
+        expect = None if case["expect"] == "none" else case["expect"]
+        ok = {expect, *case.get("also", [])}
+        start = time.perf_counter()
+        primary, best3 = predict(case)
+        latencies.append(time.perf_counter() - start)
+        top1 += primary in ok
+        if primary not in ok:
+            misses[str(expect)] += 1
+        if expect is None:
+            none_total += 1
+            none_ok += primary is None
+        else:
+            routable += 1
+            top3 += bool(ok & set(best3))
+        none_said += primary is None
+    return {
+        "n": len(cases),
+        "top1": top1 / len(cases),
+        "top3": top3 / max(routable, 1),
+        "none_p": none_ok / none_said if none_said else float("nan"),
+        "none_r": none_ok / max(none_total, 1),
+        "p50": percentile(latencies, 0.5) * 1e6,
+        "p99": percentile(latencies, 0.99) * 1e6,
+        "misses": misses,
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        router = Router(build_snapshot(Path(tmp), [CORPUS]), engine="python")
+    plugins, _ = load_plugins([CORPUS])
+    bm25 = BM25(plugins)
+
+    def ours(case):
+        result = router.route(Request(case["text"], tuple(case.get("files", ()))))
+        ranked = [s.plugin for s in result.scores if s.eligible and s.score > 0][:3]
+        return result.decision.primary_plugin, ranked
+
+    def baseline(case):
+        text = case["text"] + " " + " ".join(case.get("files", ()))
+        ranked = bm25.rank(text)
+        return ranked[0], ranked[:3]
+
+    rows = []
+    results = {}
+    for label in ("corpus_cases", "corpus_holdout"):
+        cases = yaml.safe_load((CASES / f"{label}.yaml").read_text())
+        for name, predict in (("arbiter", ours), ("bm25 baseline", baseline)):
+            r = score(cases, predict)
+            results[(label, name)] = r
+            rows.append(
+                [
+                    label,
+                    name,
+                    r["n"],
+                    f"{r['top1']:.3f}",
+                    f"{r['top3']:.3f}",
+                    f"{r['none_p']:.2f}",
+                    f"{r['none_r']:.2f}",
+                    f"{r['p50']:.0f}",
+                    f"{r['p99']:.0f}",
+                ]
+            )
+    table(
+        "Routing accuracy over 34 corpus plugins",
+        ["set", "router", "requests", "top-1", "top-3", "no-route P", "no-route R", "p50 us", "p99 us"],
+        rows,
+    )
+    ratio = [
+        [label, f"{results[(label, 'arbiter')]['top1'] / results[(label, 'bm25 baseline')]['top1']:.2f}x"]
+        for label in ("corpus_cases", "corpus_holdout")
+    ]
+    table("Top-1 ratio, arbiter / bm25 (same run)", ["set", "ratio"], ratio)
+    misses = results[("corpus_cases", "arbiter")]["misses"]
+    table("Arbiter misses by expected plugin (corpus_cases)", ["expected", "misses"], sorted(misses.items()))
+
+
+if __name__ == "__main__":
+    main()

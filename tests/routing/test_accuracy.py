@@ -1,0 +1,57 @@
+"""Routing accuracy on the labelled corpus requests (deterministic: not a timing assertion)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from arbiter.pipeline import Request
+
+HERE = Path(__file__).parent
+
+
+def evaluate(router, cases):
+    top1 = top3 = routable = 0
+    none_right = none_total = none_predicted = 0
+    for case in cases:
+        expect = None if case["expect"] == "none" else case["expect"]
+        ok = {expect, *case.get("also", [])}
+        result = router.route(Request(case["text"], tuple(case.get("files", ()))))
+        got = result.decision.primary_plugin
+        top1 += got in ok
+        if expect is None:
+            none_total += 1
+            none_right += got is None
+        else:
+            routable += 1
+            top3 += bool(
+                ok
+                & {s.plugin for s in result.scores if s.eligible and s.score > 0}.intersection(
+                    s.plugin for s in result.scores[:3]
+                )
+            )
+        none_predicted += got is None
+    return {
+        "top1": top1 / len(cases),
+        "top3": top3 / routable,
+        "none_recall": none_right / none_total,
+        "none_precision": none_right / max(none_predicted, 1),
+    }
+
+
+def test_labelled_corpus_set(corpus_router):
+    cases = yaml.safe_load((HERE / "corpus_cases.yaml").read_text())
+    assert len(cases) >= 100 and sum(c["expect"] == "none" for c in cases) >= 20
+    plugins = {c["expect"] for c in cases} - {"none"}
+    assert len(plugins) == 34
+    m = evaluate(corpus_router, cases)
+    assert m["top1"] >= 0.9, m
+    assert m["top3"] >= 0.95, m
+    assert m["none_recall"] >= 0.9 and m["none_precision"] >= 0.8, m
+
+
+def test_held_out_set(corpus_router):
+    cases = yaml.safe_load((HERE / "corpus_holdout.yaml").read_text())
+    m = evaluate(corpus_router, cases)
+    assert m["top1"] >= 0.85, m
