@@ -45,7 +45,8 @@ def rules_project(tmp: Path, n: int) -> Path:
     words = ["helm", "keycloak", "sprint", "zigbee", "pdf", "react", "terraform", "mongodb", "power bi", "ocr"]
     plugins = sorted(p.name for p in CORPUS.iterdir() if (p / ".claude-plugin").is_dir())
     rules = [
-        f'rule g{i} {{\n  priority {rng.randint(0, 50)}\n  when text contains "{rng.choice(words)}" and urgency >= {rng.randint(1, 9)}\n'
+        f"rule g{i} {{\n  priority {rng.randint(0, 50)}\n"
+        f'  when text contains "{rng.choice(words)}" and urgency >= {rng.randint(1, 9)}\n'
         f"  then prefer {rng.choice(plugins)} by {rng.randint(1, 10)}\n}}\n"
         for i in range(n)
     ]
