@@ -233,25 +233,25 @@ class _ToAst(Transformer):
 
     # actions --------------------------------------------------------
     def prefer(self, meta, c):
-        return ast.Action("prefer", str(c[0]), weight=float(c[1]) if c[1] is not None else None, pos=_pos(meta))
+        return ast.Action("prefer", str(c[0]), weight=float(c[1]) if c[1] is not None else None, pos=_tok_pos(c[0]))
 
     def avoid(self, meta, c):
-        return ast.Action("avoid", str(c[0]), weight=float(c[1]) if c[1] is not None else None, pos=_pos(meta))
+        return ast.Action("avoid", str(c[0]), weight=float(c[1]) if c[1] is not None else None, pos=_tok_pos(c[0]))
 
     def require(self, meta, c):
-        return ast.Action("require", str(c[0]), pos=_pos(meta))
+        return ast.Action("require", str(c[0]), pos=_tok_pos(c[0]))
 
     def exclude(self, meta, c):
-        return ast.Action("exclude", str(c[0]), pos=_pos(meta))
+        return ast.Action("exclude", str(c[0]), pos=_tok_pos(c[0]))
 
     def strategy(self, meta, c):
-        return ast.Action("strategy", str(c[0]), pos=_pos(meta))
+        return ast.Action("strategy", str(c[0]), pos=_tok_pos(c[0]))
 
     def assert_(self, meta, c):
-        return ast.Action("assert", str(c[0]), value=c[1], pos=_pos(meta))
+        return ast.Action("assert", str(c[0]), value=c[1], pos=_tok_pos(c[0]))
 
     def retract(self, meta, c):
-        return ast.Action("retract", str(c[0]), pos=_pos(meta))
+        return ast.Action("retract", str(c[0]), pos=_tok_pos(c[0]))
 
     def collab_on(self, meta, c):
         return ("on", str(c[0]))
@@ -270,7 +270,7 @@ class _ToAst(Transformer):
             on=opts.get("on"),
             after=opts.get("after", ()),
             parallel=opts.get("parallel", False),
-            pos=_pos(meta),
+            pos=_tok_pos(c[0]),
         )
 
     # capabilities ---------------------------------------------------

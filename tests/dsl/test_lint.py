@@ -95,8 +95,8 @@ def test_syntax_and_meaning_errors_together_with_caret(tmp_path, shipped_plugins
     diags = lint([tmp_path], shipped_plugins)
     assert [(d.code, d.line) for d in diags] == [("E001", 1), ("E101", 3)]
     text = diags[1].format()
-    assert text.splitlines()[0].endswith("t.arb:3:31: error[E101]: unknown plugin 'nobody'")
-    assert text.splitlines()[2].index("^") == 4 + 30
+    assert text.splitlines()[0].endswith("t.arb:3:38: error[E101]: unknown plugin 'nobody'")
+    assert text.splitlines()[2].index("^") == 4 + 37
 
 
 def test_cli_exit_codes_and_json(tmp_path, repo):

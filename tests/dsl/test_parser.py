@@ -34,7 +34,7 @@ def test_positions_on_every_node():
     assert negated.op == "not" and negated.children[0].op == "or"
     assert negated.children[0].children[1].args[1][0].value == "complex"
     prefer, collab = rule.then
-    assert (prefer.op, prefer.target, prefer.weight, prefer.pos) == ("prefer", "fastapi-backend", 20.0, ast.Pos(10, 8))
+    assert (prefer.op, prefer.target, prefer.weight, prefer.pos) == ("prefer", "fastapi-backend", 20.0, ast.Pos(10, 15))
     assert collab.after == ("backend", "api") and collab.parallel and collab.on == "authentication"
     assert module.comments[0].text == "# header"
 
