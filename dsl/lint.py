@@ -336,6 +336,31 @@ class _Checker:
         for step in all_steps:
             self.check_step(path, chain, step, params, done, names)
             done.append(step.name)
+        for branch in _branches(chain.items):
+            for atom in _atoms(branch.cond):
+                for value in _cond_values(atom):
+                    self.check_value(path, chain, _BRANCH, value, params, names, names, own=True)
+        self.check_chain_acls(path, chain, all_steps)
+
+    def check_chain_acls(self, path: str, chain: ast.Chain, all_steps: list[ast.Step]) -> None:
+        """A step using another plugin's step result hands data from that plugin to its own."""
+        owner = {s.name: s.plugin for s in all_steps}
+        for step in all_steps:
+            for value in _step_values(step):
+                source = owner.get(str(value.value).split(".")[0]) if value.kind == "ref" else None
+                if source is None or source == step.plugin:
+                    continue
+                if source in self.plugins and step.plugin in self.plugins:
+                    if not _acl(self.plugins[source], self.plugins[step.plugin]):
+                        self.report(
+                            path,
+                            value.pos,
+                            "error",
+                            "E401",
+                            f"step '{step.name}' passes a result of {source} to {step.plugin}, a route the "
+                            "manifests forbid",
+                            f"allow {source} -> {step.plugin} in canRouteTo/acceptsRoutingFrom",
+                        )
 
     def check_step(
         self, path: str, chain: ast.Chain, step: ast.Step, params: set[str], done: list[str], names: list[str]
@@ -407,20 +432,35 @@ class _Checker:
             )
 
 
+_BRANCH = ast.Step("(if)", "", "")
+
+
+def _branches(items: tuple[ast.ChainItem, ...]) -> Iterator[ast.Branch]:
+    for item in items:
+        if isinstance(item, ast.Branch):
+            yield item
+            yield from _branches(item.then)
+            yield from _branches(item.otherwise)
+
+
+def _cond_values(atom: ast.Cond) -> Iterator[ast.Value]:
+    for arg in atom.args:
+        if isinstance(arg, ast.Value):
+            yield arg
+    if atom.op in ("compare", "one_of", "contains"):
+        subject = atom.args[0]
+        if subject.startswith("$"):
+            yield ast.Value("param", subject[1:], atom.pos)
+        elif "." in subject:
+            yield ast.Value("ref", subject, atom.pos)
+
+
 def _step_values(step: ast.Step) -> Iterator[ast.Value]:
     for _, value in step.args:
         yield value
     if step.when is not None:
         for atom in _atoms(step.when):
-            for arg in atom.args:
-                if isinstance(arg, ast.Value):
-                    yield arg
-            if atom.op in ("compare", "one_of", "contains"):
-                subject = atom.args[0]
-                if subject.startswith("$"):
-                    yield ast.Value("param", subject[1:], atom.pos)
-                elif "." in subject:
-                    yield ast.Value("ref", subject, atom.pos)
+            yield from _cond_values(atom)
 
 
 def _acl(source: Plugin, target: Plugin) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from ..model import Diagnostic, Plugin
 from . import ast, compiler, ir
+from .chains import ChainPlan, compile_chain
 from .lint import check_program, syntax_diagnostics
 from .parser import parse
 
@@ -24,7 +25,7 @@ class RulesBundle:
     ruleset: ir.RuleSet = ir.RuleSet(())
     vocabulary: Mapping[str, Any] = field(default_factory=lambda: {"domains": {}, "patterns": {}})
     capability_weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    chains: Mapping[str, ast.Chain] = field(default_factory=dict)
+    chains: Mapping[str, ChainPlan] = field(default_factory=dict)
     diagnostics: tuple[Diagnostic, ...] = ()
 
     @property
@@ -76,7 +77,7 @@ def load_rules(paths: Sequence[Path], plugins: Mapping[str, Plugin]) -> RulesBun
     program = tuple(modules)
     diags.extend(check_program(program, sources, plugins))
     rules = tuple(compiler.rule(d, m.path) for m in program for d in m.decls if isinstance(d, ast.Rule))
-    chains = {d.name: d for m in program for d in m.decls if isinstance(d, ast.Chain)}
+    chains = {d.name: compile_chain(d, m.path) for m in program for d in m.decls if isinstance(d, ast.Chain)}
     return RulesBundle(
         modules=program,
         ruleset=ir.RuleSet(rules, digest.hexdigest()),

@@ -80,3 +80,35 @@ def test_vocabulary_and_weights_across_files(tmp_path):
 def test_missing_rules_dir_is_an_empty_ok_bundle(tmp_path):
     bundle = load_rules([tmp_path / "none"], {})
     assert bundle.ok and bundle.ruleset.rules == () and bundle.diagnostics == ()
+
+
+def test_shipped_chains_compile_to_plans(repo, shipped_plugins):
+    from arbiter.dsl.chains import BranchPlan, Param, Ref, steps
+
+    bundle = load_rules([repo / "rules"], shipped_plugins)
+    assert set(bundle.chains) == {
+        "jira-delivery",
+        "multi-plugin-analysis",
+        "environment-deployment",
+        "tenant-onboarding",
+    }
+    jira = bundle.chains["jira-delivery"]
+    prepare, work, pr, docs = steps(jira.items)
+    assert (prepare.command, prepare.timeout_ms, prepare.retry) == ("jira:prepare", 30_000, 2)
+    assert prepare.args == (("issueKey", Param("issueKey")),)
+    assert work.args == (("issueKey", Ref("prepare", ("issueKey",))),)
+    assert pr.when == ir.Compare("work.status", "==", "completed")
+    assert docs.args == (("prUrl", Ref("pr", ("pullRequestUrl",))),)
+    assert jira.timeout_ms == 30 * 60_000
+    assert bundle.chains["multi-plugin-analysis"].kind == "parallel"
+    deploy = bundle.chains["environment-deployment"]
+    assert isinstance(deploy.items[0], BranchPlan)
+    assert deploy.items[0].when == ir.Compare("$environment", "==", "production")
+    assert deploy.params == (("environment", "development"),)
+    saga = bundle.chains["tenant-onboarding"]
+    assert [s.compensate for s in steps(saga.items)] == [
+        "delete-tenant",
+        "remove-keycloak-config",
+        "destroy-tenant-resources",
+    ]
+    assert steps(saga.items)[2].compensate_args == (("resourceIds", Ref("resources", ("createdResources",))),)

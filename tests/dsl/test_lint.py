@@ -54,6 +54,12 @@ def test_shipped_rules_are_lint_clean(repo, shipped_plugins):
         ("chain c saga {\n  step a: lobbi-platform-manager create-tenant\n}", "E304", 2),
         ("rule r { when domain api then prefer home-assistant collaborate exec-automator }", "E401", 1),
         ("rule r { when caller is exec-automator then require home-assistant }", "E401", 1),
+        ("chain c (p: string) {\n  if $q == 1 {\n    step a: jira-orchestrator jira:work\n  }\n}", "E303", 2),
+        (
+            "chain c {\n  step a: exec-automator analyze-document\n  step b: home-assistant create-automation with d = a.x\n}",
+            "E401",
+            3,
+        ),
         ("rule r { when context kubernets then prefer home-assistant }", "W101", 1),
         ("rule r { when domain api then strategy fastest }", "W102", 1),
         ('rule r { when complexity == "simple" and complexity == "complex" then prefer home-assistant }', "W201", 1),
