@@ -1,0 +1,43 @@
+"""Recording decisions: synchronous for the CLI, batched off-thread for the broker."""
+
+from __future__ import annotations
+
+from arbiter import record, state
+from arbiter.pipeline import Request
+
+
+def test_writer_batches_and_drains_on_close(shipped_router, tmp_path):
+    state.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        writer = record.DecisionWriter(max_batch=7)
+        for i in range(50):
+            data = shipped_router.route(Request(f"create a keycloak realm number {i}", request_id=f"r{i}")).to_json(
+                False
+            )
+            writer.submit(data, origin="broker")
+        writer.close()
+        assert writer.written == 50 and writer.dropped == 0 and writer.errors == []
+        rows = record.recent_decisions(100)
+        assert len(rows) == 50
+        assert {r["origin"] for r in rows} == {"broker"}
+        assert all(r["primaryPlugin"] == "lobbi-platform-manager" for r in rows)
+        record.update_outcome("r3", {"steps": [{"plugin": "lobbi-platform-manager", "result": "ok"}]}, True)
+        row = state.RoutingDecision.get(state.RoutingDecision.request_id == "r3")
+        assert row.success is True and row.outcome["steps"][0]["result"] == "ok" and row.completed_at
+    finally:
+        state.close_store()
+
+
+def test_full_queue_counts_drops_instead_of_blocking(shipped_router, tmp_path):
+    state.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        writer = record.DecisionWriter(max_queue=1)
+        data = shipped_router.route(Request("terraform for the vpc")).to_json(False)
+        with state.database.atomic():  # hold the write lock so the writer cannot drain
+            for _ in range(200):
+                writer.submit(data)
+        writer.close()
+        assert writer.dropped > 0
+        assert writer.written + writer.dropped == 200
+    finally:
+        state.close_store()
