@@ -268,7 +268,7 @@ def classify(text: str, files: Sequence[str], classifier: Classifier, caller: st
     term_set = set(text_terms)
     domains = _domains(term_set, files, lexicon)
     relevance = _relevance(text_terms + file_terms, classifier.index)
-    complexity, reason = complexity_of(text, files, domains, relevance)
+    complexity, reason = complexity_of(text, files, domains)
     return Classification(
         text=text,
         files=tuple(files),

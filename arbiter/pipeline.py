@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from .classify import Classification, build_classifier, classify
 from .decide import DecideSettings, Decision, Phase, RankedPlugin, RuleAsks, decide
+from .dsl import ir
 from .match import Health, PluginScore, RuleEffects, Weights, match, routable
 from .registry import AgentRegistry, AgentTeam, build_team
 from .rules_engine import EngineError, Evaluation, make_engine
@@ -88,6 +89,12 @@ class RoutingResult:
         if trace:
             out["trace"] = self.trace()
         return out
+
+
+def _works_against(action: ir.Action, plugin: str) -> bool:
+    if isinstance(action, ir.Exclude):
+        return action.plugin == plugin
+    return isinstance(action, ir.Prefer) and action.plugin == plugin and action.weight < 0
 
 
 def _action_text(action: Any) -> str:

@@ -179,7 +179,7 @@ def build_team(
     specialists: list[tuple[str, AgentMatch]] = []
     for phase in phases:
         wanted = set(capabilities) | {phase.domain}
-        ranked = [m for m in registry.find(terms, wanted, files, phase.plugin) if m is not coordinator]
+        ranked = registry.find(terms, wanted, files, phase.plugin)
         if coordinator is not None:
             ranked = [m for m in ranked if m.agent.id != coordinator.agent.id]
         if ranked:

@@ -178,5 +178,4 @@ def check_config(ctx: Context, as_json: bool, quiet: bool) -> None:
             f"{snap.project.root}: {len(snap.plugins)} plugins, {len(snap.rules.ruleset.rules)} rules, "
             f"{errors} error(s), {len(snap.diagnostics) - errors} warning(s): configuration {status}"
         )
-    ctx_exit = 0 if snap.ok else 1
-    raise SystemExit(ctx_exit)
+    raise SystemExit(0 if snap.ok else 1)
