@@ -214,9 +214,7 @@ def _patterns(text: str, text_terms: set[str], lexicon: Lexicon) -> tuple[Scored
     return tuple(found)
 
 
-def complexity_of(
-    text: str, files: Sequence[str], domains: Sequence[Scored], relevance: Sequence[Scored]
-) -> tuple[str, str]:
+def complexity_of(text: str, files: Sequence[str], domains: Sequence[Scored]) -> tuple[str, str]:
     """One point each for: work spanning several domains, a long request (over 30 words), more
     than three files, words of large work (architecture, migrate, refactor, ...). 0 points is
     simple, 1-2 moderate, 3 or more complex."""
