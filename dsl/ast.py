@@ -93,6 +93,7 @@ class Param:
     name: str
     type: str | None = None
     default: Value | None = None
+    pos: Pos = Pos(0, 0)
 
 
 @dataclass(frozen=True)

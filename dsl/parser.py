@@ -284,7 +284,7 @@ class _ToAst(Transformer):
 
     # chains ---------------------------------------------------------
     def param(self, meta, c):
-        return ast.Param(str(c[0]), str(c[1]) if c[1] is not None else None, c[2])
+        return ast.Param(str(c[0]), str(c[1]) if c[1] is not None else None, c[2], _pos(meta))
 
     def params(self, meta, c):
         return tuple(c)

@@ -75,7 +75,7 @@ def test_chain_constructs():
     assert problems == []
     (chain,) = module.decls
     assert chain.kind == "saga" and chain.timeout_ms == 120_000
-    assert chain.params[1] == ast.Param("n", "int", ast.Value("number", 3, chain.params[1].default.pos))
+    assert chain.params[1] == ast.Param("n", "int", ast.Value("number", 3, ast.Pos(1, 35)), ast.Pos(1, 26))
     step = chain.items[0]
     assert (step.timeout_ms, step.retry, step.compensate) == (500, 3, "undo-a")
     assert step.args[0][1].kind == "param" and step.compensate_args[0][1].kind == "ref"
