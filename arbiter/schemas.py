@@ -176,6 +176,7 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
                 "max_message_bytes": {"type": "integer", "min": 1024, "default": 1_048_576},
                 "client_inflight": {"type": "integer", "min": 1, "default": 1000},
                 "service_queue": {"type": "integer", "min": 1, "default": 10_000},
+                "total_pending": {"type": "integer", "min": 1, "default": 100_000},
             },
         },
         "request_timeout_ms": {"type": "integer", "min": 1, "default": 30_000},

@@ -12,10 +12,13 @@ import click
 
 from arbiter import __version__
 
+from .broker_commands import broker, events, status
 from .common import Context
+from .dlq_commands import dlq
 from .dsl_commands import fmt, lint
 from .project_commands import agents, check_config, plugins
 from .routing_commands import decisions, explain, route, test_cmd
+from .sdk_commands import request, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -56,6 +59,12 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter test                         run the routing cases in rules/*.test.yaml
       arbiter decisions --last 10          recorded decisions
     \b
+    Run and talk to the broker (MDP/0.1 over ZeroMQ):
+      arbiter broker                       the daemon; SIGHUP or a saved file reloads
+      arbiter workers                      demo workers for the shipped plugins
+      arbiter request arbiter.route '{"text": "deploy the tenant"}'
+      arbiter status | arbiter events [TOPIC]... | arbiter dlq list
+    \b
     Any other ecosystem, e.g. plain Claude Code plugins:
       arbiter --plugins-dir ../claude-plugins plugins list --json
     """
@@ -71,3 +80,5 @@ main.add_command(explain)
 main.add_command(route)
 main.add_command(test_cmd)
 main.add_command(decisions)
+for command in (broker, workers, request, status, events, dlq):
+    main.add_command(command)

@@ -1,0 +1,879 @@
+"""The broker: one ROUTER speaking MDP/0.1 to clients and workers, the event bus, and routed dispatch.
+
+Everything socket-related runs on one thread, the loop in :meth:`Broker.run`; other threads
+(the reloader, the database writers, signal handlers) talk to it only through :meth:`post`,
+which queues a callable and wakes the loop through a pipe. So no lock guards the broker's
+state, and a snapshot swap happens between two messages, never during one.
+
+The hot path of a direct request reads three frames and forwards the body as bytes: bodies
+are decoded only when a request has to wait (to learn its deadline and id) or is addressed to
+one of Arbiter's own services.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import resource
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import orjson
+import zmq
+
+from . import envelope as env
+from . import services as svc
+from .events import EventHub
+from .explain import render
+from .pipeline import Request, Router
+from .protocol import (
+    DISCONNECT,
+    HEARTBEAT,
+    MDPC01,
+    MDPW01,
+    MMI_PREFIX,
+    MMI_SERVICE,
+    READY,
+    REPLY,
+    REQUEST,
+    ProtocolError,
+    parse_credit,
+    service_name,
+)
+from .record import DecisionWriter
+from .snapshot import Snapshot
+
+log = logging.getLogger("arbiter.broker")
+
+DECISION_CACHE_SIZE = 4096
+MAX_BATCH = 256  # messages read per socket before looking at the others again
+SHUTDOWN_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The broker's part of configs/broker.yaml, resolved once per snapshot."""
+
+    frontend: str
+    events_pub: str
+    events_sub: str
+    heartbeat_s: float
+    liveness: int
+    max_message_bytes: int
+    client_inflight: int
+    service_queue: int
+    total_pending: int
+    request_timeout_s: float
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], **overrides: str | None) -> Settings:
+        endpoints = config["endpoints"]
+        limits = config["limits"]
+        return cls(
+            frontend=overrides.get("frontend") or endpoints["frontend"],
+            events_pub=overrides.get("events_pub") or endpoints["events_pub"],
+            events_sub=overrides.get("events_sub") or endpoints["events_sub"],
+            heartbeat_s=config["heartbeat"]["interval_ms"] / 1000,
+            liveness=config["heartbeat"]["liveness"],
+            max_message_bytes=limits["max_message_bytes"],
+            client_inflight=limits["client_inflight"],
+            service_queue=limits["service_queue"],
+            total_pending=limits["total_pending"],
+            request_timeout_s=config["request_timeout_ms"] / 1000,
+        )
+
+
+@dataclass(eq=False)
+class Routed:
+    """What a routed request carries until its worker answers."""
+
+    route: svc.RouteInput
+    decision: dict[str, Any]
+    plugin: str
+    command: str
+    cached: bool
+
+
+@dataclass(eq=False)
+class Pending:
+    """A request the broker has accepted and not yet answered."""
+
+    client: bytes
+    service_frame: bytes  # the service the client addressed; the reply carries it back
+    body: list[bytes]
+    deadline: float  # monotonic; a request still queued then expires
+    received: float
+    message_id: str | None = None
+    routed: Routed | None = None
+    redeliveries: int = 0
+
+
+@dataclass(eq=False)
+class WorkerState:
+    identity: bytes
+    service: Service
+    credit: int
+    expiry: float
+    held: dict[bytes, Pending] = field(default_factory=dict)
+    served: int = 0
+
+    @property
+    def has_credit(self) -> bool:
+        return len(self.held) < self.credit
+
+
+@dataclass(eq=False)
+class Service:
+    name: str
+    frame: bytes
+    queue: deque[Pending] = field(default_factory=deque)
+    ready: deque[WorkerState] = field(default_factory=deque)  # least recently used first
+    workers: dict[bytes, WorkerState] = field(default_factory=dict)
+    requests: int = 0
+
+
+class Broker:
+    """Serve one project; see the module docstring for the threading rule."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        router: Router,
+        settings: Settings,
+        *,
+        decisions: DecisionWriter | None = None,
+        dead_letters: Any = None,
+        context: zmq.Context | None = None,
+    ):
+        self.snapshot = snapshot
+        self.router = router
+        self.settings = settings
+        self.decisions = decisions
+        self.dead_letters = dead_letters
+        self.ctx = context or zmq.Context.instance()
+        self.services: dict[bytes, Service] = {}
+        self.workers: dict[bytes, WorkerState] = {}
+        self.client_inflight: Counter[bytes] = Counter()
+        self.pending_total = 0
+        self.counters: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.decision_cache: OrderedDict[tuple, tuple[dict[str, Any], str | None, str | None]] = OrderedDict()
+        self.reload_state: dict[str, Any] = {"fingerprint": snapshot.fingerprint, "loadedAt": env.iso(env.utc_now())}
+        self.started = time.time()
+        self._tokens = itertools.count(1)
+        self._posted: deque[Callable[[], None]] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._running = False
+        self._stopping = False
+        self.frontend: zmq.Socket | None = None
+        self.events: EventHub | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def bind(self) -> None:
+        s = self.settings
+        self.frontend = self.ctx.socket(zmq.ROUTER)
+        self.frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.frontend.setsockopt(zmq.LINGER, 1000)
+        # Bodies over the limit get a TOO_LARGE reply; a frame over twice the limit is not even
+        # read: libzmq closes that connection, so a flood of huge frames costs no memory.
+        self.frontend.setsockopt(zmq.MAXMSGSIZE, 2 * s.max_message_bytes)
+        self.frontend.setsockopt(zmq.SNDHWM, 100_000)
+        self.frontend.setsockopt(zmq.RCVHWM, 100_000)
+        self.frontend.bind(s.frontend)
+        self.events = EventHub(self.ctx, s.events_pub, s.events_sub)
+        log.info("frontend %s (ROUTER, MDP/0.1 clients and workers)", s.frontend)
+        log.info("events: publishers connect to %s (XSUB), subscribers to %s (XPUB)", s.events_pub, s.events_sub)
+
+    def post(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the loop thread soon. Safe from any thread and from signal handlers."""
+        self._posted.append(action)
+        try:
+            os.write(self._wake_w, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full, so the loop is awake anyway
+
+    def stop(self) -> None:
+        self.post(self._begin_shutdown)
+
+    def run(self) -> None:
+        """Serve until :meth:`stop`; then answer or dead-letter what is in flight and close."""
+        if self.frontend is None:
+            self.bind()
+        assert self.frontend is not None and self.events is not None
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.events.xsub, zmq.POLLIN)
+        poller.register(self.events.xpub, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        tick = min(max(self.settings.heartbeat_s / 2, 0.05), 1.0)
+        next_tick = time.monotonic() + tick
+        self._running = True
+        self.events.publish("system/health", {"event": "broker-up", "frontend": self.settings.frontend})
+        while self._running:
+            timeout = max(0.0, next_tick - time.monotonic())
+            ready = dict(poller.poll(timeout * 1000))
+            if self.frontend in ready:
+                self._drain_frontend()
+            if self.events.xsub in ready:
+                self._drain(self.events.xsub, self.events.forward)
+            if self.events.xpub in ready:
+                self._drain(self.events.xpub, self.events.on_subscription)
+            if self._wake_r in ready or self._posted:
+                self._run_posted()
+            now = time.monotonic()
+            if now >= next_tick:
+                self._housekeeping(now)
+                next_tick = now + tick
+        self._close()
+
+    def _drain(self, sock: zmq.Socket, handle: Callable[[], None]) -> None:
+        for _ in range(MAX_BATCH):
+            if not sock.poll(0, zmq.POLLIN):
+                return
+            handle()
+
+    def _run_posted(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._posted:
+            action = self._posted.popleft()
+            try:
+                action()
+            except Exception:  # a posted action must never take the loop down
+                log.exception("internal action failed")
+                self.counters["internal-errors"] += 1
+
+    # -- the frontend -------------------------------------------------------------------
+
+    def _drain_frontend(self) -> None:
+        sock = self.frontend
+        assert sock is not None
+        for _ in range(MAX_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._on_frontend(frames)
+            except Exception:  # one bad message must never stop the broker
+                log.exception("internal error on a message of %d frames", len(frames))
+                self.dropped["internal-error"] += 1
+                self._internal_error_reply(frames)
+
+    def _on_frontend(self, frames: list[bytes]) -> None:
+        if len(frames) >= 4 and not frames[1]:
+            header = frames[2]
+            if header == MDPC01:
+                self._on_client(frames[0], frames[3], frames[4:])
+                return
+            if header == MDPW01:
+                self._on_worker(frames[0], frames[3], frames[4:])
+                return
+        self._malformed(frames)
+
+    def _internal_error_reply(self, frames: list[bytes]) -> None:
+        if len(frames) >= 4 and frames[2] == MDPC01:
+            message = "the broker failed on this request; it is logged"
+            self._send_client(frames[0], frames[3], [svc.error_body(frames[4:], "INTERNAL_ERROR", message)])
+
+    def _malformed(self, frames: list[bytes]) -> None:
+        """Count why a message was unreadable; a client that named a service is also told."""
+        if len(frames) < 3:
+            reason = "too-few-frames"
+        elif frames[1]:
+            reason = "missing-delimiter"
+        elif frames[2] not in (MDPC01, MDPW01):
+            reason = "bad-header"
+        else:
+            reason = "too-few-frames"
+        self.dropped[reason] += 1
+
+    def _on_client(self, client: bytes, service_frame: bytes, body: list[bytes]) -> None:
+        self.counters["requests"] += 1
+        service = self.services.get(service_frame)
+        if service is None:
+            try:
+                name = service_name(service_frame)
+            except ProtocolError as exc:
+                self.dropped[exc.reason] += 1
+                self._reply_error(client, service_frame, body, "BAD_REQUEST", str(exc), dead=False)
+                return
+            if name.startswith(MMI_PREFIX):
+                self._on_mmi(client, service_frame, name, body)
+                return
+            if name.startswith("arbiter."):
+                self._on_own_service(client, service_frame, name, body)
+                return
+        if not self._admit(client, service_frame, body):
+            return
+        if service is None:
+            service = self._service(service_frame)
+        now = time.monotonic()
+        pending = Pending(client, service_frame, body, now + self.settings.request_timeout_s, now)
+        self._submit(service, pending)
+
+    def _admit(self, client: bytes, service_frame: bytes, body: list[bytes]) -> bool:
+        """The limits every accepted request must pass; a refused one gets an error reply."""
+        size = sum(len(f) for f in body)
+        if size > self.settings.max_message_bytes:
+            self._reject(
+                client,
+                service_frame,
+                body,
+                "TOO_LARGE",
+                f"the body is {size} bytes, over the limit of {self.settings.max_message_bytes}",
+                dead=False,
+            )
+            return False
+        if self.client_inflight[client] >= self.settings.client_inflight:
+            self._reject(
+                client,
+                service_frame,
+                body,
+                "INFLIGHT_LIMIT",
+                f"this client already has {self.settings.client_inflight} requests in flight",
+            )
+            return False
+        if self.pending_total >= self.settings.total_pending:
+            self._reject(client, service_frame, body, "QUEUE_FULL", "the broker holds as many requests as it may")
+            return False
+        self.client_inflight[client] += 1
+        self.pending_total += 1
+        return True
+
+    def _reject(
+        self, client: bytes, service_frame: bytes, body: list[bytes], code: str, message: str, dead: bool = True
+    ) -> None:
+        self.dropped[code.lower().replace("_", "-")] += 1
+        self._reply_error(client, service_frame, body, code, message, dead=dead, reason="rejected")
+
+    def _service(self, frame: bytes) -> Service:
+        service = self.services.get(frame)
+        if service is None:
+            service = self.services[frame] = Service(frame.decode("utf-8"), frame)
+        return service
+
+    def _submit(self, service: Service, pending: Pending) -> None:
+        """Hand ``pending`` to a worker with credit, or queue it."""
+        service.requests += 1
+        if service.ready and not service.queue:
+            self._dispatch(service.ready.popleft(), pending)
+            return
+        if len(service.queue) >= self.settings.service_queue:
+            self._release(pending)
+            self._reject(
+                pending.client,
+                pending.service_frame,
+                pending.body,
+                "QUEUE_FULL",
+                f"the queue of service '{service.name}' is full ({self.settings.service_queue})",
+            )
+            return
+        self._learn_deadline(pending)
+        service.queue.append(pending)
+        self._pump(service)
+
+    def _learn_deadline(self, pending: Pending) -> None:
+        """A waiting request expires at its envelope's expiresAt, when it has one."""
+        if pending.message_id is not None or len(pending.body) != 1:
+            return
+        envelope = env.as_envelope(pending.body[0])
+        if envelope is None:
+            return
+        pending.message_id = envelope["messageId"]
+        expires = (envelope.get("metadata") or {}).get("expiresAt")
+        if isinstance(expires, str):
+            try:
+                moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+            except ValueError:
+                return
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            remaining = (moment - env.utc_now()).total_seconds()
+            pending.deadline = min(pending.deadline, time.monotonic() + remaining)
+
+    def _pump(self, service: Service) -> None:
+        while service.queue and service.ready:
+            self._dispatch(service.ready.popleft(), service.queue.popleft())
+
+    def _dispatch(self, worker: WorkerState, pending: Pending) -> None:
+        """Send to ``worker`` (just taken from the ready list); it goes back while it has credit."""
+        token = next(self._tokens).to_bytes(8, "little")
+        worker.held[token] = pending
+        if worker.has_credit:
+            worker.service.ready.append(worker)
+        try:
+            self.frontend.send_multipart(  # type: ignore[union-attr]
+                [worker.identity, b"", MDPW01, REQUEST, token, b"", *pending.body], zmq.NOBLOCK
+            )
+        except zmq.ZMQError:
+            self.dropped["worker-unreachable"] += 1
+            self._remove_worker(worker, "unreachable")
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _on_worker(self, identity: bytes, command: bytes, rest: list[bytes]) -> None:
+        worker = self.workers.get(identity)
+        if command == REPLY:
+            if worker is None:
+                self._disconnect(identity, "unknown-worker")
+                return
+            self._on_reply(worker, rest)
+        elif command == HEARTBEAT:
+            if worker is None:
+                self._disconnect(identity, "unknown-worker")
+                return
+            worker.expiry = time.monotonic() + self.settings.heartbeat_s * self.settings.liveness
+        elif command == READY:
+            if worker is not None:
+                self._remove_worker(worker, "second READY")
+                self._disconnect(identity, "unexpected-ready")
+                return
+            self._on_ready(identity, rest)
+        elif command == DISCONNECT:
+            if worker is not None:
+                self._remove_worker(worker, "disconnected")
+        else:
+            self.dropped["unexpected-command" if command == REQUEST else "unknown-command"] += 1
+            if worker is not None:
+                self._remove_worker(worker, "unknown command")
+            self._disconnect(identity, None)
+
+    def _on_ready(self, identity: bytes, rest: list[bytes]) -> None:
+        try:
+            if not rest:
+                raise ProtocolError("too-few-frames", "READY needs a service frame")
+            name = service_name(rest[0])
+            if name.startswith(svc.RESERVED_PREFIXES):
+                raise ProtocolError("reserved-service", f"workers may not serve '{name}'")
+            credit = parse_credit(rest[1]) if len(rest) > 1 else 1
+        except ProtocolError as exc:
+            self._disconnect(identity, exc.reason)
+            return
+        service = self._service(rest[0])
+        worker = WorkerState(
+            identity, service, credit, time.monotonic() + self.settings.heartbeat_s * self.settings.liveness
+        )
+        self.workers[identity] = worker
+        service.workers[identity] = worker
+        service.ready.append(worker)
+        self.counters["workers-joined"] += 1
+        log.info("worker %s joined %s (credit %d)", identity.hex(), name, credit)
+        self._health_event("worker-up", service, identity)
+        self._pump(service)
+
+    def _on_reply(self, worker: WorkerState, rest: list[bytes]) -> None:
+        worker.expiry = time.monotonic() + self.settings.heartbeat_s * self.settings.liveness
+        if len(rest) < 2 or rest[1]:
+            self.dropped["malformed-reply"] += 1
+            self._remove_worker(worker, "malformed REPLY")
+            self._disconnect(worker.identity, None)
+            return
+        had_credit = worker.has_credit
+        pending = worker.held.pop(rest[0], None)
+        if not had_credit and worker.identity in self.workers:
+            worker.service.ready.append(worker)
+        if pending is None:
+            self.dropped["late-reply"] += 1
+        else:
+            worker.served += 1
+            self._complete(pending, rest[2:])
+        self._pump(worker.service)
+
+    def _complete(self, pending: Pending, body: list[bytes]) -> None:
+        self._release(pending)
+        routed = pending.routed
+        if routed is None:
+            self.counters["replies"] += 1
+            self._send_client(pending.client, pending.service_frame, body)
+            return
+        self.counters["routed-replies"] += 1
+        reply = svc.routed_reply(routed.route, routed.plugin, routed.command, routed.decision, body)
+        self._send_client(pending.client, pending.service_frame, [reply])
+        status = svc.worker_status(body)
+        self._record(
+            routed,
+            {
+                "status": status,
+                "plugin": routed.plugin,
+                "command": routed.command,
+                "durationMs": round((time.monotonic() - pending.received) * 1000, 2),
+            },
+            status == "success",
+        )
+
+    def _release(self, pending: Pending) -> None:
+        self.pending_total -= 1
+        left = self.client_inflight[pending.client] - 1
+        if left > 0:
+            self.client_inflight[pending.client] = left
+        else:
+            del self.client_inflight[pending.client]
+
+    def _remove_worker(self, worker: WorkerState, why: str) -> None:
+        """Forget a worker; what it held goes back to the front of its queue, to be served again."""
+        if self.workers.pop(worker.identity, None) is None:
+            return
+        service = worker.service
+        service.workers.pop(worker.identity, None)
+        try:
+            service.ready.remove(worker)
+        except ValueError:
+            pass
+        for pending in reversed(list(worker.held.values())):
+            pending.redeliveries += 1
+            service.queue.appendleft(pending)
+        if worker.held:
+            self.counters["redelivered"] += len(worker.held)
+        worker.held.clear()
+        log.info("worker %s left %s (%s)", worker.identity.hex(), service.name, why)
+        self._health_event("worker-down", service, worker.identity, why)
+        self._pump(service)
+
+    def _disconnect(self, identity: bytes, reason: str | None) -> None:
+        if reason:
+            self.dropped[reason] += 1
+        try:
+            self.frontend.send_multipart([identity, b"", MDPW01, DISCONNECT], zmq.NOBLOCK)  # type: ignore[union-attr]
+        except zmq.ZMQError:
+            pass
+
+    def _health_event(self, event: str, service: Service, identity: bytes, why: str | None = None) -> None:
+        data = {"event": event, "service": service.name, "worker": identity.hex(), "workers": len(service.workers)}
+        if why:
+            data["reason"] = why
+        self.events.publish("system/health", data)  # type: ignore[union-attr]
+
+    # -- clients ------------------------------------------------------------------------
+
+    def _send_client(self, client: bytes, service_frame: bytes, body: list[bytes]) -> None:
+        try:
+            self.frontend.send_multipart([client, b"", MDPC01, service_frame, *body], zmq.NOBLOCK)  # type: ignore
+        except zmq.ZMQError:
+            self.dropped["client-unreachable"] += 1
+
+    def _reply_error(
+        self,
+        client: bytes,
+        service_frame: bytes,
+        body: list[bytes],
+        code: str,
+        message: str,
+        *,
+        dead: bool = True,
+        reason: str = "rejected",
+        **extra: Any,
+    ) -> None:
+        self._send_client(client, service_frame, [svc.error_body(body, code, message, **extra)])
+        if dead:
+            self._dead_letter(service_frame, body, reason, f"{code}: {message}", client)
+
+    def _dead_letter(
+        self,
+        service_frame: bytes,
+        body: list[bytes],
+        reason: str,
+        detail: str,
+        client: bytes,
+        message_id: str | None = None,
+    ) -> None:
+        self.counters[f"dead-letters-{reason}"] += 1
+        service = service_frame.decode("utf-8", "replace")
+        if message_id is None and len(body) == 1:
+            envelope = env.as_envelope(body[0])
+            message_id = envelope["messageId"] if envelope else None
+        if self.dead_letters is not None:
+            self.dead_letters.submit(service, list(body), reason, detail, message_id, client.hex())
+        self.events.publish(
+            "system/dead-letter",
+            {
+                "service": service,
+                "reason": reason,
+                "detail": detail,  # type: ignore
+                "messageId": message_id,
+            },
+        )
+
+    def _on_mmi(self, client: bytes, service_frame: bytes, name: str, body: list[bytes]) -> None:
+        self.counters["mmi"] += 1
+        if name != MMI_SERVICE:
+            answer = b"501"
+        else:
+            asked = body[0] if body else b""
+            known = self.services.get(asked)
+            own = asked.decode("utf-8", "replace") in svc.OWN_SERVICES
+            answer = b"200" if own or (known is not None and known.workers) else b"404"
+        self._send_client(client, service_frame, [answer])
+
+    # -- Arbiter's own services ---------------------------------------------------------
+
+    def _on_own_service(self, client: bytes, service_frame: bytes, name: str, body: list[bytes]) -> None:
+        handlers = {svc.ROUTE: self._route, svc.EXPLAIN: self._explain, svc.STATUS: self._status}
+        handler = handlers.get(name)
+        if handler is None:
+            self.dropped["unknown-service"] += 1
+            self._reply_error(
+                client,
+                service_frame,
+                body,
+                "UNKNOWN_SERVICE",
+                f"no service '{name}'; Arbiter serves {', '.join(svc.OWN_SERVICES)}",
+                dead=False,
+            )
+            return
+        if not self._admit(client, service_frame, body):
+            return
+        now = time.monotonic()
+        pending = Pending(client, service_frame, body, now + self.settings.request_timeout_s, now)
+        try:
+            handler(pending)
+        except svc.BadRequest as exc:
+            self._release(pending)
+            self._reject(client, service_frame, body, exc.code, str(exc))
+
+    def _decide(self, route: svc.RouteInput) -> tuple[dict[str, Any], str | None, str | None, bool]:
+        """The decision for ``route``: from the cache when this snapshot already decided it."""
+        key = route.cache_key
+        hit = self.decision_cache.get(key)
+        if hit is not None:
+            self.decision_cache.move_to_end(key)
+            self.counters["decision-cache-hits"] += 1
+            decision, primary, command = hit
+            return dict(decision, requestId=_request_id()), primary, command, True
+        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()))
+        decision = result.to_json(trace=False)
+        primary = result.decision.primary_plugin
+        command = svc.choose_command(self.snapshot.plugins[primary], route.text) if primary else None
+        self.decision_cache[key] = (decision, primary, command)
+        if len(self.decision_cache) > DECISION_CACHE_SIZE:
+            self.decision_cache.popitem(last=False)
+        return decision, primary, command, False
+
+    def _route(self, pending: Pending) -> None:
+        route = svc.read_route_input(pending.body)
+        pending.message_id = route.envelope.get("messageId")
+        decision, primary, default_command, cached = self._decide(route)
+        self._decision_event(decision, cached)
+        command = route.command or default_command
+        if primary is None or command is None:
+            self._release(pending)
+            why = "no plugin fits this request" if primary is None else f"plugin '{primary}' declares no command"
+            self._send_client(
+                pending.client,
+                pending.service_frame,
+                [svc.error_body(route.envelope, "NO_ROUTE", why, decision=decision)],
+            )
+            self._record_decision(decision, {"status": "no-route"}, False)
+            return
+        pending.routed = Routed(route, decision, primary, command, cached)
+        pending.body = [svc.dispatch_body(route, primary, command, decision)]
+        self._submit(self._service(primary.encode()), pending)
+
+    def _explain(self, pending: Pending) -> None:
+        route = svc.read_route_input(pending.body)
+        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()))
+        data = result.to_json(trace=True)
+        self._record_decision(data, {"status": "explained"}, None)
+        self._release(pending)
+        data["explanation"] = render(result)
+        self._send_client(pending.client, pending.service_frame, [svc.success_body(route.envelope, data)])
+
+    def _status(self, pending: Pending) -> None:
+        envelope = svc.read_envelope(pending.body) if pending.body else {}
+        self._release(pending)
+        self._send_client(pending.client, pending.service_frame, [svc.success_body(envelope, self.status())])
+
+    def _decision_event(self, decision: Mapping[str, Any], cached: bool) -> None:
+        events = self.events
+        if events is not None and events.wants("routing/decision"):
+            routing = decision.get("routingDecision") or {}
+            events.publish(
+                "routing/decision",
+                {
+                    "requestId": decision.get("requestId"),
+                    "userInput": decision.get("userInput"),
+                    "primaryPlugin": routing.get("primaryPlugin"),
+                    "fallbackPlugins": routing.get("fallbackPlugins"),
+                    "cached": cached,
+                },
+            )
+
+    def _record(self, routed: Routed, outcome: dict[str, Any], success: bool | None) -> None:
+        outcome["cachedDecision"] = routed.cached
+        self._record_decision(routed.decision, outcome, success)
+
+    def _record_decision(self, decision: dict[str, Any], outcome: dict[str, Any], success: bool | None) -> None:
+        if self.decisions is not None:
+            self.decisions.submit(dict(decision, outcome=outcome, success=success), origin="broker")
+
+    # -- time ---------------------------------------------------------------------------
+
+    def _housekeeping(self, now: float) -> None:
+        """Heartbeats, dead workers, expired requests; runs a few times per heartbeat interval."""
+        if now >= getattr(self, "_next_heartbeat", 0.0):
+            self._next_heartbeat = now + self.settings.heartbeat_s
+            for worker in list(self.workers.values()):
+                if worker.expiry < now:
+                    self.counters["workers-expired"] += 1
+                    self._remove_worker(worker, "missed heartbeats")
+                else:
+                    self._disconnectless_heartbeat(worker)
+        for service in list(self.services.values()):
+            if service.queue:
+                self._expire(service, now)
+            elif not service.workers:
+                del self.services[service.frame]  # names clients made up must not pile up
+        if self._stopping and not self.pending_total:
+            self._running = False
+
+    def _disconnectless_heartbeat(self, worker: WorkerState) -> None:
+        try:
+            self.frontend.send_multipart([worker.identity, b"", MDPW01, HEARTBEAT], zmq.NOBLOCK)  # type: ignore
+        except zmq.ZMQError:
+            self._remove_worker(worker, "unreachable")
+
+    def _expire(self, service: Service, now: float) -> None:
+        keep: deque[Pending] = deque()
+        for pending in service.queue:
+            if pending.deadline > now:
+                keep.append(pending)
+                continue
+            self._release(pending)
+            self.dropped["expired"] += 1
+            waited = now - pending.received
+            message = f"no worker of '{service.name}' took the request within {waited:.1f}s"
+            self._fail(pending, "EXPIRED", message, reason="expired")
+        service.queue = keep
+
+    def _fail(self, pending: Pending, code: str, message: str, reason: str) -> None:
+        """Answer a request the broker gives up on, and keep it in the dead-letter queue."""
+        routed = pending.routed
+        original: Any = routed.route.envelope if routed else pending.body
+        extra = {"decision": routed.decision} if routed else {}
+        self._send_client(pending.client, pending.service_frame, [svc.error_body(original, code, message, **extra)])
+        body = routed.route.envelope if routed else None
+        frames = [orjson.dumps(body)] if body is not None else pending.body
+        self._dead_letter(
+            pending.service_frame, frames, reason, f"{code}: {message}", pending.client, pending.message_id
+        )
+        if routed:
+            self._record(routed, {"status": reason, "plugin": routed.plugin, "error": code}, False)
+
+    # -- shutdown and reload ------------------------------------------------------------
+
+    def _begin_shutdown(self) -> None:
+        """Stop taking requests, let workers finish what they hold (bounded), fail what waits."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("stopping: %d request(s) in flight", self.pending_total)
+        for service in self.services.values():
+            while service.queue:
+                pending = service.queue.popleft()
+                self._release(pending)
+                self._fail(pending, "SHUTTING_DOWN", "the broker is stopping", reason="shutdown")
+        self.post_later(SHUTDOWN_GRACE_S, self._abandon_held)
+        if not self.pending_total:
+            self._running = False
+
+    def post_later(self, delay: float, action: Callable[[], None]) -> None:
+        timer = threading.Timer(delay, self.post, args=(action,))
+        timer.daemon = True
+        timer.start()
+
+    def _abandon_held(self) -> None:
+        for worker in list(self.workers.values()):
+            for pending in list(worker.held.values()):
+                self._release(pending)
+                self._fail(pending, "SHUTTING_DOWN", "the broker stopped before the worker answered", "shutdown")
+            worker.held.clear()
+        self._running = False
+
+    def _close(self) -> None:
+        for worker in list(self.workers.values()):
+            self._disconnect(worker.identity, None)
+        self.events.publish("system/health", {"event": "broker-down"})  # type: ignore[union-attr]
+        self.events.close()  # type: ignore[union-attr]
+        self.frontend.close()  # type: ignore[union-attr]
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("stopped")
+
+    def swap(self, snapshot: Snapshot, router: Router) -> None:
+        """Serve ``snapshot`` from the next request on (call through :meth:`post`)."""
+        old = self.router
+        self.snapshot, self.router = snapshot, router
+        self.decision_cache.clear()
+        self.counters["reloads"] += 1
+        self.reload_state = {"fingerprint": snapshot.fingerprint, "loadedAt": env.iso(env.utc_now())}
+        old.close()
+        log.info("reloaded: fingerprint %s", snapshot.fingerprint[:12])
+        self.events.publish("system/reload", {"ok": True, "fingerprint": snapshot.fingerprint})  # type: ignore
+
+    def reload_failed(self, errors: list[str]) -> None:
+        """Keep serving the old snapshot; say why the new one was refused."""
+        self.counters["reload-failures"] += 1
+        self.reload_state["lastError"] = {"at": env.iso(env.utc_now()), "errors": errors[:20]}
+        log.error("reload refused, still serving %s:\n  %s", self.snapshot.fingerprint[:12], "\n  ".join(errors[:20]))
+        self.events.publish("system/reload", {"ok": False, "errors": errors[:20]})  # type: ignore[union-attr]
+
+    # -- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        services = {
+            s.name: {
+                "workers": len(s.workers),
+                "queued": len(s.queue),
+                "inflight": sum(len(w.held) for w in s.workers.values()),
+                "credit": sum(w.credit for w in s.workers.values()),
+                "requests": s.requests,
+            }
+            for s in self.services.values()
+        }
+        writers = {}
+        for name, writer in (("decisions", self.decisions), ("deadLetters", self.dead_letters)):
+            if writer is not None:
+                writers[name] = {"written": writer.written, "dropped": writer.dropped, "errors": writer.errors[-3:]}
+        return {
+            "uptimeSeconds": round(time.time() - self.started, 1),
+            "pid": os.getpid(),
+            "maxRssKb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "endpoints": {
+                "frontend": self.settings.frontend,
+                "events_pub": self.settings.events_pub,
+                "events_sub": self.settings.events_sub,
+            },
+            "services": services,
+            "workers": len(self.workers),
+            "pending": self.pending_total,
+            "clientsWithRequests": len(self.client_inflight),
+            "counters": {**dict(self.counters), "dropped": dict(self.dropped)},
+            "snapshot": {
+                **self.reload_state,
+                "plugins": len(self.snapshot.plugins),
+                "rules": len(self.snapshot.rules.ruleset.rules),
+            },
+            "events": self.events.stats() if self.events else {},
+            "writers": writers,
+            "limits": {
+                "maxMessageBytes": self.settings.max_message_bytes,
+                "clientInflight": self.settings.client_inflight,
+                "serviceQueue": self.settings.service_queue,
+                "totalPending": self.settings.total_pending,
+            },
+        }
+
+
+def _request_id() -> str:
+    return f"req_{os.urandom(6).hex()}"

@@ -1,0 +1,196 @@
+"""``arbiter broker``, ``arbiter status`` and ``arbiter events``: run the daemon and watch it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+import zmq
+
+from .common import Context, echo_json, json_option, pass_context
+
+endpoint_options = [
+    click.option("--frontend", metavar="ENDPOINT", help="MDP endpoint for clients and workers (ROUTER)."),
+    click.option("--events-pub", metavar="ENDPOINT", help="Where publishers connect (XSUB)."),
+    click.option("--events-sub", metavar="ENDPOINT", help="Where subscribers connect (XPUB)."),
+]
+
+
+def with_endpoint_options(command):
+    for option in reversed(endpoint_options):
+        command = option(command)
+    return command
+
+
+def _serve(
+    root: Path, plugin_dirs: list[Path] | None, frontend: str | None, events_pub: str | None, events_sub: str | None
+) -> None:
+    from arbiter.daemon import serve
+
+    code = serve(root, plugin_dirs, frontend=frontend, events_pub=events_pub, events_sub=events_sub)
+    sys.exit(code)
+
+
+@click.command("broker")
+@with_endpoint_options
+@pass_context
+def broker(ctx: Context, frontend: str | None, events_pub: str | None, events_sub: str | None) -> None:
+    """Run the broker daemon on the project (endpoints default to configs/broker.yaml).
+
+    \b
+    It logs what it bound; SIGTERM or Ctrl-C stops it cleanly (in-flight requests are answered
+    or dead-lettered); SIGHUP reloads rules/, configs/ and plugins/ (so does saving a file there,
+    unless configs/broker.yaml sets reload.watch: false). An invalid project is refused at start;
+    an invalid edit later is refused and the previous snapshot keeps serving.
+    \b
+      arbiter broker
+      arbiter --root ./my-project broker --frontend tcp://127.0.0.1:6000
+    """
+    _serve(ctx.root, ctx.plugin_dirs, frontend, events_pub, events_sub)
+
+
+@click.command("broker", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Project directory holding rules/, plugins/ and configs/.",
+)
+@click.option(
+    "--plugins-dir",
+    "plugin_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Read plugins from here instead of ROOT/plugins (repeatable).",
+)
+@with_endpoint_options
+def broker_main(
+    root: Path, plugin_dirs: tuple[Path, ...], frontend: str | None, events_pub: str | None, events_sub: str | None
+) -> None:
+    """Run the Arbiter broker (the same daemon as `arbiter broker`)."""
+    _serve(root, list(plugin_dirs) or None, frontend, events_pub, events_sub)
+
+
+def _frontend(ctx: Context, endpoint: str | None) -> str:
+    return endpoint or str(ctx.snapshot().configs["broker"]["endpoints"]["frontend"])
+
+
+@click.command("status")
+@click.option("--endpoint", metavar="URL", help="Broker frontend (default: configs/broker.yaml).")
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for the broker.")
+@json_option
+@pass_context
+def status(ctx: Context, endpoint: str | None, timeout: float, as_json: bool) -> None:
+    """Ask a running broker how it is: services, workers, queues, drops, reloads.
+
+    Exit 1 when no broker answers, or when its last reload was refused.
+    """
+    from arbiter.client import Client, RequestTimeout
+    from arbiter.envelope import new_request
+
+    url = _frontend(ctx, endpoint)
+    with Client(url, timeout=timeout, retries=0) as client:
+        try:
+            reply = client.request("arbiter.status", new_request("arbiter.status", "status", source="arbiter-cli"))
+        except RequestTimeout:
+            click.echo(f"error: no broker answered on {url} within {timeout:g}s", err=True)
+            sys.exit(1)
+    data = reply.result
+    if as_json:
+        echo_json(data)
+    else:
+        click.echo(render_status(data), nl=False)
+    sys.exit(1 if (data.get("snapshot") or {}).get("lastError") else 0)
+
+
+def render_status(data: dict[str, Any]) -> str:
+    snap = data.get("snapshot", {})
+    counters = data.get("counters", {})
+    lines = [
+        f"broker pid {data.get('pid')} up {data.get('uptimeSeconds')}s on {data['endpoints']['frontend']}",
+        f"snapshot {str(snap.get('fingerprint', ''))[:12]} loaded {snap.get('loadedAt')}: "
+        f"{snap.get('plugins')} plugins, {snap.get('rules')} rules, {counters.get('reloads', 0)} reload(s)",
+    ]
+    if snap.get("lastError"):
+        error = snap["lastError"]
+        lines.append(f"LAST RELOAD REFUSED at {error['at']} (still serving the snapshot above):")
+        lines += [f"  {e}" for e in error["errors"]]
+    lines.append(f"{data.get('workers')} worker(s), {data.get('pending')} request(s) pending")
+    lines.append("")
+    lines.append(f"{'service':32} {'workers':>7} {'credit':>6} {'queued':>6} {'inflight':>8} {'requests':>9}")
+    for name, s in sorted(data.get("services", {}).items()):
+        lines.append(
+            f"{name:32} {s['workers']:>7} {s['credit']:>6} {s['queued']:>6} {s['inflight']:>8} {s['requests']:>9}"
+        )
+    dropped = counters.get("dropped", {})
+    plain = {k: v for k, v in counters.items() if k != "dropped"}
+    lines.append("")
+    lines.append("counters: " + (", ".join(f"{k}={v}" for k, v in sorted(plain.items())) or "none"))
+    lines.append("dropped:  " + (", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none"))
+    return "\n".join(lines) + "\n"
+
+
+@click.command("events")
+@click.argument("topics", nargs=-1)
+@click.option("--endpoint", metavar="URL", help="The broker's subscriber endpoint (default: configs/broker.yaml).")
+@click.option("--count", type=int, default=0, help="Stop after this many events (0: run until Ctrl-C).")
+@click.option("--timeout", type=float, default=0.0, help="Stop after this many seconds without an event.")
+@json_option
+@pass_context
+def events(
+    ctx: Context, topics: tuple[str, ...], endpoint: str | None, count: int, timeout: float, as_json: bool
+) -> None:
+    """Print events from the broker as they happen.
+
+    \b
+    TOPIC is a prefix (`routing/`) or a pattern with * for one path segment and ** for any
+    number (`plugin/*/events`); none means everything.
+    \b
+      arbiter events                           everything
+      arbiter events routing/decision system/  decisions, health, reloads, dead letters
+      arbiter events 'plugin/*/circuit-breaker' --json
+    """
+    url = endpoint or str(ctx.snapshot().configs["broker"]["endpoints"]["events_sub"])
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for topic in topics or ("",):
+        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    sock.connect(url)
+    seen = 0
+    last = time.monotonic()
+    try:
+        while not count or seen < count:
+            if not sock.poll(200):
+                if timeout and time.monotonic() - last > timeout:
+                    break
+                continue
+            frames = sock.recv_multipart()
+            last = time.monotonic()
+            if b"*" in frames[0] and frames[0].decode("utf-8", "replace") not in topics:
+                continue  # another subscriber's wildcard copy that our prefix also matches
+            seen += 1
+            click.echo(_event_line(frames, as_json))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+
+
+def _event_line(frames: list[bytes], as_json: bool) -> str:
+    try:
+        event = orjson.loads(frames[1]) if len(frames) > 1 else {}
+    except orjson.JSONDecodeError:
+        event = {"payload": frames[1].decode("utf-8", "replace")}
+    topic = event.get("topic") if isinstance(event, dict) else None
+    topic = topic or frames[0].decode("utf-8", "replace")
+    if as_json:
+        return json.dumps({"topic": topic, "event": event}, ensure_ascii=False)
+    payload = event.get("payload", event) if isinstance(event, dict) else event
+    summary = " ".join(f"{k}={v}" for k, v in payload.items()) if isinstance(payload, dict) else str(payload)
+    return f"{event.get('timestamp', '') if isinstance(event, dict) else ''} {topic} {summary}".strip()

@@ -1,0 +1,240 @@
+"""``arbiter dlq``: look at, replay and clear the requests the broker could not deliver.
+
+``list`` and ``show`` say what failed and why, ``replay`` sends a letter again once the cause is
+fixed (a worker is back, a limit raised), ``purge`` clears what is no longer wanted. Ids may be
+shortened to any unique prefix, as with git. Exit codes: 0 ok, 1 an id not found or a replay
+that got no reply (or an error reply), 2 usage.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import json
+import re
+import sys
+from typing import Any, Iterator
+
+import click
+
+from arbiter import dlq as letters
+from arbiter import envelope as env
+from arbiter import state
+from arbiter.client import Reply, RequestTimeout
+
+from .common import Context, echo_json, json_option, pass_context
+from .sdk_commands import broker_endpoint, endpoint_option
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+SHOW_LIMIT = 4000  # characters of a frame shown to people; --json has everything
+
+
+@contextlib.contextmanager
+def _store(ctx: Context) -> Iterator[None]:
+    """The project's state store (configs/state.yaml), closed again when the command ends."""
+    snap = ctx.snapshot()
+    state.open_store(snap.configs["state"]["database"], snap.project.root)
+    try:
+        yield
+    finally:
+        state.close_store()
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``7d``, ``12h``, ``30m``, ``45s``, ``2w`` or a sum such as ``1h30m``."""
+    cleaned = text.strip().lower()
+    parts = DURATION.findall(cleaned)
+    if not parts or "".join(number + unit for number, unit in parts) != cleaned:
+        raise ValueError(f"'{text}' is not a duration like 7d, 12h, 30m or 1h30m")
+    return dt.timedelta(seconds=sum(float(number) * DURATION_UNITS[unit] for number, unit in parts))
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def _short_time(iso: str | None) -> str:
+    return "-" if iso is None else iso[:19].replace("T", " ")
+
+
+@click.group("dlq")
+def dlq() -> None:
+    """Dead letters: requests the broker could not deliver, kept for inspection and replay.
+
+    \b
+      arbiter dlq list --service exec-automator
+      arbiter dlq show 3f2a
+      arbiter dlq replay 3f2a 9bc1
+      arbiter dlq purge --older-than 7d --yes
+    """
+
+
+@dlq.command("list")
+@click.option("--service", metavar="NAME", help="Only letters sent to this service.")
+@click.option("--reason", type=click.Choice(letters.REASONS), help="Only letters that died for this reason.")
+@click.option("--last", "last", default=50, show_default=True, help="How many of the newest letters.")
+@json_option
+@pass_context
+def list_cmd(ctx: Context, service: str | None, reason: str | None, last: int, as_json: bool) -> None:
+    """List dead letters, most recent failure first."""
+    with _store(ctx):
+        rows = letters.list_letters(last, service=service, reason=reason)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo("no dead letters")
+        return
+    click.echo(f"{'ID':<12}  {'SERVICE':<24} {'REASON':<13} {'COUNT':>5}  {'FIRST':<19}  {'LAST':<19}  MESSAGE ID")
+    for row in rows:
+        replayed = "  (replayed)" if row["replayedAt"] else ""
+        click.echo(
+            f"{row['id'][:12]:<12}  {row['service'][:24]:<24} {row['reason'][:13]:<13} {row['count']:>5}  "
+            f"{_short_time(row['firstAt']):<19}  {_short_time(row['lastAt']):<19}  {row['messageId'] or '-'}{replayed}"
+        )
+
+
+def _frame_text(frame: dict[str, Any]) -> str:
+    """A frame for people: pretty JSON, plain text, or (binary, or text that would upset a terminal) hex."""
+    if frame["encoding"] != "utf-8":
+        return "hex: " + letters.hex_preview(base64.b64decode(frame["data"]))
+    if CONTROL.search(frame["data"]):
+        return "hex: " + letters.hex_preview(frame["data"].encode("utf-8"))
+    try:
+        text = json.dumps(env.decode(frame["data"].encode()), indent=2, ensure_ascii=False)
+    except ValueError:
+        text = frame["data"]
+    return text if len(text) <= SHOW_LIMIT else text[:SHOW_LIMIT] + f"\n... ({len(text) - SHOW_LIMIT} more characters)"
+
+
+@dlq.command("show")
+@click.argument("letter_id", metavar="ID")
+@json_option
+@pass_context
+def show(ctx: Context, letter_id: str, as_json: bool) -> None:
+    """Show one dead letter (ID or a unique prefix) with its body frames."""
+    with _store(ctx):
+        try:
+            letter = letters.get(letter_id)
+        except LookupError as exc:
+            _fail(str(exc))
+            sys.exit(1)
+    if as_json:
+        echo_json(letter)
+        return
+    for label, key in (("id", "id"), ("message id", "messageId"), ("service", "service"), ("reason", "reason")):
+        click.echo(f"{label + ':':<12} {letter[key] or '-'}")
+    click.echo(f"{'detail:':<12} {letter['detail'] or '-'}")
+    click.echo(f"{'count:':<12} {letter['count']}")
+    click.echo(f"{'client:':<12} {letter['client'] or '-'}")
+    click.echo(f"{'first:':<12} {letter['firstAt']}")
+    click.echo(f"{'last:':<12} {letter['lastAt']}")
+    click.echo(f"{'replayed:':<12} {letter['replayedAt'] or 'never'}")
+    for index, frame in enumerate(letter["body"]):
+        click.echo(f"\nframe {index} ({frame['size']} bytes, {frame['encoding']}):")
+        click.echo(_frame_text(frame))
+
+
+def _reply_json(reply: Reply) -> Any:
+    try:
+        return env.decode(reply.body)
+    except ValueError:
+        return letters.preview(reply.body)
+
+
+def _replay_one(letter_id: str, url: str, timeout: float, retries: int) -> dict[str, Any]:
+    """One letter's replay outcome, as a dict whether it worked or not."""
+    try:
+        reply = letters.replay(letter_id, url, timeout, retries)
+    except (LookupError, RequestTimeout) as exc:
+        return {"id": letter_id, "ok": False, "error": str(exc)}
+    return {"id": letter_id, "ok": reply.ok, "attempts": reply.attempts, "reply": _reply_json(reply)}
+
+
+@dlq.command("replay")
+@click.argument("letter_ids", metavar="ID...", nargs=-1, required=True)
+@endpoint_option
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each attempt.")
+@click.option("--retries", default=2, show_default=True, help="Attempts after the first (Lazy Pirate).")
+@json_option
+@pass_context
+def replay(
+    ctx: Context, letter_ids: tuple[str, ...], endpoint: str | None, timeout: float, retries: int, as_json: bool
+) -> None:
+    """Send dead letters again, through the broker, to the service each was meant for.
+
+    An envelope keeps its messageId (workers recognise a request they already ran) with
+    metadata.retryCount raised and a fresh expiresAt. Exit 1 when any letter is not found,
+    gets no reply or gets an error reply.
+    """
+    url = broker_endpoint(ctx, endpoint)
+    with _store(ctx):
+        outcomes = [_replay_one(letter_id, url, timeout, retries) for letter_id in letter_ids]
+    if as_json:
+        echo_json(outcomes)
+    else:
+        for outcome in outcomes:
+            if "error" in outcome:
+                _fail(f"{outcome['id']}: {outcome['error']}")
+            else:
+                status = "replayed" if outcome["ok"] else "replayed, error reply"
+                click.echo(f"{outcome['id']}: {status} ({outcome['attempts']} attempt(s))")
+                click.echo(json.dumps(outcome["reply"], indent=2, ensure_ascii=False))
+    if not all(outcome["ok"] for outcome in outcomes):
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@click.argument("letter_ids", metavar="[ID]...", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every letter (narrowed by --service or --older-than).")
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    callback=_duration_option,
+    help="Letters whose last failure is older than this, e.g. 7d, 12h, 30m.",
+)
+@click.option("--service", metavar="NAME", help="Only letters sent to this service.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@pass_context
+def purge(
+    ctx: Context,
+    letter_ids: tuple[str, ...],
+    all_: bool,
+    older_than: dt.timedelta | None,
+    service: str | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Delete dead letters: the IDs given, or --all, or those --older-than a duration."""
+    if not letter_ids and not all_ and older_than is None:
+        raise click.UsageError("say what to purge: IDs, --all or --older-than DURATION")
+    if letter_ids and all_:
+        raise click.UsageError("give IDs or --all, not both")
+    ids = list(letter_ids) or None
+    with _store(ctx):
+        try:
+            matching = letters.purge(ids, older_than, service, dry_run=True)
+            if matching and not yes:
+                click.confirm(f"delete {matching} dead letter(s)?", abort=True)
+            purged = letters.purge(ids, older_than, service) if matching else 0
+        except LookupError as exc:
+            _fail(str(exc))
+            sys.exit(1)
+    if as_json:
+        echo_json({"purged": purged})
+    else:
+        click.echo(f"purged {purged} dead letter(s)")

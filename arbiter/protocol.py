@@ -1,0 +1,123 @@
+"""MDP/0.1 (ZeroMQ RFC 7) and MMI (RFC 8): the frame vocabulary shared by broker, SDK and tests.
+
+Parsing lives here as pure functions so the broker's loop, the SDK and the conformance tests
+agree on one reading of the spec. Every way a message can be wrong has a short reason code;
+the broker counts drops by that code, and ``arbiter status`` shows the counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MDPC01 = b"MDPC01"
+MDPW01 = b"MDPW01"
+
+READY = b"\x01"
+REQUEST = b"\x02"
+REPLY = b"\x03"
+HEARTBEAT = b"\x04"
+DISCONNECT = b"\x05"
+
+COMMAND_NAMES = {READY: "READY", REQUEST: "REQUEST", REPLY: "REPLY", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT"}
+WORKER_COMMANDS = frozenset({READY, REPLY, HEARTBEAT, DISCONNECT})  # what a worker may send
+
+MMI_PREFIX = "mmi."
+MMI_SERVICE = "mmi.service"
+MAX_SERVICE_NAME = 255  # RFC 7: service names are short printable strings
+MAX_CREDIT = 10_000
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the protocol. ``reason`` is the short code counted by the broker."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    """``["", MDPC01, service, body...]`` from a client, after the ROUTER's identity frame."""
+
+    sender: bytes
+    service: str
+    body: list[bytes]
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    """``["", MDPW01, command, ...]`` from a worker; ``rest`` holds the frames after the command."""
+
+    sender: bytes
+    command: bytes
+    rest: list[bytes]
+
+
+def credit_frame(credit: int) -> bytes:
+    """Frame 4 of READY in our credit extension: the request count, as ASCII decimal."""
+    if not 1 <= credit <= MAX_CREDIT:
+        raise ValueError(f"credit must be between 1 and {MAX_CREDIT}, not {credit}")
+    return str(credit).encode("ascii")
+
+
+def parse_credit(frame: bytes) -> int:
+    """Read the credit frame of a READY; a plain MDP worker sends none and gets 1."""
+    if not frame.isdigit():
+        raise ProtocolError("bad-credit", f"READY credit frame must be an ASCII decimal, got {frame[:20]!r}")
+    credit = int(frame)
+    if not 1 <= credit <= MAX_CREDIT:
+        raise ProtocolError("bad-credit", f"READY credit must be between 1 and {MAX_CREDIT}, got {credit}")
+    return credit
+
+
+def service_name(frame: bytes) -> str:
+    """A service name frame as text: printable UTF-8, non-empty, bounded."""
+    if not frame:
+        raise ProtocolError("empty-service", "the service name frame is empty")
+    if len(frame) > MAX_SERVICE_NAME:
+        raise ProtocolError("long-service", f"service names are at most {MAX_SERVICE_NAME} bytes")
+    try:
+        name = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("non-utf8", "the service name is not UTF-8") from None
+    if not name.isprintable():
+        raise ProtocolError("bad-service", "the service name holds unprintable characters")
+    return name
+
+
+def parse(frames: list[bytes]) -> ClientRequest | WorkerCommand:
+    """Read one message as received on the broker's ROUTER (identity first).
+
+    Raises :class:`ProtocolError` for anything RFC 7 does not allow; the caller decides whether
+    the sender can be told (a known client gets an error reply) or the message is only counted.
+    """
+    if len(frames) < 3:
+        raise ProtocolError("too-few-frames", f"a message needs at least 3 frames, got {len(frames) - 1}")
+    sender, delimiter, header = frames[0], frames[1], frames[2]
+    if delimiter:
+        raise ProtocolError("missing-delimiter", "frame 0 must be empty (the REQ/DEALER delimiter)")
+    if header == MDPC01:
+        if len(frames) < 4:
+            raise ProtocolError("too-few-frames", "a client request needs a service frame")
+        return ClientRequest(sender, service_name(frames[3]), frames[4:])
+    if header == MDPW01:
+        if len(frames) < 4:
+            raise ProtocolError("too-few-frames", "a worker message needs a command frame")
+        command = frames[3]
+        if command not in WORKER_COMMANDS:
+            raise ProtocolError("unknown-command", f"unknown or unexpected worker command {command[:4]!r}")
+        return WorkerCommand(sender, command, frames[4:])
+    raise ProtocolError("bad-header", f"unknown protocol header {header[:12]!r} (expected MDPC01 or MDPW01)")
+
+
+def client_reply(address: bytes, service: bytes, body: list[bytes]) -> list[bytes]:
+    """The frames the broker's ROUTER sends to a client: identity, "", MDPC01, service, body."""
+    return [address, b"", MDPC01, service, *body]
+
+
+def worker_request(worker: bytes, client: bytes, body: list[bytes]) -> list[bytes]:
+    return [worker, b"", MDPW01, REQUEST, client, b"", *body]
+
+
+def worker_command(worker: bytes, command: bytes) -> list[bytes]:
+    return [worker, b"", MDPW01, command]

@@ -1,0 +1,169 @@
+"""Arbiter's own services on the broker (``arbiter.route``, ``arbiter.explain``, ``arbiter.status``):
+reading their requests and writing their replies.
+
+The broker's loop does the socket work; what a request means and what a reply says is here, as
+plain functions over envelopes, so it can be read and tested without sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import orjson
+
+from . import envelope as env
+from .model import Plugin
+from .vocabulary import terms
+
+SOURCE = "arbiter"
+ROUTE = "arbiter.route"
+EXPLAIN = "arbiter.explain"
+STATUS = "arbiter.status"
+OWN_SERVICES = (ROUTE, EXPLAIN, STATUS)
+RESERVED_PREFIXES = ("mmi.", "arbiter.")
+
+
+class BadRequest(ValueError):
+    """A request to one of our services that we cannot read; ``code`` goes into the error reply."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RouteInput:
+    """What ``arbiter.route`` and ``arbiter.explain`` read from the envelope's payload."""
+
+    envelope: dict[str, Any]
+    text: str
+    files: tuple[str, ...]
+    caller: str | None
+    command: str | None
+    parameters: dict[str, Any]
+
+    @property
+    def cache_key(self) -> tuple[str, tuple[str, ...], str | None]:
+        return (self.text, self.files, self.caller)
+
+
+def read_envelope(body: Sequence[bytes]) -> dict[str, Any]:
+    if len(body) != 1:
+        raise BadRequest("BAD_ENVELOPE", f"expected one body frame holding a JSON envelope, got {len(body)}")
+    try:
+        data = orjson.loads(body[0])
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("BAD_ENVELOPE", f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("payload", {}), dict):
+        raise BadRequest("BAD_ENVELOPE", "the body must be a JSON object with an object 'payload'")
+    return data
+
+
+def read_route_input(body: Sequence[bytes]) -> RouteInput:
+    envelope = read_envelope(body)
+    payload = envelope.get("payload") or {}
+    text = payload.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("BAD_REQUEST", "payload.text must be a non-empty string (the request to route)")
+    files = payload.get("files") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise BadRequest("BAD_REQUEST", "payload.files must be a list of path strings")
+    command = payload.get("command")
+    if command is not None and not isinstance(command, str):
+        raise BadRequest("BAD_REQUEST", "payload.command must be a string")
+    parameters = payload.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest("BAD_REQUEST", "payload.parameters must be an object")
+    caller = payload.get("from") or payload.get("caller")
+    return RouteInput(envelope, text, tuple(files), caller if isinstance(caller, str) else None, command, parameters)
+
+
+def choose_command(plugin: Plugin, text: str) -> str | None:
+    """The plugin command whose name and description share the most terms with the request.
+
+    A routed request need not name a command; the worker still needs one, and the command that
+    reads most like the request is what a person would pick."""
+    wanted = set(terms(text))
+    best: tuple[int, int, str] | None = None
+    for position, command in enumerate(plugin.commands):
+        words = set(terms(f"{command.name.replace('-', ' ')} {command.description}"))
+        key = (len(wanted & words), -position, command.name)
+        if best is None or key > best:
+            best = key
+    return best[2] if best else None
+
+
+def dispatch_body(route: RouteInput, plugin: str, command: str, decision: Mapping[str, Any]) -> bytes:
+    """The request the chosen plugin's worker receives: the caller's envelope, re-addressed.
+
+    The messageId stays, so a client's retry is recognised as a duplicate by the worker."""
+    original = route.envelope
+    routing = decision.get("routingDecision") or {}
+    out = {
+        **original,
+        "messageId": original.get("messageId") or env.new_id(),
+        "correlationId": original.get("correlationId") or original.get("messageId"),
+        "timestamp": original.get("timestamp") or env.iso(env.utc_now()),
+        "source": original.get("source") or SOURCE,
+        "destination": plugin,
+        "topic": f"plugin/{plugin}/request",
+        "messageType": "request",
+        "payload": {
+            "command": command,
+            "parameters": route.parameters,
+            "context": {
+                **((original.get("payload") or {}).get("context") or {}),
+                "text": route.text,
+                "files": list(route.files),
+                "requestId": decision.get("requestId"),
+                "collaborators": [p["plugin"] for p in (routing.get("collaborationPlan") or {}).get("phases", [])[1:]],
+            },
+        },
+    }
+    return orjson.dumps(out)
+
+
+def routed_reply(
+    route: RouteInput, plugin: str, command: str, decision: Mapping[str, Any], body: Sequence[bytes]
+) -> bytes:
+    """The client's answer: the worker's result (or error) together with the decision."""
+    worker = env.as_envelope(body[0]) if len(body) == 1 else None
+    outcome: dict[str, Any] = {"plugin": plugin, "command": command, "decision": decision}
+    if worker is None:
+        outcome["result"] = b"".join(body).decode("utf-8", "replace")
+        reply = env.success_reply(route.envelope, SOURCE, outcome)
+    else:
+        payload = worker.get("payload") or {}
+        outcome["result"] = payload.get("result")
+        if payload.get("status") == "error":
+            reply = env.error_reply(
+                route.envelope, SOURCE, "PLUGIN_ERROR", "the plugin's worker answered with an error"
+            )
+            reply["payload"]["error"]["plugin"] = payload.get("error")
+            reply["payload"]["result"] = outcome
+        else:
+            reply = env.success_reply(route.envelope, SOURCE, outcome)
+    return orjson.dumps(reply)
+
+
+def worker_status(body: Sequence[bytes]) -> str:
+    """'success' or 'error' from a worker's reply; plain bodies count as success."""
+    worker = env.as_envelope(body[0]) if len(body) == 1 else None
+    return "error" if worker and (worker.get("payload") or {}).get("status") == "error" else "success"
+
+
+def error_body(request: Sequence[bytes] | Mapping[str, Any] | None, code: str, message: str, **extra: Any) -> bytes:
+    """A broker error envelope answering ``request`` (an envelope, raw body frames, or nothing)."""
+    original: Mapping[str, Any] = {}
+    if isinstance(request, Mapping):
+        original = request
+    elif request and len(request) == 1:
+        original = env.as_envelope(request[0]) or {}
+    reply = env.error_reply(original, SOURCE, code, message)
+    reply["payload"]["error"].update(extra)
+    return orjson.dumps(reply)
+
+
+def success_body(request: Mapping[str, Any], result: Any) -> bytes:
+    return orjson.dumps(env.success_reply(request, SOURCE, result))

@@ -1,0 +1,351 @@
+"""The broker daemon as a real process: bad input, floods, routed dispatch, expiry, events, SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+import pytest
+import zmq
+from broker_helpers import RawWorker, broker_with, dealer, recv, reply_envelope, state_rows, status, wait_until
+from test_sdk_harness import WORKER_OPTIONS, Broker
+
+from arbiter import envelope as env
+from arbiter.client import Client
+from arbiter.demo_workers import plugin_worker
+from arbiter.protocol import DISCONNECT, MDPC01, MDPW01
+from arbiter.snapshot import build_snapshot
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = "Build a FastAPI endpoint with MongoDB and Keycloak auth"
+
+
+@pytest.fixture(scope="module")
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A broker with small limits, so floods and oversized bodies are cheap to provoke."""
+
+    def tweak(config: dict[str, Any]) -> None:
+        config["limits"] = {"max_message_bytes": 4096, "client_inflight": 50, "service_queue": 300,
+                            "total_pending": 1000}
+
+    with broker_with(tmp_path_factory.mktemp("small"), tweak) as broker:
+        yield broker
+
+
+def request_frames(service: bytes, body: bytes) -> list[bytes]:
+    return [b"", MDPC01, service, body]
+
+
+def test_every_kind_of_bad_input_is_answered_or_counted(small: Broker, ctx: zmq.Context) -> None:
+    sock = dealer(ctx, small.frontend)
+    silent = [
+        ([b"", b"MDPX01", b"echo", b"x"], "bad-header"),
+        ([b""], "too-few-frames"),
+        ([b"", MDPC01], "too-few-frames"),
+        ([b"junk", MDPC01, b"echo", b"x"], "missing-delimiter"),
+    ]
+    for frames, _ in silent:
+        sock.send_multipart(frames)
+    answered = [
+        (request_frames(b"\xff\xfe", b"x"), "BAD_REQUEST"),
+        (request_frames(b"arbiter.route", b"not json {"), "BAD_ENVELOPE"),
+        (request_frames(b"arbiter.route", b'{"payload": {"text": 5}}'), "BAD_REQUEST"),
+        (request_frames(b"arbiter.nothing", b"{}"), "UNKNOWN_SERVICE"),
+        (request_frames(b"echo", b"x" * 5000), "TOO_LARGE"),
+    ]
+    for frames, code in answered:
+        sock.send_multipart(frames)
+        reply = recv(sock)
+        assert reply is not None, f"no reply for {code}"
+        assert reply_envelope(reply)["payload"]["error"]["code"] == code
+    assert recv(sock, 0.3) is None, "a malformed message was answered as if it were a request"
+    huge = dealer(ctx, small.frontend)
+    huge.send_multipart(request_frames(b"echo", b"x" * 9000))  # over twice the limit: libzmq drops the link
+    assert recv(huge, 0.5) is None
+    huge.close()
+
+    worker = dealer(ctx, small.frontend)
+    worker.send_multipart([b"", MDPW01, b"\x09"])
+    assert recv(worker) == [b"", MDPW01, DISCONNECT]
+
+    dropped = status(small.frontend)["counters"]["dropped"]
+    for _, reason in silent:
+        assert dropped.get(reason, 0) >= 1, (reason, dropped)
+    for reason in ("non-utf8", "bad-envelope", "bad-request", "unknown-service", "too-large", "unknown-command"):
+        assert dropped.get(reason, 0) >= 1, (reason, dropped)
+
+    # still serving
+    served = RawWorker(ctx, small.frontend, "echo-after-junk")
+    sock.send_multipart(request_frames(b"echo-after-junk", b"hello"))
+    address, body = served.next_request()
+    served.reply(address, [b"HELLO"])
+    assert recv(sock) == [b"", MDPC01, b"echo-after-junk", b"HELLO"]
+    served.close()
+    sock.close()
+    worker.close()
+
+
+def test_flood_is_bounded_and_every_request_gets_one_answer(small: Broker, ctx: zmq.Context) -> None:
+    """4 clients send 1500 requests each at a service with no worker: the queue and the per-client
+    caps hold, the rest are refused with a reply; then a worker drains what was accepted."""
+    clients = [dealer(ctx, small.frontend) for _ in range(4)]
+    rss_before = status(small.frontend)["maxRssKb"]
+    sent: dict[str, int] = {}
+    for round_ in range(1500):
+        for n, sock in enumerate(clients):
+            message_id = f"{n}-{round_}"
+            body = orjson.dumps({"messageId": message_id, "payload": {"i": round_}})
+            sock.send_multipart(request_frames(b"flooded", body))
+            sent[message_id] = n
+    answers: dict[str, list[str]] = {}
+
+    def collect(timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and sum(len(v) for v in answers.values()) < len(sent):
+            for sock in clients:
+                while sock.poll(0):
+                    frames = sock.recv_multipart()
+                    data = orjson.loads(frames[3])
+                    key = data.get("correlationId") or data.get("messageId")
+                    code = data["payload"]["error"]["code"] if "error" in data.get("payload", {}) else "OK"
+                    answers.setdefault(key, []).append(code)
+            time.sleep(0.01)
+
+    collect(15)
+    refused = {k for k, v in answers.items() if v[0] in ("QUEUE_FULL", "INFLIGHT_LIMIT")}
+    accepted = set(sent) - set(answers)
+    info = status(small.frontend)
+    assert info["services"]["flooded"]["queued"] == len(accepted)
+    assert len(accepted) <= 300 and len(accepted) <= 4 * 50
+    assert refused == set(answers), "only refusals may come back before a worker exists"
+    dropped = info["counters"]["dropped"]
+    assert dropped.get("queue-full", 0) + dropped.get("inflight-limit", 0) >= len(refused)
+    assert info["maxRssKb"] - rss_before < 100_000, "the flood grew the broker by more than 100 MB"
+
+    worker = RawWorker(ctx, small.frontend, "flooded", credit=20)
+    served = 0
+    while served < len(accepted):
+        got = worker.next_request(10)
+        assert got is not None, f"only {served} of {len(accepted)} accepted requests reached the worker"
+        address, body = got
+        data = orjson.loads(body[0])
+        worker.reply(address, [orjson.dumps({"messageId": "r", "correlationId": data["messageId"],
+                                             "payload": {"status": "success", "result": 1}})])
+        served += 1
+    collect(15)
+    assert set(answers) == set(sent), f"{len(set(sent) - set(answers))} requests were never answered"
+    duplicated = {k: v for k, v in answers.items() if len(v) > 1}
+    assert not duplicated
+    assert {k for k, v in answers.items() if v == ["OK"]} == accepted
+    worker.close()
+    for sock in clients:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    with broker_with(tmp_path_factory.mktemp("shipped")) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def demo_workers(shipped: Broker) -> Iterator[None]:
+    snapshot = build_snapshot(REPO)
+    running = [plugin_worker(p, shipped.frontend, delay=0.0, credit=4, **WORKER_OPTIONS)
+               for p in snapshot.plugins.values()]
+    for worker in running:
+        worker.start()
+    with Client(shipped.frontend, timeout=2, retries=0) as client:
+        assert wait_until(lambda: all(client.has_service(w.service) for w in running))
+    yield
+    for worker in running:
+        worker.stop(timeout=5)
+
+
+def route_request(text: str, **payload: Any) -> dict[str, Any]:
+    request = env.new_request("arbiter.route", "route", source="test")
+    request["payload"] = {"text": text, **payload}
+    return request
+
+
+def test_route_dispatches_to_the_primary_records_and_publishes(shipped: Broker, demo_workers: None,
+                                                               ctx: zmq.Context) -> None:
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"routing/decision")
+    sub.connect(shipped.events_sub)
+    time.sleep(0.3)  # let the subscription reach the broker
+    with Client(shipped.frontend, timeout=10, retries=0) as client:
+        request = route_request(REFERENCE)
+        reply = client.request("arbiter.route", request)
+        again = client.request("arbiter.route", route_request(REFERENCE, command="generate-tests"))
+    assert reply.ok, reply.envelope
+    result = reply.result
+    assert result["plugin"] == "fastapi-backend"
+    assert result["decision"]["routingDecision"]["primaryPlugin"] == "fastapi-backend"
+    phases = result["decision"]["routingDecision"]["collaborationPlan"]["phases"]
+    assert [p["plugin"] for p in phases][:2] == ["fastapi-backend", "lobbi-platform-manager"]
+    assert result["command"] in {c.name for c in build_snapshot(REPO).plugins["fastapi-backend"].commands}
+    assert result["result"]["plugin"] == "fastapi-backend"
+    assert reply.envelope["correlationId"] == request["messageId"]
+    assert again.result["command"] == "generate-tests" and again.result["result"]["command"] == "generate-tests"
+
+    event = recv(sub)
+    assert event is not None and event[0] == b"routing/decision"
+    assert orjson.loads(event[1])["payload"]["primaryPlugin"] == "fastapi-backend"
+    sub.close()
+
+    ids = {result["decision"]["requestId"], again.result["decision"]["requestId"]}
+    rows = wait_until(lambda: state_rows(
+        shipped.root, "select request_id, primary_plugin, origin, outcome from routing_decisions "
+        f"where request_id in ({','.join(repr(i) for i in ids)})") if len(ids) == 2 else [])
+    assert len(rows) == 2
+    for _, primary, origin, outcome in rows:
+        assert (primary, origin) == ("fastapi-backend", "broker")
+        assert orjson.loads(outcome)["status"] == "success"
+
+
+def test_no_route_explain_and_status(shipped: Broker, demo_workers: None) -> None:
+    with Client(shipped.frontend, timeout=10, retries=0) as client:
+        none = client.request("arbiter.route", route_request("bake a sourdough loaf with rye flour"))
+        explained = client.request("arbiter.explain", route_request(REFERENCE))
+    assert not none.ok and none.error["code"] == "NO_ROUTE"
+    assert none.error["decision"]["routingDecision"]["primaryPlugin"] is None
+    assert explained.ok
+    assert "Rules fired" in explained.result["explanation"]
+    assert explained.result["trace"]["rulesFired"]
+    info = status(shipped.frontend)
+    assert info["services"]["fastapi-backend"]["workers"] == 1
+    assert info["snapshot"]["plugins"] == 7
+    assert info["counters"]["routed-replies"] >= 1
+
+
+def test_a_request_nobody_serves_expires_into_the_dead_letter_queue(shipped: Broker) -> None:
+    request = env.new_request("nobody-serves-this", "anything", timeout_ms=400)
+    with Client(shipped.frontend, timeout=10, retries=0) as client:
+        started = time.monotonic()
+        reply = client.request("nobody-serves-this", request)
+        waited = time.monotonic() - started
+    assert reply.error["code"] == "EXPIRED"
+    assert waited < 5
+    rows = wait_until(lambda: state_rows(
+        shipped.root, f"select service, reason, count from dead_letters where message_id = '{request['messageId']}'"))
+    assert rows == [("nobody-serves-this", "expired", 1)]
+
+
+def test_wildcard_subscriptions_are_matched_by_the_broker(shipped: Broker, ctx: zmq.Context) -> None:
+    wild = ctx.socket(zmq.SUB)
+    prefix = ctx.socket(zmq.SUB)
+    for sock, topic in ((wild, b"plugin/*/events"), (prefix, b"plugin/")):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.connect(shipped.events_sub)
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.connect(shipped.events_pub)
+    topics = ["plugin/jira/events", "plugin/jira/status", "plugin/a/b/events"]
+
+    def publish_all() -> None:
+        for topic in topics:
+            pub.send_multipart([topic.encode(), orjson.dumps({"topic": topic, "payload": {}})])
+
+    got_wild: list[tuple[bytes, str]] = []
+    got_prefix: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (not got_wild or len(got_prefix) < 3):  # slow joiners: repeat
+        got_wild.clear()
+        got_prefix.clear()
+        publish_all()
+        time.sleep(0.2)
+        while wild.poll(0):
+            frames = wild.recv_multipart()
+            got_wild.append((frames[0], orjson.loads(frames[1])["topic"]))
+        while prefix.poll(0):
+            got_prefix.append(prefix.recv_multipart()[0].decode())
+    assert got_wild == [(b"plugin/*/events", "plugin/jira/events")]
+    # Topics never hold '*': a prefix subscriber that also sees a wildcard copy can tell and skip it.
+    assert [t for t in got_prefix if "*" not in t] == topics
+    for sock in (wild, prefix, pub):
+        sock.close()
+
+
+def test_sigterm_answers_what_workers_hold_and_dead_letters_the_rest(tmp_path: Path, ctx: zmq.Context) -> None:
+    with broker_with(tmp_path) as broker:
+        worker = RawWorker(ctx, broker.frontend, "slow", credit=2)
+        client = dealer(ctx, broker.frontend)
+        requests = [env.new_request("slow", "work") for _ in range(5)]
+        for request in requests:
+            client.send_multipart(request_frames(b"slow", orjson.dumps(request)))
+        held = [worker.next_request() for _ in range(2)]
+        assert all(held)
+        broker.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        for address, body in held:  # the worker finishes what it had while the broker drains
+            data = orjson.loads(body[0])
+            worker.reply(address, [orjson.dumps(env.success_reply(data, "slow", "done"))])
+        answers: dict[str, str] = {}
+        deadline = time.monotonic() + 10
+        while len(answers) < 5 and time.monotonic() < deadline:
+            frames = recv(client, 1)
+            if frames:
+                data = reply_envelope(frames)
+                answers[data["correlationId"]] = data["payload"].get("error", {}).get("code", "OK")
+        assert broker.process.wait(timeout=15) == 0
+        assert sorted(answers.values()) == ["OK", "OK", "SHUTTING_DOWN", "SHUTTING_DOWN", "SHUTTING_DOWN"]
+        letters = state_rows(broker.root, "select message_id, reason from dead_letters")
+        shut = {k for k, v in answers.items() if v == "SHUTTING_DOWN"}
+        assert {m for m, r in letters if r == "shutdown"} == shut
+        worker.close()
+        client.close()
+
+
+def test_broker_keeps_serving_while_a_client_vanishes(shipped: Broker, ctx: zmq.Context) -> None:
+    """A reply to a client that has gone is counted, not fatal."""
+    worker = RawWorker(ctx, shipped.frontend, "vanishing")
+    client = dealer(ctx, shipped.frontend)
+    client.send_multipart(request_frames(b"vanishing", b"ping"))
+    address, _ = worker.next_request()
+    client.close()
+    time.sleep(0.2)
+    worker.reply(address, [b"pong"])
+    assert wait_until(lambda: status(shipped.frontend)["counters"]["dropped"].get("client-unreachable", 0) >= 1)
+    worker.close()
+
+
+def test_many_clients_at_once(shipped: Broker, ctx: zmq.Context) -> None:
+    worker = RawWorker(ctx, shipped.frontend, "echo-many", credit=50)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            got = worker.next_request(0.2)
+            if got:
+                worker.reply(got[0], got[1])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    clients = [dealer(ctx, shipped.frontend) for _ in range(8)]
+    for n, sock in enumerate(clients):
+        for i in range(50):
+            sock.send_multipart(request_frames(b"echo-many", f"{n}:{i}".encode()))
+    for n, sock in enumerate(clients):
+        got = sorted(recv(sock)[3].decode() for _ in range(50))
+        assert got == sorted(f"{n}:{i}" for i in range(50))
+    stop.set()
+    thread.join(5)
+    worker.close()
+    for sock in clients:
+        sock.close()

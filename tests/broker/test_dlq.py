@@ -1,0 +1,461 @@
+"""The dead-letter queue: stored losslessly, merged on repeat, listed, purged, replayed, and its CLI."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg2
+import pytest
+import zmq
+from click.testing import CliRunner, Result
+
+from arbiter import dlq, state
+from arbiter import envelope as env
+from arbiter.cli.common import Context
+from arbiter.cli.dlq_commands import dlq as dlq_cli
+from arbiter.cli.dlq_commands import parse_duration
+from arbiter.client import RequestTimeout
+from arbiter.protocol import MDPC01
+
+PG = {"host": "127.0.0.1", "port": 5432, "dbname": "test", "user": "postgres"}
+BINARY = [bytes(range(256)), b"", b"\xff\xfe\x00\x80 not utf-8", "héllo, wörld ✓".encode()]
+
+
+# ---------------------------------------------------------------- stores
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "state.db"
+    state.open_store(f"sqlite:///{path}")
+    yield path
+    state.close_store()
+
+
+@pytest.fixture
+def pg_store() -> Iterator[str]:
+    """A schema of its own in the test database, dropped afterwards."""
+    schema = "dlq_" + uuid.uuid4().hex[:8]
+    con = psycopg2.connect(**PG)
+    con.autocommit = True
+    con.cursor().execute(f"CREATE SCHEMA {schema}")
+    try:
+        state.open_store(f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}")
+        yield schema
+        state.close_store()
+    finally:
+        con.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
+        con.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue("sqlite_store" if request.param == "sqlite" else "pg_store")
+
+
+def _row(letter_id: str) -> state.DeadLetter:
+    return state.DeadLetter.get_by_id(letter_id)
+
+
+def _rename(letter_id: str, new_id: str) -> str:
+    state.DeadLetter.update(id=new_id).where(state.DeadLetter.id == letter_id).execute()
+    return new_id
+
+
+def _age(letter_id: str, days: float) -> None:
+    past = state.now() - dt.timedelta(days=days)
+    state.DeadLetter.update(first_at=past, last_at=past).where(state.DeadLetter.id == letter_id).execute()
+
+
+# ---------------------------------------------------------------- recording
+
+
+def test_a_repeat_counts_on_the_pending_letter(store):
+    first = dlq.record("svc", [b"body"], dlq.EXPIRED, "took too long", message_id="m1", client="c1")
+    again = dlq.record("svc", [b"body"], dlq.EXPIRED, "took too long again", message_id="m1")
+    assert again == first
+    row = _row(first)
+    assert (row.count, row.detail, row.client) == (2, "took too long again", "c1")
+    assert row.last_at >= row.first_at
+    other_reason = dlq.record("svc", [b"body"], dlq.UNDELIVERABLE, message_id="m1")
+    other_service = dlq.record("svc2", [b"body"], dlq.EXPIRED, message_id="m1")
+    no_id = [dlq.record("svc", [b"plain"], dlq.REJECTED) for _ in range(2)]
+    assert len({first, other_reason, other_service, *no_id}) == 5
+    state.DeadLetter.update(replayed_at=state.now()).where(state.DeadLetter.id == first).execute()
+    after_replay = dlq.record("svc", [b"body"], dlq.EXPIRED, message_id="m1")
+    assert after_replay != first and _row(after_replay).count == 1
+
+
+def test_the_message_id_defaults_to_the_envelopes(sqlite_store):
+    request = env.new_request("svc", "run")
+    first = dlq.record("svc", [env.encode(request)], dlq.EXHAUSTED)
+    assert dlq.record("svc", [env.encode(request)], dlq.EXHAUSTED) == first
+    assert _row(first).message_id == request["messageId"] and _row(first).count == 2
+
+
+def test_service_and_reason_are_required(sqlite_store):
+    with pytest.raises(ValueError, match="service"):
+        dlq.record("", [b"x"], dlq.EXPIRED)
+    with pytest.raises(ValueError, match="reason"):
+        dlq.record("svc", [b"x"], "")
+    assert dlq.record("svc", [b"x"], "custom-reason")  # other reasons are the broker's business
+
+
+def test_binary_bodies_round_trip_byte_exact(store):
+    letter_id = dlq.record("svc", BINARY, dlq.REJECTED)
+    assert dlq.frames_of(_row(letter_id)) == BINARY
+    body = dlq.get(letter_id)["body"]
+    assert [frame["encoding"] for frame in body] == ["base64", "utf-8", "base64", "utf-8"]
+    assert body[3]["data"] == "héllo, wörld ✓" and [frame["size"] for frame in body] == [len(f) for f in BINARY]
+    assert dlq.decode_frames(dlq.encode_frames(BINARY)) == BINARY
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_list_is_newest_first_and_filters(store):
+    old = dlq.record("alpha", [b"1"], dlq.EXPIRED)
+    _age(old, 2)
+    mid = dlq.record("beta", [b"2"], dlq.UNDELIVERABLE)
+    _age(mid, 1)
+    new = dlq.record("alpha", [b"33"], dlq.UNDELIVERABLE, message_id="m")
+    assert [row["id"] for row in dlq.list_letters()] == [new, mid, old]
+    assert [row["id"] for row in dlq.list_letters(service="alpha")] == [new, old]
+    assert [row["id"] for row in dlq.list_letters(reason=dlq.UNDELIVERABLE)] == [new, mid]
+    assert [row["id"] for row in dlq.list_letters(limit=1)] == [new]
+    top = dlq.list_letters()[0]
+    assert (top["messageId"], top["frames"], top["bytes"], top["replayedAt"]) == ("m", 1, 2, None)
+    assert top["lastAt"].endswith("Z")
+
+
+def test_ids_can_be_shortened_to_a_unique_prefix(store):
+    one = _rename(dlq.record("svc", [b"1"], dlq.EXPIRED), "abc1" + "0" * 28)
+    two = _rename(dlq.record("svc", [b"2"], dlq.EXPIRED), "abc2" + "0" * 28)
+    assert dlq.get("abc1")["id"] == one
+    assert dlq.get(two)["id"] == two
+    assert dlq.get("ABC2")["id"] == two
+    with pytest.raises(dlq.AmbiguousLetterId, match="several"):
+        dlq.get("abc")
+    with pytest.raises(dlq.LetterNotFound, match="no dead letter with id 'fff'"):
+        dlq.get("fff")
+    with pytest.raises(LookupError):
+        dlq.get("")
+    with pytest.raises(LookupError):
+        dlq.get("abc_")  # LIKE wildcards are not wildcards here
+
+
+# ---------------------------------------------------------------- purging
+
+
+def test_purge_variants(store):
+    ids = [dlq.record("alpha" if i % 2 else "beta", [b"x"], dlq.EXPIRED) for i in range(6)]
+    _age(ids[0], 10)
+    _age(ids[1], 10)
+    assert dlq.purge(older_than=dt.timedelta(days=7), dry_run=True) == 2
+    assert state.DeadLetter.select().count() == 6
+    assert dlq.purge(older_than=dt.timedelta(days=7), service="alpha") == 1  # ids[1]
+    assert dlq.purge(older_than=dt.timedelta(days=7)) == 1  # ids[0]
+    assert dlq.purge(ids=[ids[2][:10], ids[3]]) == 2
+    with pytest.raises(dlq.LetterNotFound):
+        dlq.purge(ids=["nope"])
+    assert dlq.purge(service="beta") == 1
+    assert dlq.purge(ids=[]) == 0
+    assert dlq.purge() == 1
+    assert dlq.list_letters() == []
+
+
+# ---------------------------------------------------------------- the writer thread
+
+
+def test_the_writer_batches_merges_and_drains_on_close(sqlite_store):
+    writer = dlq.DeadLetterWriter(max_batch=10, interval_s=0.5)
+    for index in range(24):
+        writer.submit("svc", [b"%d" % index, b"\xff"], dlq.UNDELIVERABLE, client="c")
+    writer.submit("svc", [b"0", b"\xff"], dlq.UNDELIVERABLE, message_id="dup")
+    writer.submit("svc", [b"0", b"\xff"], dlq.UNDELIVERABLE, message_id="dup", detail="again")
+    writer.close()
+    assert (writer.written, writer.batches, writer.dropped, writer.errors) == (26, 3, 0, [])
+    assert state.DeadLetter.select().count() == 25
+    dup = state.DeadLetter.get(state.DeadLetter.message_id == "dup")
+    assert (dup.count, dup.detail, dlq.frames_of(dup)) == (2, "again", [b"0", b"\xff"])
+
+
+def test_the_writer_drops_rather_than_blocks_when_full(sqlite_store):
+    blocker = sqlite3.connect(sqlite_store, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the database is busy: the writer's first batch waits
+    writer = dlq.DeadLetterWriter(max_queue=1, interval_s=0)
+    try:
+        writer.submit("svc", [b"a"], dlq.EXPIRED)
+        deadline = time.monotonic() + 5
+        while writer.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.pending == 0  # taken, and stuck on the lock
+        started = time.monotonic()
+        for body in (b"b", b"c", b"d"):
+            writer.submit("svc", [body], dlq.EXPIRED)
+        assert time.monotonic() - started < 0.5
+        assert (writer.pending, writer.dropped) == (1, 2)
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    writer.close()
+    assert (writer.written, writer.dropped, writer.errors) == (2, 2, [])
+    assert sorted(dlq.frames_of(row)[0] for row in state.DeadLetter.select()) == [b"a", b"b"]
+
+
+# ---------------------------------------------------------------- replaying against a real socket
+
+
+class FakeFrontend:
+    """A ROUTER on a free port answering MDP client requests with ``ok``, recording what came in."""
+
+    def __init__(self, answer: bool = True) -> None:
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        port = self._sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.answer = answer
+        self.received: list[list[bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        deadline = time.monotonic() + 20  # never outlive a hung test by much
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if not self._sock.poll(20):
+                continue
+            identity, *frames = self._sock.recv_multipart()
+            self.received.append(frames)
+            if self.answer and frames[:2] == [b"", MDPC01]:
+                self._sock.send_multipart([identity, b"", MDPC01, frames[2], b"ok"])
+        self._sock.close(linger=0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._ctx.term()
+
+
+@pytest.fixture
+def frontend() -> Iterator[FakeFrontend]:
+    server = FakeFrontend()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def silent_frontend() -> Iterator[FakeFrontend]:
+    server = FakeFrontend(answer=False)
+    yield server
+    server.close()
+
+
+def _stale_envelope() -> dict[str, Any]:
+    """A request whose expiry has passed, on its second attempt, as the broker dead-letters it."""
+    request = env.new_request("exec-automator", "analyze-document", {"documentPath": "rfp.pdf"}, timeout_ms=1)
+    request["metadata"]["retryCount"] = 1
+    request["metadata"]["expiresAt"] = "2020-01-01T00:00:00.000Z"
+    return request
+
+
+def _assert_refreshed(sent: bytes, original: dict[str, Any], retry_count: int, sent_at: dt.datetime) -> None:
+    """Same envelope, same messageId, one more retry, and an expiry after the moment it was sent."""
+    original = copy.deepcopy(original)
+    replayed = json.loads(sent)
+    assert replayed["messageId"] == original["messageId"]
+    assert replayed["metadata"]["retryCount"] == retry_count
+    assert not env.is_expired(replayed, now=sent_at)
+    for key in ("retryCount", "expiresAt"):
+        replayed["metadata"].pop(key)
+        original["metadata"].pop(key)
+    assert replayed == original
+
+
+def test_replay_sends_a_refreshed_envelope_and_marks_the_letter(sqlite_store, frontend):
+    original = _stale_envelope()
+    letter_id = dlq.record("exec-automator", [env.encode(original)], dlq.EXPIRED)
+    sent_at = env.utc_now()
+    reply = dlq.replay(letter_id[:8], frontend.endpoint, timeout=2.0, retries=1)
+    assert (reply.body, reply.attempts) == (b"ok", 1)
+    [frames] = frontend.received
+    assert frames[:3] == [b"", MDPC01, b"exec-automator"] and len(frames) == 4
+    _assert_refreshed(frames[3], original, retry_count=2, sent_at=sent_at)
+    assert dlq.get(letter_id)["replayedAt"] is not None
+    assert dlq.frames_of(_row(letter_id)) == [env.encode(original)]  # stored as it died, replayable again
+    again = dlq.record("exec-automator", [env.encode(original)], dlq.EXPIRED)
+    assert again != letter_id  # a failure after a replay is a new letter
+
+
+def test_replay_sends_binary_multi_frame_bodies_byte_exact(sqlite_store, frontend):
+    single = dlq.record("raw", [BINARY[0]], dlq.UNDELIVERABLE)
+    multi = dlq.record("raw", BINARY, dlq.UNDELIVERABLE)
+    assert dlq.replay(single, frontend.endpoint, timeout=2.0, retries=0).body == b"ok"
+    assert dlq.replay(multi, frontend.endpoint, timeout=2.0, retries=0).body == b"ok"
+    assert [frames[3:] for frames in frontend.received] == [[BINARY[0]], BINARY]
+    assert all(frames[:3] == [b"", MDPC01, b"raw"] for frames in frontend.received)
+
+
+def test_replay_retries_then_times_out_and_leaves_the_letter(sqlite_store, silent_frontend):
+    original = _stale_envelope()
+    letter_id = dlq.record("exec-automator", [env.encode(original), b"extra"], dlq.EXPIRED)
+    sent_at = env.utc_now()
+    with pytest.raises(RequestTimeout):
+        dlq.replay(letter_id, silent_frontend.endpoint, timeout=0.3, retries=1)
+    assert dlq.get(letter_id)["replayedAt"] is None
+    deadline = time.monotonic() + 2
+    while len(silent_frontend.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first, second = silent_frontend.received
+    _assert_refreshed(first[3], original, retry_count=2, sent_at=sent_at)
+    _assert_refreshed(second[3], original, retry_count=3, sent_at=sent_at)  # Lazy Pirate counts its own retry too
+    assert first[4:] == second[4:] == [b"extra"]
+
+
+def test_replay_of_an_unknown_id_is_a_lookup_error(sqlite_store, frontend):
+    with pytest.raises(LookupError):
+        dlq.replay("0123", frontend.endpoint, timeout=0.5, retries=0)
+    assert frontend.received == []
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project with only configs: the state store under .arbiter, the frontend on a dead port."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "state.yaml").write_text("database: sqlite:///.arbiter/state.db\n")
+    (tmp_path / "configs" / "broker.yaml").write_text("endpoints:\n  frontend: tcp://127.0.0.1:9\n")
+    return tmp_path
+
+
+def _seed(root: Path, *letters: tuple[str, list[bytes], str, str | None]) -> list[str]:
+    state.open_store("sqlite:///.arbiter/state.db", root)
+    try:
+        return [dlq.record(service, body, reason, message_id=mid) for service, body, reason, mid in letters]
+    finally:
+        state.close_store()
+
+
+def run(root: Path, *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(dlq_cli, list(args), obj=Context(root=root), input=input)
+
+
+def _count(root: Path) -> int:
+    state.open_store("sqlite:///.arbiter/state.db", root)
+    try:
+        return state.DeadLetter.select().count()
+    finally:
+        state.close_store()
+
+
+def test_cli_list_table_and_json(project):
+    assert run(project, "list").output == "no dead letters\n"
+    ids = _seed(
+        project,
+        ("exec-automator", [b"{}"], dlq.EXPIRED, "m-1"),
+        ("exec-automator", [b"{}"], dlq.EXPIRED, "m-1"),
+        ("jira-orchestrator", [b"x"], dlq.UNDELIVERABLE, None),
+    )
+    result = run(project, "list")
+    assert result.exit_code == 0, result.output
+    header, *lines = result.output.splitlines()
+    assert header.split()[:4] == ["ID", "SERVICE", "REASON", "COUNT"]
+    assert lines[0].split()[:4] == [ids[2][:12], "jira-orchestrator", "undeliverable", "1"]
+    assert lines[1].split()[:4] == [ids[0][:12], "exec-automator", "expired", "2"] and lines[1].endswith("m-1")
+    data = json.loads(run(project, "list", "--json", "--service", "exec-automator").output)
+    assert [(row["id"], row["count"]) for row in data] == [(ids[0], 2)]
+    assert (
+        json.loads(run(project, "list", "--json", "--reason", "undeliverable", "--last", "5").output)[0]["id"] == ids[2]
+    )
+    assert run(project, "list", "--reason", "bogus").exit_code == 2
+
+
+def test_cli_show(project):
+    request = env.new_request("svc", "run", {"k": "v"})
+    [text_id, binary_id] = _seed(
+        project, ("svc", [env.encode(request)], dlq.EXHAUSTED, None), ("svc", BINARY, dlq.REJECTED, None)
+    )
+    result = run(project, "show", text_id[:6])
+    assert result.exit_code == 0, result.output
+    assert f"id:          {text_id}" in result.output and '"command": "run"' in result.output
+    assert "message id:  " + request["messageId"] in result.output
+    binary = run(project, "show", binary_id)
+    assert "hex: 00 01 02 03" in binary.output and "héllo, wörld ✓" in binary.output
+    [escape_id] = _seed(project, ("svc", [b"\x1b[2Jcleared"], dlq.REJECTED, None))
+    assert "hex: 1b 5b 32 4a 63" in run(project, "show", escape_id).output  # valid UTF-8, but not for a terminal
+    data = json.loads(run(project, "show", binary_id, "--json").output)
+    assert data["id"] == binary_id and [frame["size"] for frame in data["body"]] == [len(f) for f in BINARY]
+    missing = run(project, "show", "ffffffff")
+    assert missing.exit_code == 1 and "no dead letter with id 'ffffffff'" in missing.stderr
+
+
+def test_cli_show_ambiguous_prefix_exits_1(project):
+    ids = _seed(project, *[("svc", [b"x"], dlq.EXPIRED, None) for _ in range(40)])
+    prefix = next(a[:1] for a in ids for b in ids if a != b and a[:1] == b[:1])
+    result = run(project, "show", prefix)
+    assert result.exit_code == 1 and "several" in result.stderr
+
+
+def test_cli_replay_uses_the_configured_frontend(project, frontend):
+    (project / "configs" / "broker.yaml").write_text(f"endpoints:\n  frontend: {frontend.endpoint}\n")
+    original = _stale_envelope()
+    [letter_id] = _seed(project, ("exec-automator", [env.encode(original)], dlq.EXPIRED, None))
+    sent_at = env.utc_now()
+    result = run(project, "replay", letter_id[:8])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"{letter_id[:8]}: replayed (1 attempt(s))" in result.output
+    _assert_refreshed(frontend.received[0][3], original, retry_count=2, sent_at=sent_at)
+    data = json.loads(run(project, "replay", letter_id, "--json").output)
+    reply = {"size": 2, "encoding": "utf-8", "data": "ok"}
+    assert data == [{"id": letter_id, "ok": True, "attempts": 1, "reply": reply}]
+    assert json.loads(run(project, "list", "--json").output)[0]["replayedAt"] is not None
+
+
+def test_cli_replay_failures_exit_1(project, frontend, silent_frontend):
+    [letter_id] = _seed(project, ("svc", [b"raw"], dlq.SHUTDOWN, None))
+    unknown = run(project, "replay", letter_id, "0000000", "--endpoint", frontend.endpoint, "--json")
+    assert unknown.exit_code == 1
+    assert [row["ok"] for row in json.loads(unknown.output)] == [True, False]
+    timed_out = run(
+        project, "replay", letter_id, "--endpoint", silent_frontend.endpoint, "--timeout", "0.2", "--retries", "0"
+    )
+    assert timed_out.exit_code == 1 and "no reply from service 'svc'" in timed_out.stderr
+
+
+def test_cli_purge(project):
+    ids = _seed(project, *[(f"svc{i % 2}", [b"x"], dlq.EXPIRED, None) for i in range(5)])
+    assert run(project, "purge").exit_code == 2
+    assert run(project, "purge", ids[0], "--all").exit_code == 2
+    bad = run(project, "purge", "--older-than", "7 days")
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+    missing = run(project, "purge", "nope", "--yes")
+    assert missing.exit_code == 1 and "no dead letter" in missing.stderr
+    declined = run(project, "purge", "--all", input="n\n")
+    assert declined.exit_code == 1 and _count(project) == 5
+    assert run(project, "purge", "--older-than", "7d", "--yes").output == "purged 0 dead letter(s)\n"
+    assert run(project, "purge", ids[0][:9], ids[1], input="y\n").exit_code == 0
+    assert json.loads(run(project, "purge", "--all", "--service", "svc0", "--yes", "--json").output) == {"purged": 2}
+    assert run(project, "purge", "--all", "--yes").output == "purged 1 dead letter(s)\n"
+    assert _count(project) == 0
+
+
+def test_durations():
+    assert parse_duration("7d") == dt.timedelta(days=7)
+    assert parse_duration("12h") == dt.timedelta(hours=12)
+    assert parse_duration("30m") == dt.timedelta(minutes=30)
+    assert parse_duration("1h30m") == dt.timedelta(minutes=90)
+    assert parse_duration("2w") == dt.timedelta(days=14)
+    for bad in ("", "7", "d", "7x", "7d junk", "-1d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
