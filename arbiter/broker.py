@@ -163,7 +163,11 @@ class Broker:
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.decision_cache: OrderedDict[tuple, tuple[dict[str, Any], str | None, str | None]] = OrderedDict()
-        self.reload_state: dict[str, Any] = {"fingerprint": snapshot.fingerprint, "loadedAt": env.iso(env.utc_now())}
+        self.reload_state: dict[str, Any] = {
+            "fingerprint": snapshot.fingerprint,
+            "loadedAt": env.iso(env.utc_now()),
+            "lastReloadOk": True,
+        }
         self.started = time.time()
         self._tokens = itertools.count(1)
         self._posted: deque[Callable[[], None]] = deque()
@@ -816,7 +820,7 @@ class Broker:
         self.snapshot, self.router = snapshot, router
         self.decision_cache.clear()
         self.counters["reloads"] += 1
-        self.reload_state = {"fingerprint": snapshot.fingerprint, "loadedAt": env.iso(env.utc_now())}
+        self.reload_state.update(fingerprint=snapshot.fingerprint, loadedAt=env.iso(env.utc_now()), lastReloadOk=True)
         old.close()
         log.info("reloaded: fingerprint %s", snapshot.fingerprint[:12])
         self.events.publish("system/reload", {"ok": True, "fingerprint": snapshot.fingerprint})  # type: ignore
@@ -824,7 +828,7 @@ class Broker:
     def reload_failed(self, errors: list[str]) -> None:
         """Keep serving the old snapshot; say why the new one was refused."""
         self.counters["reload-failures"] += 1
-        self.reload_state["lastError"] = {"at": env.iso(env.utc_now()), "errors": errors[:20]}
+        self.reload_state.update(lastReloadOk=False, lastError={"at": env.iso(env.utc_now()), "errors": errors[:20]})
         log.error("reload refused, still serving %s:\n  %s", self.snapshot.fingerprint[:12], "\n  ".join(errors[:20]))
         self.events.publish("system/reload", {"ok": False, "errors": errors[:20]})  # type: ignore[union-attr]
 

@@ -106,7 +106,7 @@ def status(ctx: Context, endpoint: str | None, timeout: float, as_json: bool) ->
         echo_json(data)
     else:
         click.echo(render_status(data), nl=False)
-    sys.exit(1 if (data.get("snapshot") or {}).get("lastError") else 0)
+    sys.exit(0 if (data.get("snapshot") or {}).get("lastReloadOk", True) else 1)
 
 
 def render_status(data: dict[str, Any]) -> str:
@@ -119,7 +119,10 @@ def render_status(data: dict[str, Any]) -> str:
     ]
     if snap.get("lastError"):
         error = snap["lastError"]
-        lines.append(f"LAST RELOAD REFUSED at {error['at']} (still serving the snapshot above):")
+        if snap.get("lastReloadOk", True):
+            lines.append(f"an earlier reload was refused at {error['at']}; a later one succeeded:")
+        else:
+            lines.append(f"LAST RELOAD REFUSED at {error['at']} (still serving the snapshot above):")
         lines += [f"  {e}" for e in error["errors"]]
     lines.append(f"{data.get('workers')} worker(s), {data.get('pending')} request(s) pending")
     lines.append("")

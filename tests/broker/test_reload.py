@@ -1,0 +1,155 @@
+"""Hot reload on a running broker: edits under load, broken edits, and memory over many reloads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from broker_helpers import broker_with, status, wait_until
+from test_sdk_harness import WORKER_OPTIONS
+
+from arbiter import envelope as env
+from arbiter.client import Client, RequestTimeout
+from arbiter.demo_workers import plugin_worker
+from arbiter.snapshot import build_snapshot
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE_TEXT = "probe: build a FastAPI endpoint with MongoDB"
+CYCLE = ["home-assistant", "exec-automator", "frontend-powerhouse", "jira-orchestrator"]
+BROKEN = {3, 7, 11, 15, 18}
+
+
+def probe_rule(plugin: str) -> str:
+    return f'rule reload-probe {{\n  priority 99\n  when text matches /probe/\n  then require {plugin}\n  because "probe"\n}}\n'
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write the way editors do: a temporary file renamed over the old one."""
+    temp = path.with_suffix(".tmp~")
+    temp.write_text(text)
+    os.replace(temp, path)
+
+
+def route(client: Client) -> dict[str, Any]:
+    request = env.new_request("arbiter.route", "route", timeout_ms=20_000)
+    request["payload"] = {"text": PROBE_TEXT}
+    return client.request("arbiter.route", request).result
+
+
+class Load:
+    """A client thread routing the probe text back to back, remembering every answer in order."""
+
+    def __init__(self, frontend: str):
+        self.frontend = frontend
+        self.answers: list[str] = []
+        self.lost: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with Client(self.frontend, timeout=15, retries=0) as client:
+            while not self.stop.is_set():
+                try:
+                    self.answers.append(route(client)["plugin"])
+                except RequestTimeout as exc:
+                    self.lost.append(str(exc))
+
+
+def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
+    def tweak(config: dict[str, Any]) -> None:
+        config["reload"] = {"watch": True, "debounce_ms": 50}
+
+    def project(root: Path) -> None:
+        (root / "rules" / "probe.arb").write_text(probe_rule("lobbi-platform-manager"))
+
+    with broker_with(tmp_path, tweak, project) as broker:
+        snapshot = build_snapshot(REPO)
+        workers = [plugin_worker(p, broker.frontend, delay=0.0, credit=8, **WORKER_OPTIONS)
+                   for p in snapshot.plugins.values()]
+        for worker in workers:
+            worker.start()
+        try:
+            with Client(broker.frontend, timeout=10, retries=0) as client:
+                assert wait_until(lambda: all(client.has_service(w.service) for w in workers))
+                assert route(client)["plugin"] == "lobbi-platform-manager"
+                load = Load(broker.frontend)
+                load.thread.start()
+                expected = ["lobbi-platform-manager"]
+                probe = broker.root / "rules" / "probe.arb"
+                valid = 0
+                for edit in range(20):
+                    before = status(broker.frontend)["counters"]
+                    if edit in BROKEN:
+                        replace_file(probe, "rule reload-probe {\n  priority 99\n  when text matches /probe/\n  then\n")
+                        assert wait_until(lambda: status(broker.frontend)["counters"].get("reload-failures", 0)
+                                          > before.get("reload-failures", 0)), f"broken edit {edit} not noticed"
+                        # the old snapshot keeps serving, and status says the edit was refused
+                        assert route(client)["plugin"] == expected[-1]
+                        assert status(broker.frontend)["snapshot"]["lastReloadOk"] is False
+                        continue
+                    plugin = CYCLE[valid % len(CYCLE)]
+                    valid += 1
+                    replace_file(probe, probe_rule(plugin))
+                    assert wait_until(lambda: status(broker.frontend)["counters"].get("reloads", 0)
+                                      > before.get("reloads", 0)), f"valid edit {edit} never landed"
+                    # a request sent after the broker reported the swap sees the new rules
+                    assert route(client)["plugin"] == plugin
+                    expected.append(plugin)
+                    time.sleep(0.05)
+                load.stop.set()
+                load.thread.join(30)
+                info = status(broker.frontend)
+        finally:
+            for worker in workers:
+                worker.stop(timeout=5)
+    assert not load.lost, load.lost
+    assert len(load.answers) > 40
+    changes = [p for i, p in enumerate(load.answers) if i == 0 or p != load.answers[i - 1]]
+    assert changes == expected[: len(changes)] and changes[-1] == expected[-1], (changes, expected)
+    assert info["counters"]["reloads"] == 15
+    assert info["counters"]["reload-failures"] >= 5
+    assert info["snapshot"]["lastReloadOk"] and "probe.arb" in info["snapshot"]["lastError"]["errors"][0]
+    assert info["counters"]["dropped"].get("expired", 0) == 0
+
+
+def tiny_project(root: Path) -> None:
+    """One plugin and one rule: a reload costs little, so many of them fit in a test."""
+    shutil.rmtree(root / "plugins")
+    shutil.copytree(REPO / "plugins" / "fastapi-backend", root / "plugins" / "fastapi-backend")
+    for path in (root / "rules").iterdir():
+        path.unlink()
+    (root / "rules" / "probe.arb").write_text(probe_rule("fastapi-backend"))
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_five_hundred_reloads_leave_memory_flat(tmp_path: Path) -> None:
+    def tweak(config: dict[str, Any]) -> None:
+        config["reload"] = {"watch": False, "debounce_ms": 0}
+
+    with broker_with(tmp_path, tweak, tiny_project) as broker:
+        probe = broker.root / "rules" / "probe.arb"
+        pid = broker.process.pid
+        samples: dict[int, int] = {}
+        for n in range(1, 501):
+            replace_file(probe, probe_rule("fastapi-backend").replace("probe", f"probe{n % 2}"))
+            broker.process.send_signal(signal.SIGHUP)
+            assert wait_until(lambda: status(broker.frontend)["counters"].get("reloads", 0) >= n, timeout=30, interval=0.01), n
+            if n in (100, 500):
+                samples[n] = rss_kb(pid)
+    growth = samples[500] - samples[100]
+    print(f"RSS after 100 reloads {samples[100]} kB, after 500 {samples[500]} kB")
+    assert growth < 8_000, f"RSS grew {growth} kB between reload 100 and 500 ({samples})"
