@@ -20,8 +20,9 @@ from arbiter.protocol import MDPC01, MDPW01, READY, REPLY, REQUEST
 
 
 @contextmanager
-def broker_with(tmp: Path, tweak: Callable[[dict[str, Any]], None] | None = None,
-                project: Callable[[Path], None] | None = None) -> Iterator[Broker]:
+def broker_with(
+    tmp: Path, tweak: Callable[[dict[str, Any]], None] | None = None, project: Callable[[Path], None] | None = None
+) -> Iterator[Broker]:
     """A broker subprocess on free ports whose configs/broker.yaml ``tweak`` may change first."""
     ports = [free_port() for _ in range(3)]
     frontend, pub, sub = (f"tcp://127.0.0.1:{p}" for p in ports)
@@ -103,3 +104,8 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
             return value
         time.sleep(interval)
     return predicate()
+
+
+def wait_counter(frontend: str, name: str, above: int, timeout: float = 20.0) -> bool:
+    """Wait until the broker's counter ``name`` exceeds ``above``."""
+    return bool(wait_until(lambda: status(frontend)["counters"].get(name, 0) > above, timeout, interval=0.01))

@@ -38,8 +38,12 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A broker with small limits, so floods and oversized bodies are cheap to provoke."""
 
     def tweak(config: dict[str, Any]) -> None:
-        config["limits"] = {"max_message_bytes": 4096, "client_inflight": 50, "service_queue": 300,
-                            "total_pending": 1000}
+        config["limits"] = {
+            "max_message_bytes": 4096,
+            "client_inflight": 50,
+            "service_queue": 300,
+            "total_pending": 1000,
+        }
 
     with broker_with(tmp_path_factory.mktemp("small"), tweak) as broker:
         yield broker
@@ -142,8 +146,18 @@ def test_flood_is_bounded_and_every_request_gets_one_answer(small: Broker, ctx: 
         assert got is not None, f"only {served} of {len(accepted)} accepted requests reached the worker"
         address, body = got
         data = orjson.loads(body[0])
-        worker.reply(address, [orjson.dumps({"messageId": "r", "correlationId": data["messageId"],
-                                             "payload": {"status": "success", "result": 1}})])
+        worker.reply(
+            address,
+            [
+                orjson.dumps(
+                    {
+                        "messageId": "r",
+                        "correlationId": data["messageId"],
+                        "payload": {"status": "success", "result": 1},
+                    }
+                )
+            ],
+        )
         served += 1
     collect(15)
     assert set(answers) == set(sent), f"{len(set(sent) - set(answers))} requests were never answered"
@@ -164,8 +178,9 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture(scope="module")
 def demo_workers(shipped: Broker) -> Iterator[None]:
     snapshot = build_snapshot(REPO)
-    running = [plugin_worker(p, shipped.frontend, delay=0.0, credit=4, **WORKER_OPTIONS)
-               for p in snapshot.plugins.values()]
+    running = [
+        plugin_worker(p, shipped.frontend, delay=0.0, credit=4, **WORKER_OPTIONS) for p in snapshot.plugins.values()
+    ]
     for worker in running:
         worker.start()
     with Client(shipped.frontend, timeout=2, retries=0) as client:
@@ -181,8 +196,9 @@ def route_request(text: str, **payload: Any) -> dict[str, Any]:
     return request
 
 
-def test_route_dispatches_to_the_primary_records_and_publishes(shipped: Broker, demo_workers: None,
-                                                               ctx: zmq.Context) -> None:
+def test_route_dispatches_to_the_primary_records_and_publishes(
+    shipped: Broker, demo_workers: None, ctx: zmq.Context
+) -> None:
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"routing/decision")
@@ -209,9 +225,17 @@ def test_route_dispatches_to_the_primary_records_and_publishes(shipped: Broker, 
     sub.close()
 
     ids = {result["decision"]["requestId"], again.result["decision"]["requestId"]}
-    rows = wait_until(lambda: state_rows(
-        shipped.root, "select request_id, primary_plugin, origin, outcome from routing_decisions "
-        f"where request_id in ({','.join(repr(i) for i in ids)})") if len(ids) == 2 else [])
+    rows = wait_until(
+        lambda: (
+            state_rows(
+                shipped.root,
+                "select request_id, primary_plugin, origin, outcome from routing_decisions "
+                f"where request_id in ({','.join(repr(i) for i in ids)})",
+            )
+            if len(ids) == 2
+            else []
+        )
+    )
     assert len(rows) == 2
     for _, primary, origin, outcome in rows:
         assert (primary, origin) == ("fastapi-backend", "broker")
@@ -241,8 +265,11 @@ def test_a_request_nobody_serves_expires_into_the_dead_letter_queue(shipped: Bro
         waited = time.monotonic() - started
     assert reply.error["code"] == "EXPIRED"
     assert waited < 5
-    rows = wait_until(lambda: state_rows(
-        shipped.root, f"select service, reason, count from dead_letters where message_id = '{request['messageId']}'"))
+    rows = wait_until(
+        lambda: state_rows(
+            shipped.root, f"select service, reason, count from dead_letters where message_id = '{request['messageId']}'"
+        )
+    )
     assert rows == [("nobody-serves-this", "expired", 1)]
 
 

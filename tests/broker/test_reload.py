@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_helpers import broker_with, status, wait_until
+from broker_helpers import broker_with, status, wait_counter, wait_until
 from test_sdk_harness import WORKER_OPTIONS
 
 from arbiter import envelope as env
@@ -72,8 +72,9 @@ def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
 
     with broker_with(tmp_path, tweak, project) as broker:
         snapshot = build_snapshot(REPO)
-        workers = [plugin_worker(p, broker.frontend, delay=0.0, credit=8, **WORKER_OPTIONS)
-                   for p in snapshot.plugins.values()]
+        workers = [
+            plugin_worker(p, broker.frontend, delay=0.0, credit=8, **WORKER_OPTIONS) for p in snapshot.plugins.values()
+        ]
         for worker in workers:
             worker.start()
         try:
@@ -89,8 +90,8 @@ def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
                     before = status(broker.frontend)["counters"]
                     if edit in BROKEN:
                         replace_file(probe, "rule reload-probe {\n  priority 99\n  when text matches /probe/\n  then\n")
-                        assert wait_until(lambda: status(broker.frontend)["counters"].get("reload-failures", 0)
-                                          > before.get("reload-failures", 0)), f"broken edit {edit} not noticed"
+                        failures = before.get("reload-failures", 0)
+                        assert wait_counter(broker.frontend, "reload-failures", failures), f"edit {edit} unnoticed"
                         # the old snapshot keeps serving, and status says the edit was refused
                         assert route(client)["plugin"] == expected[-1]
                         assert status(broker.frontend)["snapshot"]["lastReloadOk"] is False
@@ -98,8 +99,9 @@ def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
                     plugin = CYCLE[valid % len(CYCLE)]
                     valid += 1
                     replace_file(probe, probe_rule(plugin))
-                    assert wait_until(lambda: status(broker.frontend)["counters"].get("reloads", 0)
-                                      > before.get("reloads", 0)), f"valid edit {edit} never landed"
+                    assert wait_counter(broker.frontend, "reloads", before.get("reloads", 0)), (
+                        f"edit {edit} never landed"
+                    )
                     # a request sent after the broker reported the swap sees the new rules
                     assert route(client)["plugin"] == plugin
                     expected.append(plugin)
@@ -147,7 +149,7 @@ def test_five_hundred_reloads_leave_memory_flat(tmp_path: Path) -> None:
         for n in range(1, 501):
             replace_file(probe, probe_rule("fastapi-backend").replace("probe", f"probe{n % 2}"))
             broker.process.send_signal(signal.SIGHUP)
-            assert wait_until(lambda: status(broker.frontend)["counters"].get("reloads", 0) >= n, timeout=30, interval=0.01), n
+            assert wait_counter(broker.frontend, "reloads", n - 1, timeout=30), f"reload {n} never landed"
             if n in (100, 500):
                 samples[n] = rss_kb(pid)
     growth = samples[500] - samples[100]
