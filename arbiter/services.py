@@ -7,6 +7,7 @@ plain functions over envelopes, so it can be read and tested without sockets.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -80,18 +81,27 @@ def read_route_input(body: Sequence[bytes]) -> RouteInput:
 
 
 def choose_command(plugin: Plugin, text: str) -> str | None:
-    """The plugin command whose name and description share the most terms with the request.
+    """The plugin command whose name, description and keywords best share the request's terms.
 
-    A routed request need not name a command; the worker still needs one, and the command that
-    reads most like the request is what a person would pick."""
+    A routed request need not name a command; the worker still needs one. Terms are weighed by
+    how few of the plugin's commands use them, so "model" in "add a Beanie model" counts for
+    more than "add", which half the commands start with."""
     wanted = set(terms(text))
-    best: tuple[int, int, str] | None = None
-    for position, command in enumerate(plugin.commands):
-        words = set(terms(f"{command.name.replace('-', ' ')} {command.description}"))
-        key = (len(wanted & words), -position, command.name)
-        if best is None or key > best:
-            best = key
-    return best[2] if best else None
+    vocab = {
+        c.name: set(terms(" ".join((c.name.replace("-", " "), c.description, *c.keywords)))) for c in plugin.commands
+    }
+    if not vocab:
+        return None
+    count = len(vocab)
+    frequency: dict[str, int] = {}
+    for words in vocab.values():
+        for word in words & wanted:
+            frequency[word] = frequency.get(word, 0) + 1
+
+    def score(name: str) -> float:
+        return sum(math.log(1 + count / frequency[w]) for w in vocab[name] & wanted)
+
+    return max(vocab, key=lambda name: (score(name), -list(vocab).index(name)))
 
 
 def dispatch_body(route: RouteInput, plugin: str, command: str, decision: Mapping[str, Any]) -> bytes:

@@ -14,6 +14,7 @@ from arbiter import __version__
 
 from .broker_commands import broker, events, status
 from .common import Context
+from .demo_command import demo
 from .dlq_commands import dlq
 from .dsl_commands import fmt, lint
 from .project_commands import agents, check_config, plugins
@@ -60,6 +61,7 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter decisions --last 10          recorded decisions
     \b
     Run and talk to the broker (MDP/0.1 over ZeroMQ):
+      arbiter demo                         broker + workers + routed requests, end to end
       arbiter broker                       the daemon; SIGHUP or a saved file reloads
       arbiter workers                      demo workers for the shipped plugins
       arbiter request arbiter.route '{"text": "deploy the tenant"}'
@@ -80,5 +82,5 @@ main.add_command(explain)
 main.add_command(route)
 main.add_command(test_cmd)
 main.add_command(decisions)
-for command in (broker, workers, request, status, events, dlq):
+for command in (demo, broker, workers, request, status, events, dlq):
     main.add_command(command)
