@@ -12,6 +12,7 @@ one of Arbiter's own services.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import os
@@ -27,9 +28,12 @@ import orjson
 import zmq
 
 from . import envelope as env
+from . import record
 from . import services as svc
+from .dispatch import Attempt, Dispatcher, Routed
 from .events import EventHub
 from .explain import render
+from .match import Health
 from .pipeline import Request, Router
 from .protocol import (
     DISCONNECT,
@@ -46,6 +50,7 @@ from .protocol import (
     service_name,
 )
 from .record import DecisionWriter
+from .resilience import Transition
 from .snapshot import Snapshot
 
 log = logging.getLogger("arbiter.broker")
@@ -69,6 +74,7 @@ class Settings:
     service_queue: int
     total_pending: int
     request_timeout_s: float
+    attempt_timeout_s: float
 
     @classmethod
     def of(cls, config: Mapping[str, Any], **overrides: str | None) -> Settings:
@@ -85,18 +91,8 @@ class Settings:
             service_queue=limits["service_queue"],
             total_pending=limits["total_pending"],
             request_timeout_s=config["request_timeout_ms"] / 1000,
+            attempt_timeout_s=config["dispatch"]["attempt_timeout_ms"] / 1000,
         )
-
-
-@dataclass(eq=False)
-class Routed:
-    """What a routed request carries until its worker answers."""
-
-    route: svc.RouteInput
-    decision: dict[str, Any]
-    plugin: str
-    command: str
-    cached: bool
 
 
 @dataclass(eq=False)
@@ -109,7 +105,7 @@ class Pending:
     deadline: float  # monotonic; a request still queued then expires
     received: float
     message_id: str | None = None
-    routed: Routed | None = None
+    attempt: Attempt | None = None  # set when this is one try of a routed request
     redeliveries: int = 0
 
 
@@ -162,7 +158,7 @@ class Broker:
         self.pending_total = 0
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
-        self.decision_cache: OrderedDict[tuple, tuple[dict[str, Any], str | None, str | None]] = OrderedDict()
+        self.decision_cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self.reload_state: dict[str, Any] = {
             "fingerprint": snapshot.fingerprint,
             "loadedAt": env.iso(env.utc_now()),
@@ -178,6 +174,10 @@ class Broker:
         self._stopping = False
         self.frontend: zmq.Socket | None = None
         self.events: EventHub | None = None
+        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self.routed: set[Routed] = set()
+        self.health: dict[str, Health] = {}
+        self.dispatcher = Dispatcher(self, settings.attempt_timeout_s)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -222,7 +222,8 @@ class Broker:
         self._running = True
         self.events.publish("system/health", {"event": "broker-up", "frontend": self.settings.frontend})
         while self._running:
-            timeout = max(0.0, next_tick - time.monotonic())
+            wake = min(next_tick, self.timers[0][0]) if self.timers else next_tick
+            timeout = max(0.0, wake - time.monotonic())
             ready = dict(poller.poll(timeout * 1000))
             if self.frontend in ready:
                 self._drain_frontend()
@@ -233,6 +234,8 @@ class Broker:
             if self._wake_r in ready or self._posted:
                 self._run_posted()
             now = time.monotonic()
+            while self.timers and self.timers[0][0] <= now:
+                self._guarded(heapq.heappop(self.timers)[2])
             if now >= next_tick:
                 self._housekeeping(now)
                 next_tick = now + tick
@@ -251,12 +254,18 @@ class Broker:
         except BlockingIOError:
             pass
         while self._posted:
-            action = self._posted.popleft()
-            try:
-                action()
-            except Exception:  # a posted action must never take the loop down
-                log.exception("internal action failed")
-                self.counters["internal-errors"] += 1
+            self._guarded(self._posted.popleft())
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception:  # a posted action or timer must never take the loop down
+            log.exception("internal action failed")
+            self.counters["internal-errors"] += 1
+
+    def call_at(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` on the loop thread at monotonic time ``when`` (loop thread only)."""
+        heapq.heappush(self.timers, (when, next(self._tokens), action))
 
     # -- the frontend -------------------------------------------------------------------
 
@@ -375,7 +384,7 @@ class Broker:
             self._dispatch(service.ready.popleft(), pending)
             return
         if len(service.queue) >= self.settings.service_queue:
-            self._release(pending)
+            self._release(pending.client)
             self._reject(
                 pending.client,
                 pending.service_frame,
@@ -396,20 +405,17 @@ class Broker:
         if envelope is None:
             return
         pending.message_id = envelope["messageId"]
-        expires = (envelope.get("metadata") or {}).get("expiresAt")
-        if isinstance(expires, str):
-            try:
-                moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
-            except ValueError:
-                return
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
-            remaining = (moment - env.utc_now()).total_seconds()
-            pending.deadline = min(pending.deadline, time.monotonic() + remaining)
+        pending.deadline = min(pending.deadline, time.monotonic() + _seconds_left(envelope, self.settings))
 
     def _pump(self, service: Service) -> None:
+        """Give waiting requests to workers with credit; one that expired meanwhile is failed instead."""
+        now = time.monotonic()
         while service.queue and service.ready:
-            self._dispatch(service.ready.popleft(), service.queue.popleft())
+            pending = service.queue.popleft()
+            if pending.deadline <= now:
+                self._expire_one(service, pending, now)
+                continue
+            self._dispatch(service.ready.popleft(), pending)
 
     def _dispatch(self, worker: WorkerState, pending: Pending) -> None:
         """Send to ``worker`` (just taken from the ready list); it goes back while it has credit."""
@@ -423,6 +429,7 @@ class Broker:
             )
         except zmq.ZMQError:
             self.dropped["worker-unreachable"] += 1
+            self.counters["workers-unreachable"] += 1
             self._remove_worker(worker, "unreachable")
 
     # -- workers ------------------------------------------------------------------------
@@ -496,34 +503,88 @@ class Broker:
         self._pump(worker.service)
 
     def _complete(self, pending: Pending, body: list[bytes]) -> None:
-        self._release(pending)
-        routed = pending.routed
-        if routed is None:
-            self.counters["replies"] += 1
-            self._send_client(pending.client, pending.service_frame, body)
+        if pending.attempt is not None:
+            self.counters["routed-replies"] += 1
+            self.dispatcher.on_reply(pending.attempt, body)
             return
-        self.counters["routed-replies"] += 1
-        reply = svc.routed_reply(routed.route, routed.plugin, routed.command, routed.decision, body)
-        self._send_client(pending.client, pending.service_frame, [reply])
-        status = svc.worker_status(body)
-        self._record(
-            routed,
-            {
-                "status": status,
-                "plugin": routed.plugin,
-                "command": routed.command,
-                "durationMs": round((time.monotonic() - pending.received) * 1000, 2),
-            },
-            status == "success",
+        self._release(pending.client)
+        self.counters["replies"] += 1
+        self._send_client(pending.client, pending.service_frame, body)
+
+    def _release(self, client: bytes) -> None:
+        """Free the in-flight slot a client request held since it was admitted."""
+        self.pending_total -= 1
+        left = self.client_inflight[client] - 1
+        if left > 0:
+            self.client_inflight[client] = left
+        else:
+            del self.client_inflight[client]
+
+    # -- what the dispatcher asks of the broker -----------------------------------------
+
+    def has_workers(self, plugin: str) -> bool:
+        service = self.services.get(plugin.encode())
+        return service is not None and bool(service.workers)
+
+    def send_attempt(self, attempt: Attempt, body: bytes) -> Pending:
+        """Queue or dispatch one try of a routed request; it holds no client slot of its own."""
+        routed = attempt.routed
+        now = time.monotonic()
+        pending = Pending(routed.client, routed.service_frame, [body], float("inf"), now, routed.message_id, attempt)
+        service = self._service(attempt.plugin.encode())
+        service.requests += 1
+        if service.ready and not service.queue:
+            self._dispatch(service.ready.popleft(), pending)
+        else:
+            service.queue.append(pending)  # bounded by the client slots routed requests hold
+            self._pump(service)
+        return pending
+
+    def withdraw(self, attempt: Attempt) -> None:
+        """Take a try that is still waiting in its queue back out (a worker holding it keeps it)."""
+        service = self.services.get(attempt.plugin.encode())
+        if service is not None and attempt.pending is not None:
+            try:
+                service.queue.remove(attempt.pending)
+            except ValueError:
+                pass
+
+    def finish_routed(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
+        self.routed.discard(routed)
+        self._release(routed.client)
+        self._send_client(routed.client, routed.service_frame, reply)
+        self._record_decision(routed.decision, outcome, success)
+
+    def dead_letter_routed(self, routed: Routed, reason: str, detail: str) -> None:
+        self._dead_letter(
+            routed.service_frame,
+            [orjson.dumps(routed.route.envelope)],
+            reason,
+            detail,
+            routed.client,
+            routed.message_id,
         )
 
-    def _release(self, pending: Pending) -> None:
-        self.pending_total -= 1
-        left = self.client_inflight[pending.client] - 1
-        if left > 0:
-            self.client_inflight[pending.client] = left
-        else:
-            del self.client_inflight[pending.client]
+    def circuit_changed(self, change: Transition) -> None:
+        """Publish it, and let the matcher see it from the next decision on."""
+        log.warning("circuit of %s: %s -> %s (%s)", change.plugin, change.old, change.new, change.reason)
+        self.counters[f"circuit-{change.new}"] += 1
+        self.health = {name: Health(circuit=state) for name, state in self.dispatcher.circuits().items()}
+        self.decision_cache.clear()
+        self.events.publish(
+            f"plugin/{change.plugin}/circuit-breaker",
+            {  # type: ignore[union-attr]
+                "plugin": change.plugin,
+                "state": change.new,
+                "previous": change.old,
+                "reason": change.reason,
+                "failures": change.failures,
+            },
+        )
+        if self.decisions is not None:
+            plugin = self.snapshot.plugins.get(change.plugin)
+            version = plugin.version if plugin else "?"
+            self.decisions.submit_job(lambda: record.save_circuit(change.plugin, version, change.new, change.reason))
 
     def _remove_worker(self, worker: WorkerState, why: str) -> None:
         """Forget a worker; what it held goes back to the front of its queue, to be served again."""
@@ -536,6 +597,8 @@ class Broker:
         except ValueError:
             pass
         for pending in reversed(list(worker.held.values())):
+            if pending.attempt is not None and (pending.attempt.finished or pending.attempt.routed.done):
+                continue  # a try that already timed out: the dispatcher has moved on
             pending.redeliveries += 1
             service.queue.appendleft(pending)
         if worker.held:
@@ -643,59 +706,58 @@ class Broker:
         try:
             handler(pending)
         except svc.BadRequest as exc:
-            self._release(pending)
+            self._release(client)
             self._reject(client, service_frame, body, exc.code, str(exc))
 
-    def _decide(self, route: svc.RouteInput) -> tuple[dict[str, Any], str | None, str | None, bool]:
-        """The decision for ``route``: from the cache when this snapshot already decided it."""
+    def _decide(self, route: svc.RouteInput) -> tuple[dict[str, Any], bool]:
+        """The decision for ``route``: from the cache when this snapshot and these circuit
+        states already decided it (the cache is emptied whenever either changes)."""
         key = route.cache_key
         hit = self.decision_cache.get(key)
         if hit is not None:
             self.decision_cache.move_to_end(key)
             self.counters["decision-cache-hits"] += 1
-            decision, primary, command = hit
-            return dict(decision, requestId=_request_id()), primary, command, True
-        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()))
+            return dict(hit, requestId=_request_id()), True
+        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()), self.health)
         decision = result.to_json(trace=False)
-        primary = result.decision.primary_plugin
-        command = svc.choose_command(self.snapshot.plugins[primary], route.text) if primary else None
-        self.decision_cache[key] = (decision, primary, command)
+        self.decision_cache[key] = decision
         if len(self.decision_cache) > DECISION_CACHE_SIZE:
             self.decision_cache.popitem(last=False)
-        return decision, primary, command, False
+        return decision, False
 
     def _route(self, pending: Pending) -> None:
         route = svc.read_route_input(pending.body)
-        pending.message_id = route.envelope.get("messageId")
-        decision, primary, default_command, cached = self._decide(route)
+        decision, cached = self._decide(route)
         self._decision_event(decision, cached)
-        command = route.command or default_command
-        if primary is None or command is None:
-            self._release(pending)
-            why = "no plugin fits this request" if primary is None else f"plugin '{primary}' declares no command"
-            self._send_client(
-                pending.client,
-                pending.service_frame,
-                [svc.error_body(route.envelope, "NO_ROUTE", why, decision=decision)],
-            )
+        routing = decision["routingDecision"]
+        primary = routing.get("primaryPlugin")
+        if primary is None:
+            self._release(pending.client)
+            body = svc.error_body(route.envelope, "NO_ROUTE", "no plugin fits this request", decision=decision)
+            self._send_client(pending.client, pending.service_frame, [body])
             self._record_decision(decision, {"status": "no-route"}, False)
             return
-        pending.routed = Routed(route, decision, primary, command, cached)
-        pending.body = [svc.dispatch_body(route, primary, command, decision)]
-        self._submit(self._service(primary.encode()), pending)
+        deadline = min(pending.deadline, pending.received + _seconds_left(route.envelope, self.settings))
+        plan = [primary, *routing.get("fallbackPlugins", [])]
+        routed = Routed(
+            pending.client, pending.service_frame, route, decision, cached, plan, deadline, pending.received
+        )
+        self.routed.add(routed)
+        self.dispatcher.start(routed)
 
     def _explain(self, pending: Pending) -> None:
         route = svc.read_route_input(pending.body)
-        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()))
+        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()), self.health)
         data = result.to_json(trace=True)
+        data["circuits"] = self.dispatcher.circuits()
         self._record_decision(data, {"status": "explained"}, None)
-        self._release(pending)
+        self._release(pending.client)
         data["explanation"] = render(result)
         self._send_client(pending.client, pending.service_frame, [svc.success_body(route.envelope, data)])
 
     def _status(self, pending: Pending) -> None:
         envelope = svc.read_envelope(pending.body) if pending.body else {}
-        self._release(pending)
+        self._release(pending.client)
         self._send_client(pending.client, pending.service_frame, [svc.success_body(envelope, self.status())])
 
     def _decision_event(self, decision: Mapping[str, Any], cached: bool) -> None:
@@ -713,10 +775,6 @@ class Broker:
                 },
             )
 
-    def _record(self, routed: Routed, outcome: dict[str, Any], success: bool | None) -> None:
-        outcome["cachedDecision"] = routed.cached
-        self._record_decision(routed.decision, outcome, success)
-
     def _record_decision(self, decision: dict[str, Any], outcome: dict[str, Any], success: bool | None) -> None:
         if self.decisions is not None:
             self.decisions.submit(dict(decision, outcome=outcome, success=success), origin="broker")
@@ -733,6 +791,7 @@ class Broker:
                     self._remove_worker(worker, "missed heartbeats")
                 else:
                     self._disconnectless_heartbeat(worker)
+        self.dispatcher.tick(now)
         for service in list(self.services.values()):
             if service.queue:
                 self._expire(service, now)
@@ -745,6 +804,7 @@ class Broker:
         try:
             self.frontend.send_multipart([worker.identity, b"", MDPW01, HEARTBEAT], zmq.NOBLOCK)  # type: ignore
         except zmq.ZMQError:
+            self.counters["workers-unreachable"] += 1
             self._remove_worker(worker, "unreachable")
 
     def _expire(self, service: Service, now: float) -> None:
@@ -753,28 +813,28 @@ class Broker:
             if pending.deadline > now:
                 keep.append(pending)
                 continue
-            self._release(pending)
-            self.dropped["expired"] += 1
-            waited = now - pending.received
-            message = f"no worker of '{service.name}' took the request within {waited:.1f}s"
-            self._fail(pending, "EXPIRED", message, reason="expired")
+            self._expire_one(service, pending, now)
         service.queue = keep
+
+    def _expire_one(self, service: Service, pending: Pending, now: float) -> None:
+        self._release(pending.client)
+        self.dropped["expired"] += 1
+        waited = now - pending.received
+        message = f"no worker of '{service.name}' took the request within {waited:.1f}s"
+        self._fail(pending, "EXPIRED", message, reason="expired")
 
     def _fail(self, pending: Pending, code: str, message: str, reason: str) -> None:
         """Answer a request the broker gives up on, and keep it in the dead-letter queue."""
-        routed = pending.routed
-        original: Any = routed.route.envelope if routed else pending.body
-        extra = {"decision": routed.decision} if routed else {}
-        self._send_client(pending.client, pending.service_frame, [svc.error_body(original, code, message, **extra)])
-        body = routed.route.envelope if routed else None
-        frames = [orjson.dumps(body)] if body is not None else pending.body
-        self._dead_letter(
-            pending.service_frame, frames, reason, f"{code}: {message}", pending.client, pending.message_id
-        )
-        if routed:
-            self._record(routed, {"status": reason, "plugin": routed.plugin, "error": code}, False)
+        body = svc.error_body(pending.body, code, message)
+        self._send_client(pending.client, pending.service_frame, [body])
+        detail = f"{code}: {message}"
+        self._dead_letter(pending.service_frame, pending.body, reason, detail, pending.client, pending.message_id)
 
     # -- shutdown and reload ------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _begin_shutdown(self) -> None:
         """Stop taking requests, let workers finish what they hold (bounded), fail what waits."""
@@ -782,11 +842,16 @@ class Broker:
             return
         self._stopping = True
         log.info("stopping: %d request(s) in flight", self.pending_total)
+        held = {id(p) for w in self.workers.values() for p in w.held.values()}
         for service in self.services.values():
-            while service.queue:
-                pending = service.queue.popleft()
-                self._release(pending)
+            for pending in [p for p in service.queue if p.attempt is None]:
+                service.queue.remove(pending)
+                self._release(pending.client)
                 self._fail(pending, "SHUTTING_DOWN", "the broker is stopping", reason="shutdown")
+        for routed in list(self.routed):
+            attempt = routed.current
+            if attempt is None or attempt.finished or id(attempt.pending) not in held:
+                self.dispatcher.fail(routed, "SHUTTING_DOWN", "the broker is stopping", "shutdown")
         self.post_later(SHUTDOWN_GRACE_S, self._abandon_held)
         if not self.pending_total:
             self._running = False
@@ -797,11 +862,15 @@ class Broker:
         timer.start()
 
     def _abandon_held(self) -> None:
+        message = "the broker stopped before the worker answered"
         for worker in list(self.workers.values()):
             for pending in list(worker.held.values()):
-                self._release(pending)
-                self._fail(pending, "SHUTTING_DOWN", "the broker stopped before the worker answered", "shutdown")
+                if pending.attempt is None:
+                    self._release(pending.client)
+                    self._fail(pending, "SHUTTING_DOWN", message, "shutdown")
             worker.held.clear()
+        for routed in list(self.routed):
+            self.dispatcher.fail(routed, "SHUTTING_DOWN", message, "shutdown")
         self._running = False
 
     def _close(self) -> None:
@@ -819,6 +888,7 @@ class Broker:
         old = self.router
         self.snapshot, self.router = snapshot, router
         self.decision_cache.clear()
+        self.dispatcher.adopt(snapshot.plugins)
         self.counters["reloads"] += 1
         self.reload_state.update(fingerprint=snapshot.fingerprint, loadedAt=env.iso(env.utc_now()), lastReloadOk=True)
         old.close()
@@ -877,6 +947,20 @@ class Broker:
                 "totalPending": self.settings.total_pending,
             },
         }
+
+
+def _seconds_left(envelope: Mapping[str, Any], settings: Settings) -> float:
+    """How long the client will wait: its envelope's expiresAt, else the broker's request timeout."""
+    expires = (envelope.get("metadata") or {}).get("expiresAt")
+    if isinstance(expires, str):
+        try:
+            moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+        except ValueError:
+            return settings.request_timeout_s
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return (moment - env.utc_now()).total_seconds()
+    return settings.request_timeout_s
 
 
 def _request_id() -> str:

@@ -155,7 +155,7 @@ def _store(letter: Letter) -> str:
 
 def write_letters(letters: Iterable[Letter]) -> list[str]:
     """Store several letters in one transaction; returns their row ids in order."""
-    with state.database.atomic():
+    with state.writing():
         return [_store(letter) for letter in letters]
 
 
@@ -227,7 +227,7 @@ class DeadLetterWriter:
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
         try:
-            write_letters([_letter(*item) for item in batch])
+            state.with_retries(write_letters, [_letter(*item) for item in batch])
             self.written += len(batch)
             self.batches += 1
         except Exception as exc:  # keep serving; the error is reported by status

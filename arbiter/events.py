@@ -33,9 +33,11 @@ def is_pattern(topic: str) -> bool:
 
 @lru_cache(maxsize=1024)
 def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` matches within one path segment, ``**`` any run of characters, slashes included."""
-    pieces = (re.escape(part).replace(r"\*", "[^/]*") for part in pattern.split("**"))
-    return re.compile(".*".join(pieces) + r"\Z")
+    """``*`` matches within one path segment, ``**`` any number of whole segments, none included
+    (``a/**/b`` matches ``a/b`` and ``a/x/y/b``)."""
+    regex = re.escape(pattern).replace(r"/\*\*/", "/(?:[^/]+/)*").replace(r"/\*\*", "(?:/.*)?")
+    regex = regex.replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+    return re.compile(regex + r"\Z")
 
 
 def topic_matches(pattern: str, topic: str) -> bool:

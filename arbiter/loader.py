@@ -254,7 +254,12 @@ def _error_handling(data: dict[str, Any]) -> ErrorHandling:
             jitter=float(rp.get("jitter", default_rp.jitter)),
             retryable_errors=_tuple(rp.get("retryableErrors")),
         ),
-        fallback=FallbackPolicy(strategy=fb.get("strategy", "graceful-degradation"), plugins=tuple(fallbacks)),
+        fallback=FallbackPolicy(
+            strategy=fb.get("strategy", "graceful-degradation"),
+            plugins=tuple(fallbacks),
+            cacheable=_tuple(fb.get("cacheableCommands")),
+            cache_ttl_ms=fb.get("cacheTtl", FallbackPolicy.cache_ttl_ms),
+        ),
     )
 
 

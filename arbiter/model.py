@@ -135,6 +135,8 @@ class RetryPolicy:
 class FallbackPolicy:
     strategy: str = "graceful-degradation"
     plugins: tuple[str, ...] = ()
+    cacheable: tuple[str, ...] = ()  # commands whose last good result may answer when all else fails
+    cache_ttl_ms: int = 3_600_000
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Mapping, Sequence
+import time
+from typing import Any, Callable, Mapping, Sequence
 
 from . import state
 
@@ -41,7 +42,7 @@ def decision_row(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
 
 def write_rows(rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        with state.database.atomic():
+        with state.writing():
             state.RoutingDecision.insert_many(list(rows)).execute()
 
 
@@ -86,6 +87,27 @@ def recent_decisions(limit: int = 20) -> list[dict[str, Any]]:
     ]
 
 
+def save_circuit(plugin: str, version: str, circuit: str, reason: str) -> None:
+    """Keep a plugin's circuit state in the ``plugins`` table, so ``arbiter explain`` run from
+    the command line sees what the broker last saw."""
+    info = {"circuit": circuit, "reason": reason, "at": state.now().isoformat(timespec="milliseconds") + "Z"}
+    status = "active" if circuit == "closed" else "error"
+    row = state.PluginRecord.get_or_none(state.PluginRecord.name == plugin)
+    if row is None:
+        state.PluginRecord.create(id=state.new_id(), name=plugin, version=version, status=status, metadata=info)
+        return
+    metadata = dict(row.metadata or {}, **info)
+    state.PluginRecord.update(status=status, metadata=metadata, updated_at=state.now()).where(
+        state.PluginRecord.name == plugin
+    ).execute()
+
+
+def saved_circuits() -> dict[str, dict[str, Any]]:
+    """The last circuit state the broker recorded for each plugin whose circuit is not closed."""
+    rows = state.PluginRecord.select().where(state.PluginRecord.status == "error")
+    return {row.name: dict(row.metadata or {}) for row in rows if (row.metadata or {}).get("circuit")}
+
+
 class DecisionWriter:
     """A thread that writes decision rows in batches, so callers never block on the database.
 
@@ -109,11 +131,20 @@ class DecisionWriter:
         except queue.Full:
             self.dropped += 1
 
+    def submit_job(self, job: Callable[[], None]) -> None:
+        """Run another small write (a circuit state) on this thread, in order with the rows."""
+        try:
+            self._queue.put_nowait(job)  # type: ignore[arg-type]
+        except queue.Full:
+            self.dropped += 1
+
     def _drain(self, first: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        """Gather what arrives within the batch interval: one transaction for many rows."""
         batch, stop = [first], False
+        deadline = time.monotonic() + self._interval
         while len(batch) < self._max_batch:
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if item is None:
@@ -128,9 +159,13 @@ class DecisionWriter:
             if item is None:
                 return
             batch, stop = self._drain(item)
+            jobs = [b for b in batch if callable(b)]
+            rows = [b for b in batch if not callable(b)]
             try:
-                write_rows(batch)
-                self.written += len(batch)
+                state.with_retries(write_rows, rows)
+                self.written += len(rows)
+                for job in jobs:
+                    job()
             except Exception as exc:  # keep serving; the error is reported by status
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 del self.errors[:-20]

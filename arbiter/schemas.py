@@ -127,6 +127,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "strategy": {"type": "string"},
                     "fallbackPlugin": _NAME,
                     "fallbackPlugins": _NAME_LIST,
+                    "cacheableCommands": _STR_LIST,
+                    "cacheTtl": _MS,
                 },
             },
         },
@@ -180,6 +182,11 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
         "request_timeout_ms": {"type": "integer", "min": 1, "default": 30_000},
+        "dispatch": {
+            "type": "dict",
+            "default": {},
+            "schema": {"attempt_timeout_ms": {"type": "integer", "min": 1, "default": 10_000}},
+        },
         "reload": {
             "type": "dict",
             "default": {},

@@ -104,10 +104,13 @@ def choose_command(plugin: Plugin, text: str) -> str | None:
     return max(vocab, key=lambda name: (score(name), -list(vocab).index(name)))
 
 
-def dispatch_body(route: RouteInput, plugin: str, command: str, decision: Mapping[str, Any]) -> bytes:
+def dispatch_body(
+    route: RouteInput, plugin: str, command: str, decision: Mapping[str, Any], retry_count: int = 0
+) -> bytes:
     """The request the chosen plugin's worker receives: the caller's envelope, re-addressed.
 
-    The messageId stays, so a client's retry is recognised as a duplicate by the worker."""
+    The messageId stays, so a client's retry is recognised as a duplicate by the worker;
+    ``metadata.retryCount`` says how many dispatches of this request came before."""
     original = route.envelope
     routing = decision.get("routingDecision") or {}
     out = {
@@ -130,37 +133,46 @@ def dispatch_body(route: RouteInput, plugin: str, command: str, decision: Mappin
                 "collaborators": [p["plugin"] for p in (routing.get("collaborationPlan") or {}).get("phases", [])[1:]],
             },
         },
+        "metadata": {**(original.get("metadata") or {}), "retryCount": retry_count},
     }
     return orjson.dumps(out)
 
 
 def routed_reply(
-    route: RouteInput, plugin: str, command: str, decision: Mapping[str, Any], body: Sequence[bytes]
+    route: RouteInput,
+    plugin: str,
+    command: str,
+    decision: Mapping[str, Any],
+    body: Sequence[bytes],
+    steps: Sequence[Mapping[str, Any]] = (),
+    degraded: bool = False,
 ) -> bytes:
-    """The client's answer: the worker's result (or error) together with the decision."""
+    """The client's answer: the worker's result (or error), the decision, and how it was reached."""
     worker = env.as_envelope(body[0]) if len(body) == 1 else None
     outcome: dict[str, Any] = {"plugin": plugin, "command": command, "decision": decision}
+    if steps:
+        outcome["steps"] = list(steps)
+        outcome["degraded"] = degraded
     if worker is None:
         outcome["result"] = b"".join(body).decode("utf-8", "replace")
-        reply = env.success_reply(route.envelope, SOURCE, outcome)
-    else:
-        payload = worker.get("payload") or {}
-        outcome["result"] = payload.get("result")
-        if payload.get("status") == "error":
-            reply = env.error_reply(
-                route.envelope, SOURCE, "PLUGIN_ERROR", "the plugin's worker answered with an error"
-            )
-            reply["payload"]["error"]["plugin"] = payload.get("error")
-            reply["payload"]["result"] = outcome
-        else:
-            reply = env.success_reply(route.envelope, SOURCE, outcome)
+        return orjson.dumps(env.success_reply(route.envelope, SOURCE, outcome))
+    payload = worker.get("payload") or {}
+    outcome["result"] = payload.get("result")
+    if payload.get("status") != "error":
+        return orjson.dumps(env.success_reply(route.envelope, SOURCE, outcome))
+    reply = env.error_reply(route.envelope, SOURCE, "PLUGIN_ERROR", "the plugin's worker answered with an error")
+    reply["payload"]["error"]["plugin"] = payload.get("error")
+    reply["payload"]["result"] = outcome
     return orjson.dumps(reply)
 
 
-def worker_status(body: Sequence[bytes]) -> str:
-    """'success' or 'error' from a worker's reply; plain bodies count as success."""
+def worker_error(body: Sequence[bytes]) -> tuple[str | None, str]:
+    """The error code and message of a worker's reply; (None, "") for success or a plain body."""
     worker = env.as_envelope(body[0]) if len(body) == 1 else None
-    return "error" if worker and (worker.get("payload") or {}).get("status") == "error" else "success"
+    if not worker or (worker.get("payload") or {}).get("status") != "error":
+        return None, ""
+    error = worker["payload"].get("error") or {}
+    return str(error.get("code") or "ERROR"), str(error.get("message") or "")
 
 
 def error_body(request: Sequence[bytes] | Mapping[str, Any] | None, code: str, message: str, **extra: Any) -> bytes:

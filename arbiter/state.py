@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -292,6 +293,28 @@ def open_store(url: str, root: Path = Path(".")) -> pw.Database:
                 MIGRATIONS[step](db)
         _set_version(SCHEMA_VERSION)
         return db
+
+
+def writing() -> Any:
+    """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a
+    transaction that reads first and writes later fails at once with "database is locked" when
+    another connection wrote in between, whatever busy_timeout says, and two writer threads (the
+    decision and dead-letter writers) would otherwise lose batches that way."""
+    db = database.obj
+    if isinstance(db, pw.SqliteDatabase):
+        return db.atomic("IMMEDIATE")
+    return database.atomic()
+
+
+def with_retries(write: Callable[..., Any], *args: Any, attempts: int = 4, pause_s: float = 0.05) -> Any:
+    """Run a write again when the database was momentarily busy, so a lock wait loses no rows."""
+    for attempt in range(attempts):
+        try:
+            return write(*args)
+        except pw.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause_s * 2**attempt)
 
 
 def close_store() -> None:

@@ -11,6 +11,7 @@ import click
 
 from arbiter import record, state
 from arbiter.explain import render
+from arbiter.match import Health
 from arbiter.pipeline import Request, Router
 from arbiter.routing_tests import load_cases, run_cases
 
@@ -64,21 +65,35 @@ def explain(
       arbiter explain "deploy to prod" --file k8s/app.yaml --why-not home-assistant --json
     """
     router = _router(ctx)
-    result = router.route(Request(text, files, caller))
+    circuits = _saved_circuits(ctx)
+    health = {name: Health(circuit=info["circuit"]) for name, info in circuits.items()}
+    result = router.route(Request(text, files, caller), health)
     data = result.to_json()
+    data["circuits"] = circuits
     if why_not:
         data["whyNot"] = {"plugin": why_not, "reasons": router.why_not(result, why_not)}
     if record_:
-        _open_store(ctx)
         record.record_decision(data, origin="cli")
     if as_json:
         echo_json(data)
         return
     click.echo(render(result), nl=False)
+    for name, info in sorted(circuits.items()):
+        click.echo(f"\nCircuit of {name} is {info['circuit']} since {info['at']}: {info['reason']}")
     if why_not:
         click.echo(f"\nWhy not {why_not}")
         for line in data["whyNot"]["reasons"]:
             click.echo(f"  - {line}")
+
+
+def _saved_circuits(ctx: Context) -> dict[str, dict]:
+    """Circuits the broker last recorded as not closed; explain shows the plugin as the broker would."""
+    try:
+        _open_store(ctx)
+        return record.saved_circuits()
+    except Exception as exc:  # no readable store: explain still works, without circuit states
+        click.echo(f"note: circuit states unavailable ({exc})", err=True)
+        return {}
 
 
 def _batch(router: Router, stream: TextIO, record_: bool) -> int:
@@ -225,5 +240,8 @@ def decisions(ctx: Context, last: int, as_json: bool) -> None:
             f"{row['createdAt']}  {row['requestId']:<18} {primary:<24} {took_text:>9}  {row['origin'] or '-':<6} "
             f"{(row['userInput'] or '')[:50]}"
         )
+        for step in (row["outcome"] or {}).get("steps") or ():
+            detail = f" ({step['detail']})" if step.get("detail") else ""
+            click.echo(f"{'':26}-> {step['plugin']} {step.get('command') or ''}: {step['outcome']}{detail}")
     if not rows:
         click.echo("no decisions recorded yet")

@@ -14,13 +14,9 @@ from test_sdk_harness import free_port, make_project
 pytestmark = pytest.mark.e2e
 
 
-def port_is_free(port: int) -> bool:
+def nothing_listens(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_demo_routes_end_to_end_and_cleans_up(tmp_path: Path) -> None:
@@ -42,6 +38,6 @@ def test_demo_routes_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     )
     assert first["result"]["plugin"] == "fastapi-backend"
     assert (second["plugin"], second["error"]) == (None, "NO_ROUTE")
-    assert all(port_is_free(p) for p in ports), "broker still bound after the demo"
+    assert all(nothing_listens(p) for p in ports), "broker still bound after the demo"
     log = (root / ".arbiter" / "demo-broker.log").read_text()
     assert "stopped" in log

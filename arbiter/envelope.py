@@ -1,0 +1,144 @@
+"""Building and reading the JSON message envelope that travels inside MDP bodies.
+
+The envelope is the seed's message format (messageId, correlationId, timestamp, source,
+destination, topic, messageType, priority, headers, payload, metadata). Clients build
+requests with :func:`new_request`, workers answer with :func:`success_reply` or
+:func:`error_reply`. ``messageId`` doubles as the idempotency key: a retry re-sends the
+same envelope with ``metadata.retryCount`` incremented (:func:`mark_retry`), so a worker
+can recognise a duplicate and answer it from its cache instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+import orjson
+
+DEFAULT_TIMEOUT_MS = 30_000
+DEFAULT_PRIORITY = 5
+REQUIRED_FIELDS = ("messageId", "timestamp", "messageType", "payload")
+MESSAGE_TYPES = ("request", "response", "event", "command")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 in UTC with millisecond precision and a ``Z``, the form JavaScript's Date prints."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_request(
+    destination: str,
+    command: str,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    context: Mapping[str, Any] | None = None,
+    source: str = "arbiter-client",
+    topic: str | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    correlation_id: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+    message_type: str = "request",
+) -> dict[str, Any]:
+    """A complete request envelope; the trace starts here unless ``headers`` carries one."""
+    now = utc_now()
+    message_id = new_id()
+    merged_headers = {"traceId": new_id().replace("-", ""), "spanId": uuid.uuid4().hex[:16]}
+    merged_headers.update(headers or {})
+    return {
+        "messageId": message_id,
+        "correlationId": correlation_id or message_id,
+        "timestamp": iso(now),
+        "source": source,
+        "destination": destination,
+        "topic": topic or f"plugin/{destination}/request",
+        "messageType": message_type,
+        "priority": priority,
+        "headers": merged_headers,
+        "payload": {"command": command, "parameters": dict(parameters or {}), "context": dict(context or {})},
+        "metadata": {
+            "retryCount": 0,
+            "timeout": timeout_ms,
+            "expiresAt": iso(now + timedelta(milliseconds=timeout_ms)),
+        },
+    }
+
+
+def mark_retry(envelope: dict[str, Any]) -> dict[str, Any]:
+    """Count one more attempt, in place; the messageId stays so the retry is recognisable."""
+    metadata = envelope.setdefault("metadata", {})
+    metadata["retryCount"] = int(metadata.get("retryCount", 0)) + 1
+    return envelope
+
+
+def _reply_base(request: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The fields every response shares: it answers ``request`` and continues its trace."""
+    headers = dict(request.get("headers") or {})
+    headers["parentSpanId"] = headers.get("spanId")
+    headers["spanId"] = uuid.uuid4().hex[:16]
+    return {
+        "messageId": new_id(),
+        "correlationId": request.get("messageId"),
+        "timestamp": iso(utc_now()),
+        "source": source,
+        "destination": request.get("source", "*"),
+        "topic": f"plugin/{source}/response",
+        "messageType": "response",
+        "priority": request.get("priority", DEFAULT_PRIORITY),
+        "headers": headers,
+    }
+
+
+def success_reply(request: Mapping[str, Any], source: str, result: Any) -> dict[str, Any]:
+    reply = _reply_base(request, source)
+    reply["payload"] = {"status": "success", "result": result}
+    return reply
+
+
+def error_reply(request: Mapping[str, Any], source: str, code: str, message: str) -> dict[str, Any]:
+    reply = _reply_base(request, source)
+    reply["payload"] = {"status": "error", "error": {"code": code, "message": message}}
+    return reply
+
+
+def encode(envelope: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(envelope)
+
+
+def decode(body: bytes) -> Any:
+    """Parse JSON; raises ``ValueError`` (orjson's error is a subclass) on anything else."""
+    return orjson.loads(body)
+
+
+def as_envelope(body: bytes) -> dict[str, Any] | None:
+    """The envelope in ``body``, or None when the body is not one (plain MDP traffic)."""
+    try:
+        data = orjson.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("messageId"), str) and isinstance(data.get("payload"), dict):
+        return data
+    return None
+
+
+def is_expired(envelope: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """True when ``metadata.expiresAt`` is in the past; a missing or bad value never expires."""
+    expires = (envelope.get("metadata") or {}).get("expiresAt")
+    if not isinstance(expires, str):
+        return False
+    try:
+        moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment < (now or utc_now())

@@ -1,0 +1,127 @@
+"""The SDK worker's side of MDP/0.1, checked frame by frame against a ROUTER socket playing broker."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+import zmq
+
+from arbiter import envelope as env
+from arbiter.client import build_request
+from arbiter.protocol import DISCONNECT, HEARTBEAT, MDPW01, READY, REPLY, REQUEST, credit_frame
+from arbiter.worker import Worker
+
+RECV_MS = 20_000
+
+
+class FakeBroker:
+    """A bare ROUTER: the test reads what the worker sends and writes what a broker would."""
+
+    def __init__(self) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+
+    def recv(self, skip_heartbeats: bool = True) -> list[bytes]:
+        while True:
+            assert self.sock.poll(RECV_MS), "the worker sent nothing"
+            frames = self.sock.recv_multipart()
+            if not (skip_heartbeats and frames[3:4] == [HEARTBEAT]):
+                return frames
+
+    def send(self, identity: bytes, command: bytes, *rest: bytes) -> None:
+        self.sock.send_multipart([identity, b"", MDPW01, command, *rest])
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBroker]:
+    broker = FakeBroker()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def started() -> Iterator[list[Worker]]:
+    running: list[Worker] = []
+    yield running
+    for worker in running:
+        worker.stop(timeout=10)
+
+
+def make_worker(fake: FakeBroker, started: list[Worker], credit: int = 1, **options: Any) -> tuple[Worker, list]:
+    calls: list[dict[str, Any]] = []
+    worker = Worker(fake.endpoint, "svc", credit=credit, **{"heartbeat_interval": 0.2, "liveness": 3, **options})
+
+    @worker.command("echo")
+    def echo(parameters: dict[str, Any], envelope: dict[str, Any]) -> dict[str, Any]:
+        calls.append(envelope)
+        return {"echo": parameters}
+
+    worker.start()
+    started.append(worker)
+    return worker, calls
+
+
+def test_ready_is_plain_mdp_without_credit(fake: FakeBroker, started: list[Worker]) -> None:
+    make_worker(fake, started)
+    frames = fake.recv()
+    assert frames[1:] == [b"", MDPW01, READY, b"svc"]
+
+
+def test_ready_declares_credit(fake: FakeBroker, started: list[Worker]) -> None:
+    make_worker(fake, started, credit=4)
+    frames = fake.recv()
+    assert frames[1:] == [b"", MDPW01, READY, b"svc", credit_frame(4)]
+
+
+def test_heartbeats_flow(fake: FakeBroker, started: list[Worker]) -> None:
+    make_worker(fake, started)
+    identity = fake.recv()[0]
+    beat = fake.recv(skip_heartbeats=False)
+    assert beat == [identity, b"", MDPW01, HEARTBEAT]
+
+
+def test_request_reply_frames_and_duplicates(fake: FakeBroker, started: list[Worker]) -> None:
+    worker, calls = make_worker(fake, started)
+    identity = fake.recv()[0]
+    body = env.encode(build_request("svc", "echo", {"x": 1}, 5, 0))
+
+    fake.send(identity, REQUEST, b"client-a", b"", body)
+    first = fake.recv()
+    fake.send(identity, REQUEST, b"client-b", b"", body)  # the same messageId again
+    second = fake.recv()
+
+    assert first[:6] == [identity, b"", MDPW01, REPLY, b"client-a", b""]
+    assert second[:6] == [identity, b"", MDPW01, REPLY, b"client-b", b""]
+    assert first[6] == second[6]
+    assert env.decode(first[6])["payload"] == {"status": "success", "result": {"echo": {"x": 1}}}
+    assert len(calls) == 1 and worker.duplicates == 1
+
+
+def test_disconnect_makes_the_worker_register_again_on_a_new_socket(fake: FakeBroker, started: list[Worker]) -> None:
+    worker, _ = make_worker(fake, started)
+    identity = fake.recv()[0]
+    fake.send(identity, DISCONNECT)
+    again = fake.recv()
+    assert again[1:] == [b"", MDPW01, READY, b"svc"]
+    assert again[0] != identity
+    assert worker.connections == 2
+
+
+def test_silent_broker_triggers_reconnect(fake: FakeBroker, started: list[Worker]) -> None:
+    make_worker(fake, started, heartbeat_interval=0.1, liveness=2)
+    first = fake.recv()
+    again = fake.recv()  # no word from us for liveness intervals: a fresh READY
+    assert again[1:] == [b"", MDPW01, READY, b"svc"] and again[0] != first[0]
+
+
+def test_stop_sends_disconnect(fake: FakeBroker, started: list[Worker]) -> None:
+    worker, _ = make_worker(fake, started)
+    identity = fake.recv()[0]
+    worker.stop()
+    assert fake.recv() == [identity, b"", MDPW01, DISCONNECT]
