@@ -938,6 +938,8 @@ class Broker:
                 "plugins": len(self.snapshot.plugins),
                 "rules": len(self.snapshot.rules.ruleset.rules),
             },
+            "circuits": {name: b.to_json(time.monotonic()) for name, b in self.dispatcher.breakers.items()},
+            "routedInFlight": len(self.routed),
             "events": self.events.stats() if self.events else {},
             "writers": writers,
             "limits": {

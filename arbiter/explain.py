@@ -3,6 +3,8 @@ table, the decision and the agent team — what a rule author reads to understan
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from .pipeline import RoutingResult
 
 
@@ -104,3 +106,39 @@ def render(r: RoutingResult) -> str:
     sections = [facts_section(r), rules_section(r), scores_section(r), decision_section(r), team_section(r)]
     head = [f'Request {r.request.request_id}: "{r.request.text}"', ""]
     return "\n".join(head + ["\n".join(s) + "\n" for s in sections]).rstrip() + "\n"
+
+
+def dispatch_lines(outcome: Mapping[str, Any] | None) -> list[str]:
+    """How the broker carried a decision out: each try, fallback, cache hit or dead letter."""
+    if not outcome:
+        return ["Dispatch", "  (not dispatched: decided by the command line, or still in flight)"]
+    flags = [outcome.get("status", "?")]
+    if outcome.get("durationMs") is not None:
+        flags.append(f"{outcome['durationMs']} ms")
+    if outcome.get("degraded"):
+        flags.append("degraded")
+    lines = [f"Dispatch ({', '.join(str(f) for f in flags)})"]
+    for n, step in enumerate(outcome.get("steps") or (), 1):
+        detail = f"  {step['detail']}" if step.get("detail") else ""
+        retry = f"  (retry in {step['retryInMs']} ms)" if step.get("retryInMs") is not None else ""
+        lines.append(f"  {n}. {step['plugin']} {step.get('command') or ''}: {step['outcome']}{detail}{retry}")
+    return lines
+
+
+def render_recorded(d: Mapping[str, Any]) -> str:
+    """A decision read back from the state store, with what dispatch did with it."""
+    head = f'Request {d["requestId"]} ({d.get("origin") or "?"}, {d["createdAt"]}): "{d.get("userInput") or ""}"'
+    classification = d.get("classification") or {}
+    lines = [head, "", "Facts (as recorded)"]
+    lines.append(f"  domains      {', '.join(classification.get('domain') or []) or '(none)'}")
+    lines.append(f"  complexity   {classification.get('complexity', '?')}")
+    lines += ["", "Scores (as recorded)"]
+    for s in d.get("capabilityScores") or []:
+        flag = "" if s.get("eligible", True) else f"  [not eligible: {s.get('reason')}]"
+        lines.append(f"  {s['plugin']:<26} {s.get('score', 0):>8.1f}{flag}")
+    lines += ["", "Decision"]
+    lines.append(f"  primary      {d.get('primaryPlugin') or 'no route'}")
+    lines.append(f"  fallbacks    {', '.join(d.get('fallbackPlugins') or []) or '(none)'}")
+    lines.append(f"  rules hash   {str(d.get('rulesHash') or '')[:12]}")
+    lines += [""] + dispatch_lines(d.get("outcome"))
+    return "\n".join(lines) + "\n"

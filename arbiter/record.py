@@ -62,29 +62,44 @@ def update_outcome(request_id: str, outcome: Mapping[str, Any], success: bool | 
     )
 
 
+def _as_dict(row: state.RoutingDecision) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "requestId": row.request_id,
+        "createdAt": row.created_at.isoformat(timespec="milliseconds") + "Z",
+        "origin": row.origin,
+        "userInput": row.user_input,
+        "classification": row.classification,
+        "capabilityScores": row.capability_scores or [],
+        "primaryPlugin": row.primary_plugin,
+        "fallbackPlugins": row.fallback_plugins or [],
+        "collaborationPlan": row.collaboration_plan,
+        "executionStrategy": row.execution_strategy,
+        "estimatedCost": row.estimated_cost,
+        "estimatedDuration": row.estimated_duration,
+        "rulesHash": row.rules_hash,
+        "timings": row.timings,
+        "outcome": row.outcome,
+        "success": row.success,
+    }
+
+
 def recent_decisions(limit: int = 20) -> list[dict[str, Any]]:
     """The newest decisions first, as plain dicts."""
     query = state.RoutingDecision.select().order_by(state.RoutingDecision.created_at.desc()).limit(limit)
-    return [
-        {
-            "id": row.id,
-            "requestId": row.request_id,
-            "createdAt": row.created_at.isoformat(timespec="milliseconds") + "Z",
-            "origin": row.origin,
-            "userInput": row.user_input,
-            "primaryPlugin": row.primary_plugin,
-            "fallbackPlugins": row.fallback_plugins or [],
-            "collaborationPlan": row.collaboration_plan,
-            "executionStrategy": row.execution_strategy,
-            "estimatedCost": row.estimated_cost,
-            "estimatedDuration": row.estimated_duration,
-            "rulesHash": row.rules_hash,
-            "timings": row.timings,
-            "outcome": row.outcome,
-            "success": row.success,
-        }
-        for row in query
-    ]
+    return [_as_dict(row) for row in query]
+
+
+def find_decision(request_id: str) -> dict[str, Any] | None:
+    """The recorded decision of one request (the newest, if it was decided more than once)."""
+    query = (
+        state.RoutingDecision.select()
+        .where(state.RoutingDecision.request_id == request_id)
+        .order_by(state.RoutingDecision.created_at.desc())
+        .limit(1)
+    )
+    row = query.first()
+    return _as_dict(row) if row else None
 
 
 def save_circuit(plugin: str, version: str, circuit: str, reason: str) -> None:

@@ -131,6 +131,14 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(
             f"{name:32} {s['workers']:>7} {s['credit']:>6} {s['queued']:>6} {s['inflight']:>8} {s['requests']:>9}"
         )
+    unhealthy = {n: c for n, c in data.get("circuits", {}).items() if c["state"] != "closed"}
+    lines.append("")
+    if unhealthy:
+        for name, c in sorted(unhealthy.items()):
+            extra = f", retry in {c['retryInSeconds']}s" if "retryInSeconds" in c else ""
+            lines.append(f"circuit {name}: {c['state'].upper()} ({c['recentFailures']} recent failures{extra})")
+    else:
+        lines.append(f"circuits: all {len(data.get('circuits', {}))} closed")
     dropped = counters.get("dropped", {})
     plain = {k: v for k, v in counters.items() if k != "dropped"}
     lines.append("")

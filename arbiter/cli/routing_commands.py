@@ -10,7 +10,7 @@ from typing import Any, TextIO
 import click
 
 from arbiter import record, state
-from arbiter.explain import render
+from arbiter.explain import render, render_recorded
 from arbiter.match import Health
 from arbiter.pipeline import Request, Router
 from arbiter.routing_tests import load_cases, run_cases
@@ -40,20 +40,24 @@ def _open_store(ctx: Context) -> None:
 
 
 @click.command()
-@click.argument("text")
+@click.argument("text", required=False)
 @file_option
 @from_option
 @json_option
 @click.option("--why-not", "why_not", metavar="PLUGIN", help="Explain what kept PLUGIN from winning.")
+@click.option(
+    "--request", "request_id", metavar="ID", help="Show a recorded decision and how the broker dispatched it."
+)
 @record_option
 @pass_context
 def explain(
     ctx: Context,
-    text: str,
+    text: str | None,
     files: tuple[str, ...],
     caller: str | None,
     as_json: bool,
     why_not: str | None,
+    request_id: str | None,
     record_: bool,
 ) -> None:
     """Route TEXT and show why: facts with evidence, rules fired (file:line and reason), every
@@ -63,7 +67,16 @@ def explain(
     Example:
       arbiter explain "Build a FastAPI endpoint with MongoDB and Keycloak auth"
       arbiter explain "deploy to prod" --file k8s/app.yaml --why-not home-assistant --json
+      arbiter explain --request req_1a2b3c4d5e6f     a recorded decision and its dispatch steps
+    \b
+    Circuit states the broker recorded (an open circuit makes a plugin ineligible) are applied
+    and listed at the end.
     """
+    if request_id:
+        _explain_recorded(ctx, request_id, as_json)
+        return
+    if not text:
+        raise click.UsageError("give the TEXT to route, or --request ID for a recorded decision")
     router = _router(ctx)
     circuits = _saved_circuits(ctx)
     health = {name: Health(circuit=info["circuit"]) for name, info in circuits.items()}
@@ -84,6 +97,18 @@ def explain(
         click.echo(f"\nWhy not {why_not}")
         for line in data["whyNot"]["reasons"]:
             click.echo(f"  - {line}")
+
+
+def _explain_recorded(ctx: Context, request_id: str, as_json: bool) -> None:
+    _open_store(ctx)
+    found = record.find_decision(request_id)
+    if found is None:
+        click.echo(f"error: no recorded decision for request '{request_id}' (see `arbiter decisions`)", err=True)
+        raise SystemExit(1)
+    if as_json:
+        echo_json(found)
+    else:
+        click.echo(render_recorded(found), nl=False)
 
 
 def _saved_circuits(ctx: Context) -> dict[str, dict]:

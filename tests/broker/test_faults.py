@@ -356,6 +356,22 @@ def test_a_hung_primary_times_out_falls_back_and_opens_its_circuit(tmp_path: Pat
             assert later["decision"]["routingDecision"]["primaryPlugin"] != "home-assistant"
             event = recv(events)
             assert event is not None and orjson.loads(event[1])["payload"]["state"] == "open"
+            assert status(broker.frontend)["circuits"]["home-assistant"]["state"] == "open"
+            shown = subprocess.run(
+                [sys.executable, "-m", "arbiter", "--root", str(broker.root), "status"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert "circuit home-assistant: OPEN" in shown.stdout, shown.stdout
+            cli = subprocess.run(
+                [sys.executable, "-m", "arbiter", "--root", str(broker.root), "explain", HA_TEXT],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            # the CLI reads the state the broker recorded (open, or half-open once the open period ran out)
+            assert "Circuit of home-assistant is " in cli.stdout, cli.stdout
 
             with Client(broker.frontend, timeout=10, retries=0) as client:
                 request = routed(HA_TEXT, 1)[0][1]
@@ -379,6 +395,15 @@ def test_a_hung_primary_times_out_falls_back_and_opens_its_circuit(tmp_path: Pat
             assert closed is not None and orjson.loads(closed[1])["payload"]["state"] == "closed"
             assert wait_until(lambda: status(broker.frontend)["counters"].get("circuit-closed", 0) >= 1)
         events.close()
+    first_id = replies[0]["result"]["decision"]["requestId"]
+    recorded = subprocess.run(
+        [sys.executable, "-m", "arbiter", "--root", str(broker.root), "explain", "--request", first_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Dispatch (success" in recorded.stdout and "degraded" in recorded.stdout, recorded.stdout
+    assert "1. home-assistant create-automation: timeout" in recorded.stdout
     cli = subprocess.run(
         [sys.executable, "-m", "arbiter", "--root", str(broker.root), "decisions", "--last", "20"],
         capture_output=True,
