@@ -409,6 +409,8 @@ class Broker:
 
     def _pump(self, service: Service) -> None:
         """Give waiting requests to workers with credit; one that expired meanwhile is failed instead."""
+        if not service.queue:
+            return
         now = time.monotonic()
         while service.queue and service.ready:
             pending = service.queue.popleft()

@@ -13,7 +13,7 @@ import click
 from arbiter import __version__
 
 from .broker_commands import broker, events, status
-from .common import Context
+from .common import Context, project_options
 from .demo_command import demo
 from .dlq_commands import dlq
 from .dsl_commands import fmt, lint
@@ -24,21 +24,7 @@ from .sdk_commands import request, workers
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="arbiter")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="Project directory holding rules/, plugins/ and configs/.",
-)
-@click.option(
-    "--plugins-dir",
-    "plugin_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Read plugins from here instead of ROOT/plugins (repeatable). A directory may be one "
-    "plugin or a folder of plugins.",
-)
+@project_options
 @click.pass_context
 def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
     """Arbiter routes requests across a plugin ecosystem and explains why.

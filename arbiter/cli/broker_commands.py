@@ -12,7 +12,7 @@ import click
 import orjson
 import zmq
 
-from .common import Context, echo_json, json_option, pass_context
+from .common import Context, echo_json, json_option, pass_context, project_options
 
 endpoint_options = [
     click.option("--frontend", metavar="ENDPOINT", help="MDP endpoint for clients and workers (ROUTER)."),
@@ -55,20 +55,7 @@ def broker(ctx: Context, frontend: str | None, events_pub: str | None, events_su
 
 
 @click.command("broker", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
-    help="Project directory holding rules/, plugins/ and configs/.",
-)
-@click.option(
-    "--plugins-dir",
-    "plugin_dirs",
-    multiple=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Read plugins from here instead of ROOT/plugins (repeatable).",
-)
+@project_options
 @with_endpoint_options
 def broker_main(
     root: Path, plugin_dirs: tuple[Path, ...], frontend: str | None, events_pub: str | None, events_sub: str | None

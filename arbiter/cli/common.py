@@ -31,6 +31,26 @@ class Context:
 
 pass_context = click.make_pass_decorator(Context)
 
+
+def project_options(command: Any) -> Any:
+    """``--root`` and ``--plugins-dir``: which project a command reads."""
+    command = click.option(
+        "--plugins-dir",
+        "plugin_dirs",
+        multiple=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Read plugins from here instead of ROOT/plugins (repeatable). A directory may be one "
+        "plugin or a folder of plugins.",
+    )(command)
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=".",
+        show_default=True,
+        help="Project directory holding rules/, plugins/ and configs/.",
+    )(command)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 

@@ -144,8 +144,7 @@ def broker_available() -> bool:
 
 def launch_broker(tmp: Path, overrides: dict[str, Any] | None = None) -> Iterator[Broker]:
     """Generator body for fixtures: a started broker, always killed afterwards."""
-    if not broker_available():
-        pytest.skip("broker.py is not present in this checkout")
+    assert broker_available(), "broker.py is missing from this checkout"
     ports = [free_port() for _ in range(3)]
     frontend, pub, sub = (f"tcp://127.0.0.1:{p}" for p in ports)
     (tmp / "project").mkdir()
