@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import os
+import random
 import resource
 import threading
 import time
@@ -28,11 +29,12 @@ import orjson
 import zmq
 
 from . import envelope as env
-from . import record
+from . import record, state
 from . import services as svc
 from .dispatch import Attempt, Dispatcher, Routed
 from .events import EventHub
 from .explain import render
+from .frames import recv_frames, send_frames
 from .match import Health
 from .pipeline import Request, Router
 from .protocol import (
@@ -58,6 +60,7 @@ log = logging.getLogger("arbiter.broker")
 DECISION_CACHE_SIZE = 4096
 MAX_BATCH = 256  # messages read per socket before looking at the others again
 SHUTDOWN_GRACE_S = 5.0
+TICK_S = 0.1  # how often deadlines (tries, queued requests) and circuit timers are looked at
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class Broker:
         self.pending_total = 0
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
-        self.decision_cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+        self.decision_cache: OrderedDict[tuple, svc.Decided] = OrderedDict()
         self.reload_state: dict[str, Any] = {
             "fingerprint": snapshot.fingerprint,
             "loadedAt": env.iso(env.utc_now()),
@@ -217,7 +220,7 @@ class Broker:
         poller.register(self.events.xsub, zmq.POLLIN)
         poller.register(self.events.xpub, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
-        tick = min(max(self.settings.heartbeat_s / 2, 0.05), 1.0)
+        tick = TICK_S
         next_tick = time.monotonic() + tick
         self._running = True
         self.events.publish("system/health", {"event": "broker-up", "frontend": self.settings.frontend})
@@ -274,7 +277,7 @@ class Broker:
         assert sock is not None
         for _ in range(MAX_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             try:
@@ -399,8 +402,8 @@ class Broker:
 
     def _learn_deadline(self, pending: Pending) -> None:
         """A waiting request expires at its envelope's expiresAt, when it has one."""
-        if pending.message_id is not None or len(pending.body) != 1:
-            return
+        if pending.message_id is not None or len(pending.body) != 1 or pending.body[0][:1] != b"{":
+            return  # plain MDP bodies wait until request_timeout_ms; no need to try parsing them
         envelope = env.as_envelope(pending.body[0])
         if envelope is None:
             return
@@ -426,9 +429,7 @@ class Broker:
         if worker.has_credit:
             worker.service.ready.append(worker)
         try:
-            self.frontend.send_multipart(  # type: ignore[union-attr]
-                [worker.identity, b"", MDPW01, REQUEST, token, b"", *pending.body], zmq.NOBLOCK
-            )
+            send_frames(self.frontend, [worker.identity, b"", MDPW01, REQUEST, token, b"", *pending.body])  # type: ignore
         except zmq.ZMQError:
             self.dropped["worker-unreachable"] += 1
             self.counters["workers-unreachable"] += 1
@@ -555,7 +556,7 @@ class Broker:
         self.routed.discard(routed)
         self._release(routed.client)
         self._send_client(routed.client, routed.service_frame, reply)
-        self._record_decision(routed.decision, outcome, success)
+        self._record_routed(routed, outcome, success)
 
     def dead_letter_routed(self, routed: Routed, reason: str, detail: str) -> None:
         self._dead_letter(
@@ -614,7 +615,7 @@ class Broker:
         if reason:
             self.dropped[reason] += 1
         try:
-            self.frontend.send_multipart([identity, b"", MDPW01, DISCONNECT], zmq.NOBLOCK)  # type: ignore[union-attr]
+            send_frames(self.frontend, [identity, b"", MDPW01, DISCONNECT])  # type: ignore[arg-type]
         except zmq.ZMQError:
             pass
 
@@ -628,7 +629,7 @@ class Broker:
 
     def _send_client(self, client: bytes, service_frame: bytes, body: list[bytes]) -> None:
         try:
-            self.frontend.send_multipart([client, b"", MDPC01, service_frame, *body], zmq.NOBLOCK)  # type: ignore
+            send_frames(self.frontend, [client, b"", MDPC01, service_frame, *body])  # type: ignore[arg-type]
         except zmq.ZMQError:
             self.dropped["client-unreachable"] += 1
 
@@ -711,38 +712,38 @@ class Broker:
             self._release(client)
             self._reject(client, service_frame, body, exc.code, str(exc))
 
-    def _decide(self, route: svc.RouteInput) -> tuple[dict[str, Any], bool]:
-        """The decision for ``route``: from the cache when this snapshot and these circuit
-        states already decided it (the cache is emptied whenever either changes)."""
+    def _decide(self, route: svc.RouteInput) -> tuple[svc.Decided, str, bool]:
+        """The decision for ``route`` and this request's id: from the cache when this snapshot and
+        these circuit states already decided it (the cache is emptied whenever either changes)."""
         key = route.cache_key
         hit = self.decision_cache.get(key)
         if hit is not None:
             self.decision_cache.move_to_end(key)
             self.counters["decision-cache-hits"] += 1
-            return dict(hit, requestId=_request_id()), True
-        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()), self.health)
-        decision = result.to_json(trace=False)
-        self.decision_cache[key] = decision
+            return hit, _request_id(), True
+        request_id = _request_id()
+        result = self.router.route(Request(route.text, route.files, route.caller, request_id), self.health)
+        data = result.to_json(trace=False)
+        decided = svc.Decided.of(data, record.row_template(data, "broker"))
+        self.decision_cache[key] = decided
         if len(self.decision_cache) > DECISION_CACHE_SIZE:
             self.decision_cache.popitem(last=False)
-        return decision, False
+        return decided, request_id, False
 
     def _route(self, pending: Pending) -> None:
         route = svc.read_route_input(pending.body)
-        decision, cached = self._decide(route)
-        self._decision_event(decision, cached)
-        routing = decision["routingDecision"]
-        primary = routing.get("primaryPlugin")
-        if primary is None:
+        decided, request_id, cached = self._decide(route)
+        self._decision_event(decided, request_id, cached)
+        if decided.primary is None:
             self._release(pending.client)
+            decision = decided.json_for(request_id)
             body = svc.error_body(route.envelope, "NO_ROUTE", "no plugin fits this request", decision=decision)
             self._send_client(pending.client, pending.service_frame, [body])
-            self._record_decision(decision, {"status": "no-route"}, False)
+            self._submit_row(decided, request_id, {"status": "no-route"}, False)
             return
         deadline = min(pending.deadline, pending.received + _seconds_left(route.envelope, self.settings))
-        plan = [primary, *routing.get("fallbackPlugins", [])]
         routed = Routed(
-            pending.client, pending.service_frame, route, decision, cached, plan, deadline, pending.received
+            pending.client, pending.service_frame, route, decided, request_id, cached, deadline, pending.received
         )
         self.routed.add(routed)
         self.dispatcher.start(routed)
@@ -762,20 +763,28 @@ class Broker:
         self._release(pending.client)
         self._send_client(pending.client, pending.service_frame, [svc.success_body(envelope, self.status())])
 
-    def _decision_event(self, decision: Mapping[str, Any], cached: bool) -> None:
+    def _decision_event(self, decided: svc.Decided, request_id: str, cached: bool) -> None:
         events = self.events
         if events is not None and events.wants("routing/decision"):
-            routing = decision.get("routingDecision") or {}
             events.publish(
                 "routing/decision",
                 {
-                    "requestId": decision.get("requestId"),
-                    "userInput": decision.get("userInput"),
-                    "primaryPlugin": routing.get("primaryPlugin"),
-                    "fallbackPlugins": routing.get("fallbackPlugins"),
+                    "requestId": request_id,
+                    "userInput": decided.data.get("userInput"),
+                    "primaryPlugin": decided.primary,
+                    "fallbackPlugins": list(decided.plan[1:]),
                     "cached": cached,
                 },
             )
+
+    def _record_routed(self, routed: Routed, outcome: dict[str, Any], success: bool | None) -> None:
+        self._submit_row(routed.decided, routed.request_id, outcome, success)
+
+    def _submit_row(self, decided: svc.Decided, request_id: str, outcome: dict[str, Any], success: bool | None) -> None:
+        if self.decisions is not None:
+            row = dict(decided.row, id=state.new_id(), request_id=request_id, created_at=state.now())
+            row.update(outcome=outcome, success=success)
+            self.decisions.submit_row(row)
 
     def _record_decision(self, decision: dict[str, Any], outcome: dict[str, Any], success: bool | None) -> None:
         if self.decisions is not None:
@@ -784,7 +793,10 @@ class Broker:
     # -- time ---------------------------------------------------------------------------
 
     def _housekeeping(self, now: float) -> None:
-        """Heartbeats, dead workers, expired requests; runs a few times per heartbeat interval."""
+        """Heartbeats and dead workers once per heartbeat interval; overdue tries, expired requests
+        and circuit timers every tick. Deadlines are checked by scanning what is in flight (small)
+        rather than with a timer per request, which would pile up at high rates."""
+        self.dispatcher.check_deadlines(now)
         if now >= getattr(self, "_next_heartbeat", 0.0):
             self._next_heartbeat = now + self.settings.heartbeat_s
             for worker in list(self.workers.values()):
@@ -804,7 +816,7 @@ class Broker:
 
     def _disconnectless_heartbeat(self, worker: WorkerState) -> None:
         try:
-            self.frontend.send_multipart([worker.identity, b"", MDPW01, HEARTBEAT], zmq.NOBLOCK)  # type: ignore
+            send_frames(self.frontend, [worker.identity, b"", MDPW01, HEARTBEAT])  # type: ignore[arg-type]
         except zmq.ZMQError:
             self.counters["workers-unreachable"] += 1
             self._remove_worker(worker, "unreachable")
@@ -968,4 +980,4 @@ def _seconds_left(envelope: Mapping[str, Any], settings: Settings) -> float:
 
 
 def _request_id() -> str:
-    return f"req_{os.urandom(6).hex()}"
+    return f"req_{random.getrandbits(48):012x}"

@@ -41,9 +41,9 @@ class Routed:
     client: bytes
     service_frame: bytes
     route: svc.RouteInput
-    decision: dict[str, Any]
+    decided: svc.Decided
+    request_id: str
     cached: bool
-    plan: list[str]  # primary, then fallbacks in order
     deadline: float  # monotonic: the client's patience
     received: float
     stage: int = 0
@@ -56,6 +56,15 @@ class Routed:
     @property
     def message_id(self) -> str | None:
         return self.route.envelope.get("messageId")
+
+    @property
+    def plan(self) -> tuple[str, ...]:
+        """Primary, then fallbacks in order."""
+        return self.decided.plan
+
+    @property
+    def decision(self) -> orjson.Fragment:
+        return self.decided.json_for(self.request_id)
 
 
 @dataclass(eq=False)
@@ -159,10 +168,21 @@ class Dispatcher:
     def _send(self, attempt: Attempt) -> None:
         routed = attempt.routed
         routed.current = attempt
-        body = svc.dispatch_body(routed.route, attempt.plugin, attempt.command, routed.decision, routed.attempts)
+        body = svc.dispatch_body(
+            routed.route,
+            attempt.plugin,
+            attempt.command,
+            routed.request_id,
+            routed.decided.collaborators,
+            routed.attempts,
+        )
         routed.attempts += 1
         attempt.pending = self.broker.send_attempt(attempt, body)
-        self.broker.call_at(attempt.deadline, lambda: self._timed_out(attempt))
+
+    def check_deadlines(self, now: float) -> None:
+        """Time out the tries whose time is up (called by the broker every tick)."""
+        for routed in [r for r in self.broker.routed if r.current and r.current.deadline <= now]:
+            self._timed_out(routed.current)  # type: ignore[arg-type]
 
     def _timed_out(self, attempt: Attempt) -> None:
         if attempt.finished or attempt.routed.done:

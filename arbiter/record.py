@@ -13,7 +13,18 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+import orjson
+
 from . import state
+
+JSON_COLUMNS = (
+    "classification",
+    "capability_scores",
+    "fallback_plugins",
+    "collaboration_plan",
+    "agent_team",
+    "timings",
+)
 
 
 def decision_row(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -35,15 +46,38 @@ def decision_row(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
         "rules_hash": decision.get("rulesHash"),
         "timings": decision.get("timings"),
         "outcome": decision.get("outcome"),
+        "success": decision.get("success"),
         "origin": origin,
         "created_at": state.now(),
     }
 
 
+ROW_COLUMNS = tuple(decision_row({}, "").keys())
+
+
+def row_template(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """A row whose large JSON columns are encoded once, for a decision the broker reuses from its
+    cache: each request then only adds its own id, outcome and time."""
+    row = decision_row(decision, origin)
+    for column in JSON_COLUMNS:
+        if row[column] is not None:
+            row[column] = state.Encoded(orjson.dumps(row[column], option=orjson.OPT_NON_STR_KEYS).decode())
+    return row
+
+
 def write_rows(rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        with state.writing():
-            state.RoutingDecision.insert_many(list(rows)).execute()
+    """One transaction, one prepared statement for the batch (``executemany``): the writer thread
+    shares the interpreter with the broker's loop, so it must spend little Python per row."""
+    if not rows:
+        return
+    db = state.database.obj
+    fields = [state.RoutingDecision._meta.fields[c] for c in ROW_COLUMNS]
+    names = ", ".join(f'"{f.column_name}"' for f in fields)  # standard SQL quoting: SQLite and PostgreSQL
+    marks = ", ".join([db.param] * len(fields))
+    sql = f'INSERT INTO "routing_decisions" ({names}) VALUES ({marks})'
+    values = [tuple(f.db_value(row.get(f.name)) for f in fields) for row in rows]
+    with state.writing():
+        db.cursor().executemany(sql, values)
 
 
 def record_decision(decision: Mapping[str, Any], origin: str = "cli") -> str:
@@ -141,8 +175,11 @@ class DecisionWriter:
         self._thread.start()
 
     def submit(self, decision: Mapping[str, Any], origin: str = "broker") -> None:
+        self.submit_row(decision_row(decision, origin))
+
+    def submit_row(self, row: dict[str, Any]) -> None:
         try:
-            self._queue.put_nowait(decision_row(decision, origin))
+            self._queue.put_nowait(row)
         except queue.Full:
             self.dropped += 1
 

@@ -49,6 +49,35 @@ class RouteInput:
         return (self.text, self.files, self.caller)
 
 
+@dataclass(frozen=True)
+class Decided:
+    """A decision as the broker reuses it for every request with the same text: its JSON is
+    encoded once, and each request splices in its own ``requestId`` (the first key)."""
+
+    data: dict[str, Any]
+    primary: str | None
+    plan: tuple[str, ...]  # primary, then fallbacks in order
+    collaborators: tuple[str, ...]
+    tail: bytes  # the encoded decision after the requestId value
+    row: dict[str, Any]  # the decision_row with its JSON columns encoded
+
+    @classmethod
+    def of(cls, data: dict[str, Any], row: dict[str, Any]) -> Decided:
+        routing = data.get("routingDecision") or {}
+        primary = routing.get("primaryPlugin")
+        phases = (routing.get("collaborationPlan") or {}).get("phases") or []
+        head = b'{"requestId":' + orjson.dumps(data["requestId"])
+        encoded = orjson.dumps(data)
+        if not encoded.startswith(head):
+            raise ValueError("a decision's JSON must start with its requestId")
+        plan = (primary, *routing.get("fallbackPlugins", ())) if primary else ()
+        return cls(data, primary, plan, tuple(p["plugin"] for p in phases[1:]), encoded[len(head) :], row)
+
+    def json_for(self, request_id: str) -> orjson.Fragment:
+        """The decision as it reads for one request, ready to embed in a reply."""
+        return orjson.Fragment(b'{"requestId":' + orjson.dumps(request_id) + self.tail)
+
+
 def read_envelope(body: Sequence[bytes]) -> dict[str, Any]:
     if len(body) != 1:
         raise BadRequest("BAD_ENVELOPE", f"expected one body frame holding a JSON envelope, got {len(body)}")
@@ -105,14 +134,13 @@ def choose_command(plugin: Plugin, text: str) -> str | None:
 
 
 def dispatch_body(
-    route: RouteInput, plugin: str, command: str, decision: Mapping[str, Any], retry_count: int = 0
+    route: RouteInput, plugin: str, command: str, request_id: str, collaborators: Sequence[str], retry_count: int = 0
 ) -> bytes:
     """The request the chosen plugin's worker receives: the caller's envelope, re-addressed.
 
     The messageId stays, so a client's retry is recognised as a duplicate by the worker;
     ``metadata.retryCount`` says how many dispatches of this request came before."""
     original = route.envelope
-    routing = decision.get("routingDecision") or {}
     out = {
         **original,
         "messageId": original.get("messageId") or env.new_id(),
@@ -129,8 +157,8 @@ def dispatch_body(
                 **((original.get("payload") or {}).get("context") or {}),
                 "text": route.text,
                 "files": list(route.files),
-                "requestId": decision.get("requestId"),
-                "collaborators": [p["plugin"] for p in (routing.get("collaborationPlan") or {}).get("phases", [])[1:]],
+                "requestId": request_id,
+                "collaborators": list(collaborators),
             },
         },
         "metadata": {**(original.get("metadata") or {}), "retryCount": retry_count},
@@ -142,7 +170,7 @@ def routed_reply(
     route: RouteInput,
     plugin: str,
     command: str,
-    decision: Mapping[str, Any],
+    decision: Any,
     body: Sequence[bytes],
     steps: Sequence[Mapping[str, Any]] = (),
     degraded: bool = False,

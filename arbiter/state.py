@@ -11,13 +11,13 @@ JSON columns are text holding JSON so the same models work on both databases.
 from __future__ import annotations
 
 import datetime as dt
-import json
+import random
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+import orjson
 import peewee as pw
 from playhouse.db_url import connect
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -32,17 +32,24 @@ def now() -> dt.datetime:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A random 128-bit row id (the PRNG, not a system call: the writers call this per row)."""
+    return f"{random.getrandbits(128):032x}"
+
+
+class Encoded(str):
+    """JSON text already encoded: a :class:`JSONField` stores it as it is."""
 
 
 class JSONField(pw.TextField):
     """JSON stored as text: portable across SQLite and PostgreSQL."""
 
     def db_value(self, value: Any) -> str | None:
-        return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+        if value is None or isinstance(value, Encoded):
+            return value
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
     def python_value(self, value: Any) -> Any:
-        return None if value is None else json.loads(value)
+        return None if value is None else orjson.loads(value)
 
 
 class BaseModel(pw.Model):

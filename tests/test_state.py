@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 
 import peewee as pw
 import pytest
 
-from arbiter import state
+from arbiter import record, state
 
 SEED_V1_DECISIONS = """
 CREATE TABLE routing_decisions (
@@ -81,7 +82,7 @@ def _postgres_available() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _postgres_available(), reason="no PostgreSQL on 127.0.0.1:5432")
+@pytest.mark.skipif(not _postgres_available() and not os.environ.get("CI"), reason="no PostgreSQL on 127.0.0.1:5432")
 def test_postgresql_store_fresh_and_migrated():
     import psycopg2
 
@@ -101,6 +102,19 @@ def test_postgresql_store_fresh_and_migrated():
         assert state.RoutingDecision.get_by_id("d1").request_id == "req1"
         state.RoutingDecision.create(request_id="req2", timings={"classify_us": 10})
         assert state.RoutingDecision.select().count() == 2
+        # the broker's batched path: pre-encoded JSON columns, one executemany per batch
+        decision = {
+            "requestId": "req3",
+            "userInput": "x",
+            "classification": {"domain": ["api"]},
+            "routingDecision": {"primaryPlugin": "p", "fallbackPlugins": ["q"]},
+        }
+        row = dict(record.row_template(decision, "broker"), outcome={"status": "success", "steps": []}, success=True)
+        record.write_rows([row, dict(row, id=state.new_id(), request_id="req4")])
+        stored = record.find_decision("req3")
+        assert stored["classification"] == {"domain": ["api"]} and stored["fallbackPlugins"] == ["q"]
+        assert stored["outcome"]["status"] == "success" and stored["success"] is True
+        assert state.RoutingDecision.select().count() == 4
         state.close_store()
     finally:
         cur.execute(f"DROP SCHEMA {schema} CASCADE")
