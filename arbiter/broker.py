@@ -278,7 +278,7 @@ class Broker:
         for _ in range(MAX_BATCH):
             try:
                 frames = recv_frames(sock)
-            except zmq.Again:
+            except zmq.Again:  # cheaper once per batch than asking before every message
                 return
             try:
                 self._on_frontend(frames)
@@ -341,7 +341,7 @@ class Broker:
 
     def _admit(self, client: bytes, service_frame: bytes, body: list[bytes]) -> bool:
         """The limits every accepted request must pass; a refused one gets an error reply."""
-        size = sum(len(f) for f in body)
+        size = sum(map(len, body))
         if size > self.settings.max_message_bytes:
             self._reject(
                 client,
@@ -781,10 +781,19 @@ class Broker:
         self._submit_row(routed.decided, routed.request_id, outcome, success)
 
     def _submit_row(self, decided: svc.Decided, request_id: str, outcome: dict[str, Any], success: bool | None) -> None:
-        if self.decisions is not None:
+        """Record one request's decision. A repeat of a cached decision refers to the row of the
+        request that made it (``outcome.decisionOf``) instead of storing its large JSON again."""
+        if self.decisions is None:
+            return
+        first = decided.data["requestId"]
+        if request_id == first:
+            row = dict(decided.row, id=state.new_id(), created_at=state.now())
+        else:
             row = dict(decided.row, id=state.new_id(), request_id=request_id, created_at=state.now())
-            row.update(outcome=outcome, success=success)
-            self.decisions.submit_row(row)
+            row.update(dict.fromkeys(record.SHARED_COLUMNS))
+            outcome["decisionOf"] = first
+        row.update(outcome=outcome, success=success)
+        self.decisions.submit_row(row)
 
     def _record_decision(self, decision: dict[str, Any], outcome: dict[str, Any], success: bool | None) -> None:
         if self.decisions is not None:

@@ -201,14 +201,15 @@ class Dispatcher:
             return
         now = time.monotonic()
         duration_ms = (now - attempt.started) * 1000
-        code, message = svc.worker_error(body)
+        answer = svc.WorkerAnswer.read(body)
+        code, message = answer.error_code, answer.error_message
         breaker = self.breakers.get(attempt.plugin)
         if code is None:
             if breaker is not None and not was_finished:
                 self._announce(breaker.success(now, attempt, duration_ms))
             self._step(routed, attempt.plugin, attempt.command, "success", None, attempt.started)
-            self._remember(attempt, body)
-            self._finish_with_reply(routed, attempt, body)
+            self._remember(attempt, answer)
+            self._finish_with_reply(routed, attempt, answer)
             return
         if was_finished:
             self.broker.dropped["late-reply"] += 1
@@ -217,7 +218,7 @@ class Dispatcher:
             if breaker is not None:
                 breaker.forget(attempt)
             self._step(routed, attempt.plugin, attempt.command, "rejected", f"{code}: {message}", attempt.started)
-            self._finish_with_reply(routed, attempt, body)
+            self._finish_with_reply(routed, attempt, answer)
             return
         self._failed(attempt, rz.ERROR, code, message)
 
@@ -258,12 +259,18 @@ class Dispatcher:
 
     # -- endings ------------------------------------------------------------------------
 
-    def _finish_with_reply(self, routed: Routed, attempt: Attempt, body: list[bytes]) -> None:
+    def _finish_with_reply(self, routed: Routed, attempt: Attempt, answer: svc.WorkerAnswer) -> None:
         degraded = attempt.plugin != routed.plan[0]
         reply = svc.routed_reply(
-            routed.route, attempt.plugin, attempt.command, routed.decision, body, steps=routed.steps, degraded=degraded
+            routed.route,
+            attempt.plugin,
+            attempt.command,
+            routed.decision,
+            answer,
+            steps=routed.steps,
+            degraded=degraded,
         )
-        status = "success" if svc.worker_error(body)[0] is None else "error"
+        status = "success" if answer.error_code is None else "error"
         self._finish(
             routed,
             [reply],
@@ -335,14 +342,12 @@ class Dispatcher:
         params = orjson.dumps(routed.route.parameters, option=orjson.OPT_SORT_KEYS)
         return (plugin, command, params + b"\0" + routed.route.text.encode())
 
-    def _remember(self, attempt: Attempt, body: list[bytes]) -> None:
+    def _remember(self, attempt: Attempt, answer: svc.WorkerAnswer) -> None:
         plugin = self._plugin(attempt.plugin)
         if plugin is None or attempt.command not in plugin.error_handling.fallback.cacheable:
             return
-        reply = env.as_envelope(body[0]) if len(body) == 1 else None
-        result = (reply.get("payload") or {}).get("result") if reply else b"".join(body).decode("utf-8", "replace")
         key = self._cache_key(attempt.routed, attempt.plugin, attempt.command)
-        self.results[key] = (result, time.time())
+        self.results[key] = (answer.result, time.time())
         self.results.move_to_end(key)
         if len(self.results) > RESULT_CACHE_SIZE:
             self.results.popitem(last=False)

@@ -8,9 +8,9 @@ what ``arbiter decisions`` shows is the same whoever decided.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Mapping, Sequence
 
 import orjson
@@ -53,6 +53,9 @@ def decision_row(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
 
 
 ROW_COLUMNS = tuple(decision_row({}, "").keys())
+# What a repeat of a cached decision shares with the first row of that decision: the broker
+# leaves these empty and points at that row (``outcome.decisionOf``); readers fill them in.
+SHARED_COLUMNS = ("classification", "capability_scores", "collaboration_plan", "agent_team", "timings")
 
 
 def row_template(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -108,6 +111,7 @@ def _as_dict(row: state.RoutingDecision) -> dict[str, Any]:
         "primaryPlugin": row.primary_plugin,
         "fallbackPlugins": row.fallback_plugins or [],
         "collaborationPlan": row.collaboration_plan,
+        "agentTeam": row.agent_team,
         "executionStrategy": row.execution_strategy,
         "estimatedCost": row.estimated_cost,
         "estimatedDuration": row.estimated_duration,
@@ -118,10 +122,28 @@ def _as_dict(row: state.RoutingDecision) -> dict[str, Any]:
     }
 
 
+def _complete(decision: dict[str, Any]) -> dict[str, Any]:
+    """Fill in what a repeat of a cached decision left to the row that first made it."""
+    first = (decision.get("outcome") or {}).get("decisionOf")
+    if not first or decision["classification"] is not None:
+        return decision
+    origin = (
+        state.RoutingDecision.select()
+        .where(state.RoutingDecision.request_id == first)
+        .order_by(state.RoutingDecision.created_at)
+        .first()
+    )
+    if origin is not None:
+        shared = _as_dict(origin)
+        for key in ("classification", "capabilityScores", "collaborationPlan", "agentTeam", "timings"):
+            decision[key] = shared[key]
+    return decision
+
+
 def recent_decisions(limit: int = 20) -> list[dict[str, Any]]:
     """The newest decisions first, as plain dicts."""
     query = state.RoutingDecision.select().order_by(state.RoutingDecision.created_at.desc()).limit(limit)
-    return [_as_dict(row) for row in query]
+    return [_complete(_as_dict(row)) for row in query]
 
 
 def find_decision(request_id: str) -> dict[str, Any] | None:
@@ -133,7 +155,7 @@ def find_decision(request_id: str) -> dict[str, Any] | None:
         .limit(1)
     )
     row = query.first()
-    return _as_dict(row) if row else None
+    return _complete(_as_dict(row)) if row else None
 
 
 def save_circuit(plugin: str, version: str, circuit: str, reason: str) -> None:
@@ -161,13 +183,18 @@ class DecisionWriter:
     """A thread that writes decision rows in batches, so callers never block on the database.
 
     ``submit`` never blocks: when the queue is full the row is counted as dropped rather than
-    stalling the broker; ``close`` drains what is queued.
+    stalling the broker; ``close`` drains what is queued. The queue is a deque and a flag rather
+    than a ``queue.Queue``: the broker's loop calls this once per request, and a condition
+    variable round per row cost it more than the rest of recording.
     """
 
     def __init__(self, max_batch: int = 200, max_queue: int = 50_000, interval_s: float = 0.05):
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=max_queue)
+        self._items: deque[dict[str, Any] | Callable[[], None]] = deque()
         self._max_batch = max_batch
+        self._max_queue = max_queue
         self._interval = interval_s
+        self._wake = threading.Event()
+        self._closing = False
         self.dropped = 0
         self.written = 0
         self.errors: list[str] = []
@@ -178,52 +205,50 @@ class DecisionWriter:
         self.submit_row(decision_row(decision, origin))
 
     def submit_row(self, row: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
-            self.dropped += 1
+        self._put(row)
 
     def submit_job(self, job: Callable[[], None]) -> None:
         """Run another small write (a circuit state) on this thread, in order with the rows."""
-        try:
-            self._queue.put_nowait(job)  # type: ignore[arg-type]
-        except queue.Full:
-            self.dropped += 1
+        self._put(job)
 
-    def _drain(self, first: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
-        """Gather what arrives within the batch interval: one transaction for many rows."""
-        batch, stop = [first], False
-        deadline = time.monotonic() + self._interval
-        while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if item is None:
-                stop = True
-                break
-            batch.append(item)
-        return batch, stop
+    def _put(self, item: dict[str, Any] | Callable[[], None]) -> None:
+        if len(self._items) >= self._max_queue:
+            self.dropped += 1
+            return
+        self._items.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch, stop = self._drain(item)
-            jobs = [b for b in batch if callable(b)]
-            rows = [b for b in batch if not callable(b)]
-            try:
-                state.with_retries(write_rows, rows)
-                self.written += len(rows)
-                for job in jobs:
-                    job()
-            except Exception as exc:  # keep serving; the error is reported by status
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                del self.errors[:-20]
-            if stop:
+            self._wake.wait()
+            if not self._closing:
+                time.sleep(self._interval)  # let a batch gather: one transaction for many rows
+            self._wake.clear()
+            while self._items:
+                self._write(self._take())
+            if self._closing:
                 return
 
+    def _take(self) -> list[dict[str, Any] | Callable[[], None]]:
+        batch = []
+        while self._items and len(batch) < self._max_batch:
+            batch.append(self._items.popleft())
+        return batch
+
+    def _write(self, batch: list[dict[str, Any] | Callable[[], None]]) -> None:
+        rows = [b for b in batch if not callable(b)]
+        try:
+            state.with_retries(write_rows, rows)
+            self.written += len(rows)
+            for job in batch:
+                if callable(job):
+                    job()
+        except Exception as exc:  # keep serving; the error is reported by status
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            del self.errors[:-20]
+
     def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(None)
+        self._closing = True
+        self._wake.set()
         self._thread.join(timeout)

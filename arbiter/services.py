@@ -166,41 +166,51 @@ def dispatch_body(
     return orjson.dumps(out)
 
 
+@dataclass(frozen=True)
+class WorkerAnswer:
+    """A worker's reply, read once: its envelope (None for a plain body) and what it says."""
+
+    body: Sequence[bytes]
+    envelope: dict[str, Any] | None
+    error_code: str | None
+    error_message: str
+
+    @classmethod
+    def read(cls, body: Sequence[bytes]) -> WorkerAnswer:
+        envelope = env.as_envelope(body[0]) if len(body) == 1 else None
+        payload = (envelope or {}).get("payload") or {}
+        if payload.get("status") != "error":
+            return cls(body, envelope, None, "")
+        error = payload.get("error") or {}
+        return cls(body, envelope, str(error.get("code") or "ERROR"), str(error.get("message") or ""))
+
+    @property
+    def result(self) -> Any:
+        if self.envelope is None:
+            return b"".join(self.body).decode("utf-8", "replace")
+        return (self.envelope.get("payload") or {}).get("result")
+
+
 def routed_reply(
     route: RouteInput,
     plugin: str,
     command: str,
     decision: Any,
-    body: Sequence[bytes],
+    answer: WorkerAnswer,
     steps: Sequence[Mapping[str, Any]] = (),
     degraded: bool = False,
 ) -> bytes:
     """The client's answer: the worker's result (or error), the decision, and how it was reached."""
-    worker = env.as_envelope(body[0]) if len(body) == 1 else None
-    outcome: dict[str, Any] = {"plugin": plugin, "command": command, "decision": decision}
+    outcome: dict[str, Any] = {"plugin": plugin, "command": command, "decision": decision, "result": answer.result}
     if steps:
         outcome["steps"] = list(steps)
         outcome["degraded"] = degraded
-    if worker is None:
-        outcome["result"] = b"".join(body).decode("utf-8", "replace")
-        return orjson.dumps(env.success_reply(route.envelope, SOURCE, outcome))
-    payload = worker.get("payload") or {}
-    outcome["result"] = payload.get("result")
-    if payload.get("status") != "error":
+    if answer.error_code is None:
         return orjson.dumps(env.success_reply(route.envelope, SOURCE, outcome))
     reply = env.error_reply(route.envelope, SOURCE, "PLUGIN_ERROR", "the plugin's worker answered with an error")
-    reply["payload"]["error"]["plugin"] = payload.get("error")
+    reply["payload"]["error"]["plugin"] = (answer.envelope or {}).get("payload", {}).get("error")
     reply["payload"]["result"] = outcome
     return orjson.dumps(reply)
-
-
-def worker_error(body: Sequence[bytes]) -> tuple[str | None, str]:
-    """The error code and message of a worker's reply; (None, "") for success or a plain body."""
-    worker = env.as_envelope(body[0]) if len(body) == 1 else None
-    if not worker or (worker.get("payload") or {}).get("status") != "error":
-        return None, ""
-    error = worker["payload"].get("error") or {}
-    return str(error.get("code") or "ERROR"), str(error.get("message") or "")
 
 
 def error_body(request: Sequence[bytes] | Mapping[str, Any] | None, code: str, message: str, **extra: Any) -> bytes:

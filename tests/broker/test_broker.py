@@ -15,6 +15,7 @@ from broker_helpers import RawWorker, broker_with, dealer, recv, reply_envelope,
 from test_sdk_harness import WORKER_OPTIONS, Broker
 
 from arbiter import envelope as env
+from arbiter import record, state
 from arbiter.client import Client
 from arbiter.demo_workers import plugin_worker
 from arbiter.protocol import DISCONNECT, MDPC01, MDPW01
@@ -240,6 +241,16 @@ def test_route_dispatches_to_the_primary_records_and_publishes(
     for _, primary, origin, outcome in rows:
         assert (primary, origin) == ("fastapi-backend", "broker")
         assert orjson.loads(outcome)["status"] == "success"
+    # the second request reused the cached decision: its row points at the first one's
+    first_id, again_id = result["decision"]["requestId"], again.result["decision"]["requestId"]
+    state.open_store("sqlite:///.arbiter/state.db", shipped.root)
+    try:
+        first_row, again_row = record.find_decision(first_id), record.find_decision(again_id)
+    finally:
+        state.close_store()
+    assert again_row["outcome"]["decisionOf"] == first_id and "decisionOf" not in first_row["outcome"]
+    assert again_row["classification"] == first_row["classification"] == result["decision"]["classification"]
+    assert again_row["capabilityScores"] == first_row["capabilityScores"]
 
 
 def test_no_route_explain_and_status(shipped: Broker, demo_workers: None) -> None:
