@@ -1,0 +1,882 @@
+"""Broker speed on 127.0.0.1: round trips per second (pipelined clients) and sync latency, for the
+Arbiter broker next to two yardsticks measured in the same run on the same machine:
+
+  A  raw ``zmq.proxy(ROUTER, DEALER)``, the fastest a forwarder can be (C code, no protocol);
+  B  a minimal Python ROUTER/ROUTER forwarder with an LRU queue of ready workers;
+  C  the Arbiter broker serving a plain MDP service, workers with credit 1 and with credit 50;
+  D  ``arbiter.route``: a JSON envelope routed to a plugin's worker (cached and uncached decisions),
+     everything the broker does per routed request included (e.g. logging the decision).
+
+Every peer (broker, workers, clients) is its own process, so nobody shares a GIL with the broker;
+the process modes live in this file (``--mode``). Numbers depend on the machine and on whatever
+else runs on it: they are printed, never asserted, and the ratios are only meaningful because
+every system is measured side by side in one run.
+
+Run: python bench/bench_broker.py [--quick] [--requests N] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import orjson
+import yaml
+import zmq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, percentile, table  # noqa: E402
+
+THIS = Path(__file__).resolve()
+BODY = b"x" * 200
+WINDOW = 100
+HEARTBEAT_S = 2.5
+LIFETIME_S = 600.0  # a child outlives a crashed parent by at most this much
+STARTUP_S = 60.0
+CONFIG_DEADLINE_S = 60.0  # one measurement, clients included, never runs longer than this
+ENVELOPE_TIMEOUT_MS = 600_000  # envelopes are built before the clock starts: they must not expire meanwhile
+ECHO_SERVICE = b"echo"
+PLUGIN = "fastapi-backend"
+COMMAND = "scaffold-endpoint"
+ROUTE_TEXTS = (
+    "Build a FastAPI endpoint with MongoDB and Keycloak auth",
+    "Add a websocket endpoint to the FastAPI service",
+    "Create a Pydantic model for MongoDB users in FastAPI",
+    "Generate pytest tests for the FastAPI endpoints",
+    "Scaffold a FastAPI REST endpoint for orders",
+)
+RAW = "A raw zmq.proxy"  # the yardstick every ratio divides by
+GRID = ((1, 1), (4, 1), (1, 2), (4, 2))  # (clients, workers), in the order workers are added
+MDPC = b"MDPC01"
+MDPW = b"MDPW01"
+READY, REQUEST, REPLY, HEARTBEAT, DISCONNECT = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes: forwarders, workers, clients. Each is a bounded loop that ends by itself.
+# --------------------------------------------------------------------------------------------
+
+
+def announce(*words: object) -> None:
+    """Tell the parent we are ready on stdout; the parent waits for this line before measuring."""
+    print("READY", *words, flush=True)
+
+
+def run_proxy(lifetime: float) -> None:
+    """A: the proxy runs in C in a thread; the main thread only bounds the process's life."""
+    ctx = zmq.Context()
+    frontend, backend = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    front_port = frontend.bind_to_random_port("tcp://127.0.0.1")
+    back_port = backend.bind_to_random_port("tcp://127.0.0.1")
+    threading.Thread(target=zmq.proxy, args=(frontend, backend), daemon=True).start()
+    announce(front_port, back_port)
+    time.sleep(lifetime)
+    os._exit(0)
+
+
+def run_lru(lifetime: float) -> None:
+    """B: the textbook load-balancing broker; the frontend is read only while a worker is free,
+    so ZeroMQ's queues provide the back-pressure and the broker holds no request itself."""
+    ctx = zmq.Context()
+    frontend, backend = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
+    front_port = frontend.bind_to_random_port("tcp://127.0.0.1")
+    back_port = backend.bind_to_random_port("tcp://127.0.0.1")
+    both, back_only = zmq.Poller(), zmq.Poller()
+    both.register(backend, zmq.POLLIN)
+    both.register(frontend, zmq.POLLIN)
+    back_only.register(backend, zmq.POLLIN)
+    free: list[bytes] = []
+    announce(front_port, back_port)
+    deadline = time.monotonic() + lifetime
+    while time.monotonic() < deadline:
+        events = dict((both if free else back_only).poll(1000))
+        if backend in events:
+            frames = backend.recv_multipart()
+            free.append(frames[0])
+            if len(frames) > 2:  # a reply, not the READY announcement
+                frontend.send_multipart(frames[1:])
+        if frontend in events and free:
+            backend.send_multipart([free.pop(0), *frontend.recv_multipart()])
+
+
+def run_echo_worker(endpoint: str, announce_self: bool, lifetime: float) -> None:
+    """A and B: echo every message as it came; for B it first says READY to join the LRU queue."""
+    sock = zmq.Context().socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 1000)
+    sock.connect(endpoint)
+    if announce_self:
+        sock.send(b"READY")
+    announce()
+    deadline = time.monotonic() + lifetime
+    while time.monotonic() < deadline:
+        try:
+            sock.send_multipart(sock.recv_multipart(copy=False), copy=False)
+        except zmq.Again:
+            continue
+
+
+def route_result(body: bytes) -> bytes:
+    """D: what the plugin's worker answers, a response envelope correlated to the request."""
+    request = orjson.loads(body)
+    reply = {
+        "messageId": str(uuid.uuid4()),
+        "correlationId": request.get("messageId"),
+        "messageType": "response",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "source": PLUGIN,
+        "payload": {"status": "success", "result": {"command": (request.get("payload") or {}).get("command")}},
+    }
+    return orjson.dumps(reply)
+
+
+def run_mdp_worker(endpoint: str, service: str, credit: int, envelope: bool, lifetime: float) -> None:
+    """C and D: a bare MDP/0.1 worker with the credit extension, heartbeating every 2.5 s."""
+    sock = zmq.Context().socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 250)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    sock.send_multipart([b"", MDPW, READY, service.encode(), str(credit).encode()])
+    announce()
+    now = time.monotonic()
+    deadline, next_beat = now + lifetime, now + HEARTBEAT_S
+    while now < deadline:
+        try:
+            frames = sock.recv_multipart()
+        except zmq.Again:
+            frames = []
+        if len(frames) >= 6 and frames[2] == REQUEST:
+            body = [route_result(frames[5])] if envelope else frames[5:]
+            sock.send_multipart([b"", MDPW, REPLY, frames[3], b"", *body])
+        elif len(frames) >= 3 and frames[2] == DISCONNECT:
+            print("worker: DISCONNECT from broker", file=sys.stderr, flush=True)
+        now = time.monotonic()
+        if now >= next_beat:
+            sock.send_multipart([b"", MDPW, HEARTBEAT])
+            next_beat = now + HEARTBEAT_S
+
+
+@dataclass
+class ClientPlan:
+    """What one client process sends and how it recognises a good reply."""
+
+    kind: str  # raw (A, B), mdp (C), route (D)
+    service: bytes
+    bodies: list[bytes]
+    ids: set[str] = field(default_factory=set)  # the messageIds of routed requests
+
+    def frames(self, index: int) -> list[bytes]:
+        body = self.bodies[index % len(self.bodies)]
+        return [b"", body] if self.kind == "raw" else [b"", MDPC, self.service, body]
+
+    def good(self, reply: bytes) -> bool:
+        """An echo must come back byte for byte; a routed reply must answer one of our requests
+        (replies arrive in completion order) with success from the plugin."""
+        if self.kind != "route":
+            return reply == BODY
+        envelope = orjson.loads(reply)
+        payload = envelope.get("payload") or {}
+        return (
+            envelope.get("correlationId") in self.ids
+            and payload.get("status") == "success"
+            and (payload.get("result") or {}).get("plugin") == PLUGIN
+        )
+
+
+def route_bodies(count: int, unique: bool) -> list[bytes]:
+    """Envelopes built before the clock starts; a unique text per request defeats the route cache."""
+    from arbiter.envelope import encode, new_request
+
+    salt = uuid.uuid4().hex[:8]  # distinct per client process, so no two clients share a text either
+    bodies = []
+    for i in range(count):
+        text = ROUTE_TEXTS[i % len(ROUTE_TEXTS)] + (f" #{salt}-{i}" if unique else "")
+        envelope = new_request("arbiter.route", COMMAND, source="bench-client", timeout_ms=ENVELOPE_TIMEOUT_MS)
+        envelope["payload"] = {"text": text, "command": COMMAND, "parameters": {}}
+        bodies.append(encode(envelope))
+    return bodies
+
+
+def client_plan(kind: str, service: str, count: int, unique: bool) -> ClientPlan:
+    if kind != "route":
+        return ClientPlan(kind, service.encode(), [BODY])
+    bodies = route_bodies(count, unique)
+    return ClientPlan(kind, service.encode(), bodies, {orjson.loads(b)["messageId"] for b in bodies})
+
+
+def connect_client(endpoint: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 1000)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
+
+
+def pipelined(sock: zmq.Socket, plan: ClientPlan, count: int, window: int, deadline: float) -> dict[str, Any]:
+    """Keep ``window`` requests outstanding. Echoes are all checked; routed replies one in 100 (parsing
+    every one would measure the client's JSON parsing, not the broker)."""
+    every = 100 if plan.kind == "route" else 1
+    sent = received = bad = 0
+    start = time.perf_counter()
+    while sent < min(window, count):
+        sock.send_multipart(plan.frames(sent))
+        sent += 1
+    while received < count and time.monotonic() < deadline:
+        try:
+            frames = sock.recv_multipart()
+        except zmq.Again:
+            continue
+        bad += received % every == 0 and not plan.good(frames[-1])
+        received += 1
+        if sent < count:
+            sock.send_multipart(plan.frames(sent))
+            sent += 1
+    return {"count": received, "bad": bad, "start": start, "end": time.perf_counter()}
+
+
+def synchronous(sock: zmq.Socket, plan: ClientPlan, count: int, deadline: float) -> dict[str, Any]:
+    """One request at a time; every reply is checked, after its latency is taken."""
+    latencies: list[float] = []
+    bad = 0
+    start = time.perf_counter()
+    for i in range(count):
+        sent = time.perf_counter()
+        sock.send_multipart(plan.frames(i))
+        frames = receive(sock, deadline)
+        if frames is None:
+            break
+        latencies.append(time.perf_counter() - sent)
+        bad += not plan.good(frames[-1])
+    return {"count": len(latencies), "bad": bad, "start": start, "end": time.perf_counter(), "latencies": latencies}
+
+
+def receive(sock: zmq.Socket, deadline: float) -> list[bytes] | None:
+    """The next message, or None once ``deadline`` has passed without one."""
+    while time.monotonic() < deadline:
+        try:
+            return sock.recv_multipart()
+        except zmq.Again:
+            continue
+    return None
+
+
+def run_client(args: argparse.Namespace) -> None:
+    """Warm up, say READY, wait for GO on stdin so all clients start together, measure, print JSON."""
+    plan = client_plan(args.kind, args.service, args.requests + args.warmup, args.unique)
+    sock = connect_client(args.endpoint)
+    deadline = time.monotonic() + args.deadline
+    warm = synchronous(sock, plan, args.warmup, deadline) if args.warmup else {"count": 0, "bad": 0}
+    plan.bodies = plan.bodies[args.warmup :] if len(plan.bodies) > 1 else plan.bodies
+    announce(warm["count"], warm["bad"])
+    if sys.stdin.readline().strip() != "GO":
+        return
+    deadline = time.monotonic() + args.deadline
+    if args.window > 1:
+        result = pipelined(sock, plan, args.requests, args.window, deadline)
+    else:
+        result = synchronous(sock, plan, args.requests, deadline)
+    print(json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The parent: starts processes, runs the grid, prints tables, kills everything it started.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A child process speaking our line protocol on stdout; stderr goes to a log for post-mortems."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+    _buffer: bytes = b""
+
+    def line(self, timeout: float) -> str:
+        """The next stdout line, waiting at most ``timeout`` s; fails loudly with the child's log."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{self.name}: no answer within {timeout:.0f}s\n{self.log_tail()}")
+            ready, _, _ = select.select([self.process.stdout], [], [], left)
+            if ready:
+                chunk = os.read(self.process.stdout.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError(f"{self.name}: exited with {self.process.wait()}\n{self.log_tail()}")
+                self._buffer += chunk
+        text, self._buffer = self._buffer.split(b"\n", 1)
+        return text.decode()
+
+    def send(self, text: str) -> None:
+        self.process.stdin.write(text.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the bench dies, even by SIGKILL, so no
+    broker (which has no lifetime of its own) is left holding ports."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Processes:
+    """Every process this run started, so all of them die at the end whatever happened."""
+
+    logs: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None, talks: bool = True) -> Child:
+        """``talks``: the child speaks our line protocol; otherwise its stdout goes to the log too,
+        so a chatty program never blocks on a pipe nobody reads."""
+        log = self.logs / f"{name}-{uuid.uuid4().hex[:8]}.log"
+        with open(log, "wb") as err:
+            process = subprocess.Popen(
+                list(command),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE if talks else err,
+                stderr=err,
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                bufsize=0,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
+            )
+        child = Child(name, process, log)
+        self.children.append(child)
+        return child
+
+    def mode(self, name: str, *args: object) -> Child:
+        return self.start(name, [sys.executable, str(THIS), "--mode", *map(str, args)])
+
+    def stop(self, child: Child) -> None:
+        """SIGTERM, then SIGKILL after a grace period: a broker gets the chance to exit cleanly."""
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait(timeout=5)
+        for stream in (child.process.stdin, child.process.stdout):
+            if stream:
+                stream.close()
+        if child in self.children:
+            self.children.remove(child)
+
+    def stop_all(self) -> None:
+        for child in list(reversed(self.children)):
+            try:
+                self.stop(child)
+            except Exception as exc:  # keep killing the others
+                print(f"could not stop {child.name}: {exc}", file=sys.stderr)
+
+
+@dataclass
+class Result:
+    """One measurement: aggregate round trips/s over all clients, or the sync latency list."""
+
+    count: int = 0
+    bad: int = 0
+    seconds: float = 0.0
+    wanted: int = 0  # round trips asked for; fewer in ``count`` means a client hit its deadline
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Target:
+    """How to reach a system under test: where clients connect and what they send."""
+
+    endpoint: str
+    kind: str
+    service: str = ""
+    unique: bool = False
+
+
+def run_clients(procs: Processes, target: Target, clients: int, requests: int, window: int, warmup: int) -> Result:
+    """Start the clients, let them warm up, release them together, add up what they did."""
+    per_client = max(1, requests // clients)
+    started = [
+        procs.mode(
+            "client",
+            "client",
+            "--kind",
+            target.kind,
+            "--endpoint",
+            target.endpoint,
+            "--service",
+            target.service,
+            "--requests",
+            per_client,
+            "--window",
+            window,
+            "--warmup",
+            warmup,
+            "--deadline",
+            CONFIG_DEADLINE_S,
+            *(["--unique"] if target.unique else []),
+        )
+        for _ in range(clients)
+    ]
+    try:
+        for child in started:
+            child.line(CONFIG_DEADLINE_S)
+        for child in started:
+            child.send("GO")
+        outcomes = [json.loads(child.line(CONFIG_DEADLINE_S + 10)) for child in started]
+    finally:
+        for child in started:
+            procs.stop(child)
+    seconds = max(o["end"] for o in outcomes) - min(o["start"] for o in outcomes)
+    latencies = [x for o in outcomes for x in o.get("latencies", [])]
+    total = sum(o["count"] for o in outcomes)
+    bad = sum(o["bad"] for o in outcomes)
+    return Result(count=total, bad=bad, seconds=seconds, wanted=per_client * clients, latencies=latencies)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_project(root: Path, endpoints: dict[str, str]) -> Path:
+    """A private copy of the shipped project: our ports, default heartbeats, no file watching."""
+    for name in ("plugins", "rules", "configs"):
+        shutil.copytree(ROOT / name, root / name)
+    config_path = root / "configs" / "broker.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["endpoints"] = endpoints
+    config.setdefault("reload", {})["watch"] = False
+    config_path.write_text(yaml.safe_dump(config))
+    return root
+
+
+def mmi(endpoint: str, service: str, deadline: float, alive: Callable[[], bool]) -> bytes:
+    """Ask the broker whether ``service`` has workers; retries on a fresh socket until it answers."""
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError("broker exited")
+        sock = connect_client(endpoint)
+        try:
+            sock.send_multipart([b"", MDPC, b"mmi.service", service.encode()])
+            if sock.poll(500):
+                return sock.recv_multipart()[-1]
+        finally:
+            sock.close()
+    raise RuntimeError(f"no MMI answer from {endpoint}")
+
+
+@dataclass
+class System:
+    """A system under test: how to start it and its workers, and what its clients talk to."""
+
+    name: str
+    start: Callable[[Processes, Path], Target]
+    add_worker: Callable[[Processes, Target], None]
+    grid: Sequence[tuple[int, int]] = GRID
+    scale: float = 1.0  # fraction of the request counts (uncached routing is slow by design)
+
+
+def start_forwarder(mode: str) -> Callable[[Processes, Path], Target]:
+    def start(procs: Processes, tmp: Path) -> Target:
+        child = procs.mode(mode, mode)
+        _, front, back = child.line(STARTUP_S).split()
+        return Target(f"tcp://127.0.0.1:{front}", "raw", service=f"tcp://127.0.0.1:{back}")
+
+    return start
+
+
+def add_echo_worker(announce_self: bool) -> Callable[[Processes, Target], None]:
+    def add(procs: Processes, target: Target) -> None:
+        procs.mode("echo-worker", "echo-worker", target.service, int(announce_self)).line(STARTUP_S)
+        time.sleep(0.2)  # the TCP handshake completes after connect() returns
+
+    return add
+
+
+def start_arbiter(kind: str, service: str, unique: bool = False) -> Callable[[Processes, Path], Target]:
+    def start(procs: Processes, tmp: Path) -> Target:
+        ports = [free_port() for _ in range(3)]
+        urls = [f"tcp://127.0.0.1:{p}" for p in ports]
+        project = make_project(
+            tmp / f"project-{uuid.uuid4().hex[:8]}", dict(zip(("frontend", "events_pub", "events_sub"), urls))
+        )
+        command = [
+            sys.executable,
+            str(ROOT / "broker.py"),
+            "--root",
+            str(project),
+            "--frontend",
+            urls[0],
+            "--events-pub",
+            urls[1],
+            "--events-sub",
+            urls[2],
+        ]
+        broker = procs.start("broker", command, env={"PYTHONUNBUFFERED": "1"}, talks=False)
+        try:
+            mmi(urls[0], "mmi.service", time.monotonic() + STARTUP_S, lambda: broker.process.poll() is None)
+        except RuntimeError as exc:
+            tail = broker.log_tail(15).strip().splitlines() or ["(no output)"]
+            rc = broker.process.poll()
+            raise RuntimeError("\n".join([f"{exc} (exit code {rc}): {tail[-1]}", *tail])) from None
+        return Target(urls[0], kind, service, unique)
+
+    return start
+
+
+def add_mdp_worker(credit: int, envelope: bool) -> Callable[[Processes, Target], None]:
+    def add(procs: Processes, target: Target) -> None:
+        service = PLUGIN if envelope else target.service
+        procs.mode("mdp-worker", "mdp-worker", target.endpoint, service, credit, int(envelope)).line(STARTUP_S)
+        deadline = time.monotonic() + STARTUP_S
+        while mmi(target.endpoint, service, deadline, lambda: True) != b"200":
+            time.sleep(0.05)
+        time.sleep(0.2)  # a second worker is not visible through MMI; give its READY time to land
+
+    return add
+
+
+def systems() -> list[System]:
+    echo = ECHO_SERVICE.decode()
+    return [
+        System(RAW, start_forwarder("proxy"), add_echo_worker(False)),
+        System("B python LRU", start_forwarder("lru"), add_echo_worker(True)),
+        System("C arbiter, credit 1", start_arbiter("mdp", echo), add_mdp_worker(1, False)),
+        System("C arbiter, credit 50", start_arbiter("mdp", echo), add_mdp_worker(50, False)),
+        System("D route, cached", start_arbiter("route", "arbiter.route"), add_mdp_worker(50, True), scale=0.5),
+        System(
+            "D route, uncached",
+            start_arbiter("route", "arbiter.route", unique=True),
+            add_mdp_worker(50, True),
+            grid=((1, 1), (4, 2)),
+            scale=0.05,
+        ),
+    ]
+
+
+@dataclass
+class Measured:
+    """What one system produced: throughput per (clients, workers), and its sync latency."""
+
+    rates: dict[tuple[int, int], Result] = field(default_factory=dict)
+    sync: Result | None = None
+    status: dict[str, Any] | None = None  # the Arbiter broker's own account (arbiter.status), read afterwards
+    error: str = ""
+
+
+@dataclass
+class Live:
+    """A started system, and how many workers it has so far (workers are only ever added, so no
+    measurement meets a worker that has just died)."""
+
+    system: System
+    target: Target
+    measured: Measured
+    workers: int = 0
+
+    def grow(self, procs: Processes, workers: int) -> None:
+        while self.workers < workers:
+            self.system.add_worker(procs, self.target)
+            self.workers += 1
+
+
+def merge(total: Result | None, part: Result) -> Result:
+    """Rounds add up: the rate of the sum is all round trips over all measured seconds."""
+    if total is None:
+        return part
+    return Result(
+        count=total.count + part.count,
+        bad=total.bad + part.bad,
+        seconds=total.seconds + part.seconds,
+        wanted=total.wanted + part.wanted,
+        latencies=total.latencies + part.latencies,
+    )
+
+
+def measure_all(live: list[Live], procs: Processes, requests: int, sync_count: int, rounds: int) -> None:
+    """Each step is measured on every system in turn, ``rounds`` times over, so that a slow spell
+    of this shared machine lands on all systems alike instead of on whichever ran then; a system
+    that fails keeps what it measured before and drops out."""
+    steps = [(1, 1, 1), *((clients, workers, WINDOW) for clients, workers in GRID)]
+    for clients, workers, window in steps:
+        started = time.monotonic()
+        for _ in range(rounds):
+            for item in [x for x in live if not x.measured.error]:
+                if window > 1 and (clients, workers) not in item.system.grid:
+                    continue
+                total = sync_count if window == 1 else requests
+                count = max(50, int(total * item.system.scale) // rounds)
+                warmup = min(200, count // (4 if window == 1 else 10))
+                try:
+                    item.grow(procs, workers)
+                    part = run_clients(procs, item.target, clients, count, window, warmup)
+                except Exception as exc:
+                    item.measured.error = f"failed: {exc}"
+                    continue
+                if window == 1:
+                    item.measured.sync = merge(item.measured.sync, part)
+                else:
+                    item.measured.rates[(clients, workers)] = merge(item.measured.rates.get((clients, workers)), part)
+        step = "sync" if window == 1 else f"{clients}c/{workers}w"
+        print(f"  {step}: {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    for item in live:
+        if item.target.kind != "raw" and not item.measured.error:
+            item.measured.status = arbiter_status(item.target.endpoint)
+
+
+def arbiter_status(endpoint: str) -> dict[str, Any] | None:
+    """The broker's counters (route cache hits, decision log writes) tell whether a run measured
+    what it claims to, e.g. that the uncached run really missed the cache."""
+    from arbiter.envelope import encode, new_request
+
+    sock = connect_client(endpoint)
+    try:
+        sock.send_multipart([b"", MDPC, b"arbiter.status", encode(new_request("arbiter.status", "status"))])
+        if not sock.poll(5000):
+            return None
+        reply = orjson.loads(sock.recv_multipart()[-1])
+        return (reply.get("payload") or {}).get("result")
+    except (ValueError, zmq.ZMQError):
+        return None
+    finally:
+        sock.close()
+
+
+def report(names: list[str], results: dict[str, Measured], sync_count: int, rounds: int) -> None:
+    configs = list(GRID)
+    label = [f"{c}c/{w}w" for c, w in configs]
+    rows = []
+    for name in names:
+        m = results[name]
+        rows.append(
+            [
+                name,
+                f"{max(r.wanted for r in m.rates.values()):,}" if m.rates else "-",
+                *(f"{m.rates[k].rate:,.0f}" if k in m.rates else "-" for k in configs),
+                sum(r.bad for r in m.rates.values()) if m.rates else "-",
+                m.error.splitlines()[0] if m.error else incomplete(m),
+            ]
+        )
+    envelope = len(route_bodies(1, False)[0])
+    table(
+        f"Throughput, round trips/s (pipelined, window {WINDOW} per client; c = clients, w = workers; "
+        f"{rounds} interleaved round(s); bodies: {len(BODY)} bytes, D: {envelope}-byte envelopes)",
+        ["system", "per cell", *label, "bad", "note"],
+        rows,
+    )
+
+    rows = []
+    for name in names:
+        s = results[name].sync
+        if s and s.latencies:
+            rows.append(
+                [
+                    name,
+                    len(s.latencies),
+                    f"{percentile(s.latencies, 0.5) * 1e6:.0f}",
+                    f"{percentile(s.latencies, 0.99) * 1e6:.0f}",
+                    s.bad,
+                ]
+            )
+        else:
+            rows.append([name, 0, "-", "-", "-"])
+    table(
+        f"Sync latency, 1 client / 1 worker / 1 outstanding request ({sync_count:,} round trips unless listed, "
+        f"in {rounds} interleaved round(s))",
+        ["system", "round trips", "p50 us", "p99 us", "bad"],
+        rows,
+    )
+
+    base = results.get(RAW)
+    rows = []
+    for name in names:
+        m = results[name]
+        cells = [ratio(m.rates.get(k), base.rates.get(k) if base else None) for k in configs]
+        rows.append([name, *cells, ratio_p50(m.sync, base.sync if base else None)])
+    table(
+        "Ratio to raw zmq.proxy (throughput: higher is better; p50: lower is better)",
+        ["system", *[f"thr {x}" for x in label], "p50 ratio"],
+        rows,
+    )
+    report_status(names, results)
+    report_targets(results)
+
+
+def incomplete(measured: Measured) -> str:
+    """Cells whose clients ran out of time: their rates count only the replies that came back."""
+    short = [f"{c}c/{w}w {r.count}/{r.wanted}" for (c, w), r in measured.rates.items() if r.count < r.wanted]
+    return f"incomplete: {', '.join(short)}" if short else ""
+
+
+def report_status(names: list[str], results: dict[str, Measured]) -> None:
+    """What the Arbiter broker says about each run; missing fields print as '-'."""
+    rows = []
+    for name in names:
+        status = results[name].status
+        if not status:
+            continue
+        counters = status.get("counters") or {}
+        decisions = (status.get("writers") or {}).get("decisions") or {}
+        services = status.get("services") or {}
+        rows.append(
+            [
+                name,
+                sum(int(s.get("requests", 0)) for s in services.values() if isinstance(s, dict)),
+                counters.get("decision-cache-hits", "-"),
+                decisions.get("written", "-"),
+                decisions.get("dropped", "-"),
+                f"{status['maxRssKb'] / 1024:.0f}" if isinstance(status.get("maxRssKb"), int) else "-",
+            ]
+        )
+    if rows:
+        table(
+            "Arbiter broker's own counters after each run (arbiter.status)",
+            ["system", "service requests", "route cache hits", "decisions logged", "decisions dropped", "max RSS MB"],
+            rows,
+        )
+
+
+def ratio(mine: Result | None, base: Result | None) -> str:
+    return f"{mine.rate / base.rate:.2f}x" if mine and base and base.rate else "-"
+
+
+def p50(result: Result | None) -> float | None:
+    return percentile(result.latencies, 0.5) if result and result.latencies else None
+
+
+def ratio_p50(mine: Result | None, base: Result | None) -> str:
+    a, b = p50(mine), p50(base)
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def report_targets(results: dict[str, Measured]) -> None:
+    """The goals the broker is held to, next to what this run measured (informative only)."""
+    raw, credit, plain, routed = (
+        results.get(n) for n in (RAW, "C arbiter, credit 50", "C arbiter, credit 1", "D route, cached")
+    )
+    rows = []
+    if raw and credit and credit.rates:
+        ratios = [
+            credit.rates[k].rate / raw.rates[k].rate for k in credit.rates if k in raw.rates and raw.rates[k].rate
+        ]
+        if ratios:
+            worst, best = min(ratios), max(ratios)
+            label = "direct service, credit 50 / raw (worst, best cell)"
+            rows.append([label, ">= 0.35x", f"{worst:.2f}x, {best:.2f}x", yes(worst >= 0.35)])
+    for name, m in (("credit 1", plain), ("credit 50", credit)):
+        a, b = p50(m.sync if m else None), p50(raw.sync if raw else None)
+        if a and b:
+            rows.append([f"sync p50, {name} / raw", "<= 1.2x", f"{a / b:.2f}x", yes(a / b <= 1.2)])
+    if routed and routed.rates:
+        best = max(r.rate for r in routed.rates.values())
+        rows.append(["routed, best cell", ">= 10,000/s", f"{best:,.0f}/s", yes(best >= 10_000)])
+    if rows:
+        table("Targets (this machine, this run)", ["measure", "target", "measured", "met"], rows)
+
+
+def yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def run_all(args: argparse.Namespace) -> None:
+    requests = args.requests or (4_000 if args.quick else 10_000)
+    sync_count = 500 if args.quick else 2_000
+    rounds = max(1, args.rounds or (1 if args.quick else 2))
+    broker_ready = (ROOT / "broker.py").exists()
+    chosen = [s for s in systems() if broker_ready or not s.name.startswith(("C", "D"))]
+    results = {system.name: Measured() for system in chosen}
+    procs: Processes | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
+        try:
+            procs = Processes(Path(tmp))
+            live = []
+            for system in chosen:
+                try:
+                    live.append(Live(system, system.start(procs, Path(tmp)), results[system.name]))
+                except Exception as exc:
+                    results[system.name].error = f"failed: {exc}"
+            measure_all(live, procs, requests, sync_count, rounds)
+        finally:
+            if procs is not None:
+                procs.stop_all()
+    names = [s.name for s in chosen]
+    if not broker_ready:
+        print(f"\n{ROOT / 'broker.py'} is missing: C and D were not measured.")
+    report(names, results, sync_count, rounds)
+    for name in names:
+        if results[name].error:
+            print(f"\n{name} {results[name].error}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke test")
+    parser.add_argument("--requests", type=int, default=0, help="round trips per throughput cell (all rounds)")
+    parser.add_argument("--rounds", type=int, default=0, help="times each cell is measured, interleaved (default 2)")
+    parser.add_argument("--mode", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="raw", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--service", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, default=CONFIG_DEADLINE_S, help=argparse.SUPPRESS)
+    parser.add_argument("--unique", action="store_true", help=argparse.SUPPRESS)
+    # bench/run.py runs us with its own argv: ignore what is not ours.
+    return parser.parse_known_args(argv)[0]
+
+
+def child_main(args: argparse.Namespace) -> None:
+    mode, *rest = args.mode
+    if mode == "proxy":
+        run_proxy(LIFETIME_S)
+    elif mode == "lru":
+        run_lru(LIFETIME_S)
+    elif mode == "echo-worker":
+        run_echo_worker(rest[0], rest[1] == "1", LIFETIME_S)
+    elif mode == "mdp-worker":
+        run_mdp_worker(rest[0], rest[1], int(rest[2]), rest[3] == "1", LIFETIME_S)
+    elif mode == "client":
+        run_client(args)
+    else:
+        sys.exit(f"unknown mode {mode!r}")
+
+
+def main() -> None:
+    args = parse_args(sys.argv[1:] if Path(sys.argv[0]).resolve() == THIS else [])
+    if args.mode:
+        child_main(args)
+    else:
+        run_all(args)
+
+
+if __name__ == "__main__":
+    main()
