@@ -45,7 +45,8 @@ def main() -> None:
     )
 
     def handle(parameters: dict[str, Any], envelope: dict[str, Any]) -> dict[str, Any]:
-        os.write(log_fd, f"{envelope['messageId']}\n".encode())  # unbuffered: survives SIGKILL
+        retries = (envelope.get("metadata") or {}).get("retryCount", 0)
+        os.write(log_fd, f"{envelope['messageId']} {retries}\n".encode())  # unbuffered: survives SIGKILL
         if args.mode == "hang":
             stop.wait(600)
         time.sleep(args.delay)

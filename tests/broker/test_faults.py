@@ -121,12 +121,17 @@ def routed(text: str, n: int, command: str | None = None) -> list[tuple[str, dic
     return out
 
 
-def executions(*logs: Path) -> Counter[str]:
-    counts: Counter[str] = Counter()
+def execution_lines(*logs: Path) -> list[tuple[str, int]]:
+    """(messageId, metadata.retryCount) for every time a worker ran a request."""
+    lines = []
     for log in logs:
         if log.exists():
-            counts.update(line for line in log.read_text().splitlines() if line)
-    return counts
+            lines += [(i, int(n)) for i, n in (line.split() for line in log.read_text().splitlines() if line)]
+    return lines
+
+
+def executions(*logs: Path) -> Counter[str]:
+    return Counter(message_id for message_id, _ in execution_lines(*logs))
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -434,6 +439,10 @@ def test_error_replies_are_retried_then_fallen_back_and_recorded(tmp_path: Path)
         assert steps[-1][1] == "success" and result["degraded"]
     ran = executions(tmp_path / "ha.log")
     assert all(n == 3 for n in ran.values()) and len(ran) == 20, "each try ran: errors are not answered from cache"
+    tries: dict[str, list[int]] = {}
+    for message_id, retry_count in execution_lines(tmp_path / "ha.log"):
+        tries.setdefault(message_id, []).append(retry_count)
+    assert all(sorted(counts) == [0, 1, 2] for counts in tries.values()), "metadata.retryCount counts the tries"
     outcomes = [json.loads(r[0]) for r in rows]
     assert len(outcomes) == 20 and all(o["degraded"] and len(o["steps"]) == 4 for o in outcomes)
 
