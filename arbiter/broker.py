@@ -304,7 +304,8 @@ class Broker:
             self._send_client(frames[0], frames[3], [svc.error_body(frames[4:], "INTERNAL_ERROR", message)])
 
     def _malformed(self, frames: list[bytes]) -> None:
-        """Count why a message was unreadable; a client that named a service is also told."""
+        """Count why a message was unreadable. It gets no reply: without the delimiter and the
+        protocol header the broker cannot tell a client from a worker, nor frame an answer."""
         if len(frames) < 3:
             reason = "too-few-frames"
         elif frames[1]:
