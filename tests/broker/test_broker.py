@@ -117,8 +117,10 @@ def test_flood_is_bounded_and_every_request_gets_one_answer(small: Broker, ctx: 
             sent[message_id] = n
     answers: dict[str, list[str]] = {}
 
-    def collect(timeout_s: float) -> None:
+    def collect(timeout_s: float, quiet_s: float = 1.5) -> None:
+        """Read answers until all came, nothing arrived for ``quiet_s``, or ``timeout_s`` passed."""
         deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
         while time.monotonic() < deadline and sum(len(v) for v in answers.values()) < len(sent):
             for sock in clients:
                 while sock.poll(0):
@@ -127,6 +129,9 @@ def test_flood_is_bounded_and_every_request_gets_one_answer(small: Broker, ctx: 
                     key = data.get("correlationId") or data.get("messageId")
                     code = data["payload"]["error"]["code"] if "error" in data.get("payload", {}) else "OK"
                     answers.setdefault(key, []).append(code)
+                    last = time.monotonic()
+            if time.monotonic() - last > quiet_s:
+                return
             time.sleep(0.01)
 
     collect(15)

@@ -338,7 +338,7 @@ def test_broker_restart_while_clients_retry(tmp_path: Path) -> None:
 
 
 def test_a_hung_primary_times_out_falls_back_and_opens_its_circuit(tmp_path: Path, ctx: zmq.Context) -> None:
-    tweak, project = fast_policies("home-assistant", threshold=2, open_ms=1500)
+    tweak, project = fast_policies("home-assistant", threshold=2, open_ms=4000)
     with broker_with(tmp_path, tweak, project) as broker, processes() as running:
         hung = spawn_worker(
             broker, "home-assistant", tmp_path / "ha.log", mode="hang", commands=commands_of("home-assistant")
@@ -362,13 +362,19 @@ def test_a_hung_primary_times_out_falls_back_and_opens_its_circuit(tmp_path: Pat
             event = recv(events)
             assert event is not None and orjson.loads(event[1])["payload"]["state"] == "open"
             assert status(broker.frontend)["circuits"]["home-assistant"]["state"] == "open"
+            with Client(broker.frontend, timeout=10, retries=0) as client:
+                request = routed(HA_TEXT, 1)[0][1]
+                explained = client.request("arbiter.explain", request).result
+            ha = next(s for s in explained["capabilityScores"] if s["plugin"] == "home-assistant")
+            assert not ha["eligible"] and "circuit" in ha["reason"]
+            assert explained["circuits"] == {"home-assistant": "open"}
             shown = subprocess.run(
                 [sys.executable, "-m", "arbiter", "--root", str(broker.root), "status"],
                 capture_output=True,
                 text=True,
                 timeout=60,
             )
-            assert "circuit home-assistant: OPEN" in shown.stdout, shown.stdout
+            assert "circuit home-assistant: OPEN" in shown.stdout or "HALF-OPEN" in shown.stdout, shown.stdout
             cli = subprocess.run(
                 [sys.executable, "-m", "arbiter", "--root", str(broker.root), "explain", HA_TEXT],
                 capture_output=True,
@@ -377,13 +383,6 @@ def test_a_hung_primary_times_out_falls_back_and_opens_its_circuit(tmp_path: Pat
             )
             # the CLI reads the state the broker recorded (open, or half-open once the open period ran out)
             assert "Circuit of home-assistant is " in cli.stdout, cli.stdout
-
-            with Client(broker.frontend, timeout=10, retries=0) as client:
-                request = routed(HA_TEXT, 1)[0][1]
-                explained = client.request("arbiter.explain", request).result
-            ha = next(s for s in explained["capabilityScores"] if s["plugin"] == "home-assistant")
-            assert not ha["eligible"] and "circuit" in ha["reason"]
-            assert explained["circuits"] == {"home-assistant": "open"}
 
             # the plugin recovers: after the open period one trial goes through and closes it
             hung.kill()
