@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 
 import orjson
 import zmq
+from zmq.backend import zmq_poll
 
 from . import envelope as env
 from . import record, state
@@ -58,6 +59,7 @@ from .snapshot import Snapshot
 log = logging.getLogger("arbiter.broker")
 
 DECISION_CACHE_SIZE = 4096
+POLLIN = int(zmq.POLLIN)
 MAX_BATCH = 256  # messages read per socket before looking at the others again
 SHUTDOWN_GRACE_S = 5.0
 TICK_S = 0.1  # how often deadlines (tries, queued requests) and circuit timers are looked at
@@ -98,7 +100,7 @@ class Settings:
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
     """A request the broker has accepted and not yet answered."""
 
@@ -215,19 +217,21 @@ class Broker:
         if self.frontend is None:
             self.bind()
         assert self.frontend is not None and self.events is not None
-        poller = zmq.Poller()
-        poller.register(self.frontend, zmq.POLLIN)
-        poller.register(self.events.xsub, zmq.POLLIN)
-        poller.register(self.events.xpub, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        # zmq_poll on a fixed list, read by position: the Poller wrapper builds a dict per wake-up
+        watched = [
+            (self.frontend, POLLIN),
+            (self.events.xsub, POLLIN),
+            (self.events.xpub, POLLIN),
+            (self._wake_r, POLLIN),
+        ]
         tick = TICK_S
         next_tick = time.monotonic() + tick
         self._running = True
         self.events.publish("system/health", {"event": "broker-up", "frontend": self.settings.frontend})
         while self._running:
             wake = min(next_tick, self.timers[0][0]) if self.timers else next_tick
-            timeout = max(0.0, wake - time.monotonic())
-            ready = dict(poller.poll(timeout * 1000))
+            timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
+            ready = {sock for sock, _ in zmq_poll(watched, timeout_ms)}
             if self.frontend in ready:
                 self._drain_frontend()
             if self.events.xsub in ready:
