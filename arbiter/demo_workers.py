@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 from .model import Plugin
+from .services import invocable
 from .worker import CommandError, Worker
 
 Params = Mapping[str, Any]
@@ -156,9 +157,10 @@ def producer_for(command: str) -> Producer:
 
 
 def plugin_worker(plugin: Plugin, endpoint: str, *, delay: float = 0.02, credit: int = 1, **options: Any) -> Worker:
-    """A worker for ``plugin`` with one handler per declared command."""
+    """A worker for ``plugin`` with one handler per declared command (or, for a plugin without
+    commands, per skill or agent: what the broker asks such a plugin to run)."""
     worker = Worker(endpoint, plugin.name, credit=credit, **options)
-    for component in plugin.commands:
+    for component in invocable(plugin):
         worker.command(component.name)(_handler(plugin.name, component.name, delay))
     return worker
 

@@ -122,7 +122,7 @@ class Dispatcher:
     def _command_for(self, routed: Routed, plugin: Plugin) -> str | None:
         """The requested command where this plugin has it, else its best match for the text."""
         wanted = routed.route.command
-        if wanted and (routed.stage == 0 or any(c.name == wanted for c in plugin.commands)):
+        if wanted and (routed.stage == 0 or any(c.name == wanted for c in svc.invocable(plugin))):
             return wanted
         return svc.choose_command(plugin, routed.route.text)
 

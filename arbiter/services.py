@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import orjson
 
 from . import envelope as env
-from .model import Plugin
+from .model import Component, Plugin
 from .vocabulary import terms
 
 SOURCE = "arbiter"
@@ -109,6 +109,13 @@ def read_route_input(body: Sequence[bytes]) -> RouteInput:
     return RouteInput(envelope, text, tuple(files), caller if isinstance(caller, str) else None, command, parameters)
 
 
+def invocable(plugin: Plugin) -> tuple[Component, ...]:
+    """What a routed request can ask a plugin's worker to run: its commands; a plugin that
+    declares none (many plain Claude Code plugins only ship skills or agents) is asked by the
+    name of a skill, else of an agent."""
+    return plugin.commands or plugin.skills or plugin.agents
+
+
 def choose_command(plugin: Plugin, text: str) -> str | None:
     """The plugin command whose name, description and keywords best share the request's terms.
 
@@ -117,7 +124,7 @@ def choose_command(plugin: Plugin, text: str) -> str | None:
     more than "add", which half the commands start with."""
     wanted = set(terms(text))
     vocab = {
-        c.name: set(terms(" ".join((c.name.replace("-", " "), c.description, *c.keywords)))) for c in plugin.commands
+        c.name: set(terms(" ".join((c.name.replace("-", " "), c.description, *c.keywords)))) for c in invocable(plugin)
     }
     if not vocab:
         return None
