@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import venv
@@ -38,3 +41,40 @@ def test_wheel_installs_into_fresh_venv_and_runs(repo: Path, tmp_path: Path):
         cwd=tmp_path,
     )
     assert "fastapi-backend" in listing.stdout
+
+    # Inside the checkout the source tree (where arbiter.dsl is ./dsl) must not shadow the install:
+    # `python broker.py` and the processes `arbiter demo` starts run from there.
+    help_text = subprocess.run(
+        [str(py), str(repo / "broker.py"), "--help"], check=True, capture_output=True, text=True, cwd=repo
+    )
+    assert "--frontend" in help_text.stdout
+    ports = []
+    for _ in range(3):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    project = tmp_path / "project"
+    for part in ("plugins", "rules", "configs"):
+        shutil.copytree(repo / part, project / part)
+    config = project / "configs" / "broker.yaml"
+    endpoints = {"frontend": ports[0], "events_pub": ports[1], "events_sub": ports[2]}
+    text = config.read_text()
+    for name, port in endpoints.items():
+        text = re.sub(rf"({name}: tcp://127\.0\.0\.1:)\d+", rf"\g<1>{port}", text)
+    config.write_text(text)
+    demo = subprocess.run(
+        [
+            str(arbiter),
+            "--root",
+            str(project),
+            "demo",
+            "--json",
+            "Build a FastAPI endpoint with MongoDB and Keycloak auth",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert '"plugin": "fastapi-backend"' in demo.stdout

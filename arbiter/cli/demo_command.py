@@ -27,10 +27,10 @@ STARTUP_S = 30.0
 
 
 def _arbiter(ctx: Context, *args: str) -> list[str]:
-    """The same CLI, as a child process (works from a checkout and from an installed wheel)."""
-    command = [sys.executable, "-m", "arbiter", "--root", str(ctx.root)]
+    """The same CLI, as a child process. Paths are absolute because the child runs elsewhere."""
+    command = [sys.executable, "-m", "arbiter", "--root", str(ctx.root.resolve())]
     for path in ctx.plugin_dirs or ():
-        command += ["--plugins-dir", str(path)]
+        command += ["--plugins-dir", str(Path(path).resolve())]
     return command + list(args)
 
 
@@ -142,11 +142,12 @@ def demo(ctx: Context, texts: tuple[str, ...], count: int, keep: bool, as_json: 
     log_dir.mkdir(parents=True, exist_ok=True)
     logs = [open(log_dir / name, "wb") for name in ("demo-broker.log", "demo-workers.log")]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    processes = [subprocess.Popen(_arbiter(ctx, "broker"), stdout=logs[0], stderr=subprocess.STDOUT, env=environment)]
+    # Children start in the state directory: `python -m` puts its working directory on the import
+    # path, and in a checkout the source tree there would shadow the installed package.
+    spawn = {"stderr": subprocess.STDOUT, "env": environment, "cwd": log_dir}
+    processes = [subprocess.Popen(_arbiter(ctx, "broker"), stdout=logs[0], **spawn)]
     try:
-        processes.append(
-            subprocess.Popen(_arbiter(ctx, "workers"), stdout=logs[1], stderr=subprocess.STDOUT, env=environment)
-        )
+        processes.append(subprocess.Popen(_arbiter(ctx, "workers"), stdout=logs[1], **spawn))
         click.echo(f"broker on {frontend}, {len(snapshot.plugins)} workers; logs in {Path(log_dir)}", err=True)
         _wait_for_services(frontend, sorted(snapshot.plugins), processes)
         with Client(frontend, timeout=10, retries=1) as client:
