@@ -18,11 +18,9 @@ import logging
 import os
 import random
 import resource
-import threading
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 import orjson
@@ -49,6 +47,7 @@ from .protocol import (
     REPLY,
     REQUEST,
     ProtocolError,
+    parse,
     parse_credit,
     service_name,
 )
@@ -183,6 +182,7 @@ class Broker:
         self.routed: set[Routed] = set()
         self.health: dict[str, Health] = {}
         self.dispatcher = Dispatcher(self, settings.attempt_timeout_s)
+        self._own_services = {svc.ROUTE: self._route, svc.EXPLAIN: self._explain, svc.STATUS: self._status}
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -310,15 +310,10 @@ class Broker:
     def _malformed(self, frames: list[bytes]) -> None:
         """Count why a message was unreadable. It gets no reply: without the delimiter and the
         protocol header the broker cannot tell a client from a worker, nor frame an answer."""
-        if len(frames) < 3:
-            reason = "too-few-frames"
-        elif frames[1]:
-            reason = "missing-delimiter"
-        elif frames[2] not in (MDPC01, MDPW01):
-            reason = "bad-header"
-        else:
-            reason = "too-few-frames"
-        self.dropped[reason] += 1
+        try:
+            parse(frames)
+        except ProtocolError as exc:
+            self.dropped[exc.reason] += 1
 
     def _on_client(self, client: bytes, service_frame: bytes, body: list[bytes]) -> None:
         self.counters["requests"] += 1
@@ -694,8 +689,7 @@ class Broker:
     # -- Arbiter's own services ---------------------------------------------------------
 
     def _on_own_service(self, client: bytes, service_frame: bytes, name: str, body: list[bytes]) -> None:
-        handlers = {svc.ROUTE: self._route, svc.EXPLAIN: self._explain, svc.STATUS: self._status}
-        handler = handlers.get(name)
+        handler = self._own_services.get(name)
         if handler is None:
             self.dropped["unknown-service"] += 1
             self._reply_error(
@@ -880,14 +874,9 @@ class Broker:
             attempt = routed.current
             if attempt is None or attempt.finished or id(attempt.pending) not in held:
                 self.dispatcher.fail(routed, "SHUTTING_DOWN", "the broker is stopping", "shutdown")
-        self.post_later(SHUTDOWN_GRACE_S, self._abandon_held)
+        self.call_at(time.monotonic() + SHUTDOWN_GRACE_S, self._abandon_held)
         if not self.pending_total:
             self._running = False
-
-    def post_later(self, delay: float, action: Callable[[], None]) -> None:
-        timer = threading.Timer(delay, self.post, args=(action,))
-        timer.daemon = True
-        timer.start()
 
     def _abandon_held(self) -> None:
         message = "the broker stopped before the worker answered"
@@ -981,16 +970,8 @@ class Broker:
 
 def _seconds_left(envelope: Mapping[str, Any], settings: Settings) -> float:
     """How long the client will wait: its envelope's expiresAt, else the broker's request timeout."""
-    expires = (envelope.get("metadata") or {}).get("expiresAt")
-    if isinstance(expires, str):
-        try:
-            moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
-        except ValueError:
-            return settings.request_timeout_s
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return (moment - env.utc_now()).total_seconds()
-    return settings.request_timeout_s
+    moment = env.expires_at(envelope)
+    return settings.request_timeout_s if moment is None else (moment - env.utc_now()).total_seconds()
 
 
 def _request_id() -> str:

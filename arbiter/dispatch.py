@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .broker import Broker, Pending
 
 RESULT_CACHE_SIZE = 2048
+CHOSEN_CACHE_SIZE = 4096
 
 
 def _iso_at(epoch: float) -> str:
@@ -87,6 +88,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.breakers: dict[str, rz.CircuitBreaker] = {}
         self.results: OrderedDict[tuple[str, str, bytes], tuple[Any, float]] = OrderedDict()
+        self.chosen: dict[tuple[str, str], str | None] = {}  # (plugin, text) -> command, per snapshot
         self.adopt(broker.snapshot.plugins)
 
     # -- breakers -----------------------------------------------------------------------
@@ -99,6 +101,7 @@ class Dispatcher:
             old = self.breakers.get(name)
             fresh[name] = old if old is not None and old.policy == policy else rz.CircuitBreaker(name, policy)
         self.breakers = fresh
+        self.chosen.clear()
 
     def tick(self, now: float) -> None:
         for breaker in self.breakers.values():
@@ -124,7 +127,12 @@ class Dispatcher:
         wanted = routed.route.command
         if wanted and (routed.stage == 0 or any(c.name == wanted for c in svc.invocable(plugin))):
             return wanted
-        return svc.choose_command(plugin, routed.route.text)
+        key = (plugin.name, routed.route.text)
+        if key not in self.chosen:  # scoring every command costs ~80 µs; repeats are common
+            if len(self.chosen) >= CHOSEN_CACHE_SIZE:
+                self.chosen.clear()
+            self.chosen[key] = svc.choose_command(plugin, routed.route.text)
+        return self.chosen[key]
 
     def _next(self, routed: Routed) -> None:
         """Try the plugin at ``routed.stage``, or move on until one takes the request."""

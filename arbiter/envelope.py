@@ -151,15 +151,19 @@ def as_envelope(body: bytes) -> dict[str, Any] | None:
     return None
 
 
-def is_expired(envelope: Mapping[str, Any], now: datetime | None = None) -> bool:
-    """True when ``metadata.expiresAt`` is in the past; a missing or bad value never expires."""
+def expires_at(envelope: Mapping[str, Any]) -> datetime | None:
+    """``metadata.expiresAt`` as an aware datetime; None when missing or unreadable (never expires)."""
     expires = (envelope.get("metadata") or {}).get("expiresAt")
     if not isinstance(expires, str):
-        return False
+        return None
     try:
         moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
     except ValueError:
-        return False
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment < (now or utc_now())
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def is_expired(envelope: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """True when ``metadata.expiresAt`` is in the past; a missing or bad value never expires."""
+    moment = expires_at(envelope)
+    return moment is not None and moment < (now or utc_now())

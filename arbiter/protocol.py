@@ -1,8 +1,9 @@
 """MDP/0.1 (ZeroMQ RFC 7) and MMI (RFC 8): the frame vocabulary shared by broker, SDK and tests.
 
-Parsing lives here as pure functions so the broker's loop, the SDK and the conformance tests
-agree on one reading of the spec. Every way a message can be wrong has a short reason code;
-the broker counts drops by that code, and ``arbiter status`` shows the counts.
+The rules for reading a message live here as pure functions. The broker's loop checks the
+common, valid shapes inline (it runs for every message) and asks :func:`parse` why a message
+it could not read is wrong: every such reason has a short code, the broker counts drops by
+that code, and ``arbiter status`` shows the counts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ REPLY = b"\x03"
 HEARTBEAT = b"\x04"
 DISCONNECT = b"\x05"
 
-COMMAND_NAMES = {READY: "READY", REQUEST: "REQUEST", REPLY: "REPLY", HEARTBEAT: "HEARTBEAT", DISCONNECT: "DISCONNECT"}
 WORKER_COMMANDS = frozenset({READY, REPLY, HEARTBEAT, DISCONNECT})  # what a worker may send
 
 MMI_PREFIX = "mmi."
@@ -108,16 +108,3 @@ def parse(frames: list[bytes]) -> ClientRequest | WorkerCommand:
             raise ProtocolError("unknown-command", f"unknown or unexpected worker command {command[:4]!r}")
         return WorkerCommand(sender, command, frames[4:])
     raise ProtocolError("bad-header", f"unknown protocol header {header[:12]!r} (expected MDPC01 or MDPW01)")
-
-
-def client_reply(address: bytes, service: bytes, body: list[bytes]) -> list[bytes]:
-    """The frames the broker's ROUTER sends to a client: identity, "", MDPC01, service, body."""
-    return [address, b"", MDPC01, service, *body]
-
-
-def worker_request(worker: bytes, client: bytes, body: list[bytes]) -> list[bytes]:
-    return [worker, b"", MDPW01, REQUEST, client, b"", *body]
-
-
-def worker_command(worker: bytes, command: bytes) -> list[bytes]:
-    return [worker, b"", MDPW01, command]

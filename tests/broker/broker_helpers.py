@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import orjson
-import yaml
 import zmq
-from test_sdk_harness import Broker, free_port, make_project
+from test_sdk_harness import Broker, launch_broker
 
 from arbiter import envelope as env
 from arbiter.client import Client
@@ -21,27 +20,10 @@ from arbiter.protocol import MDPC01, MDPW01, READY, REPLY, REQUEST
 
 @contextmanager
 def broker_with(
-    tmp: Path, tweak: Callable[[dict[str, Any]], None] | None = None, project: Callable[[Path], None] | None = None
+    tmp: Path, overrides: dict[str, Any] | None = None, project: Callable[[Path], None] | None = None
 ) -> Iterator[Broker]:
-    """A broker subprocess on free ports whose configs/broker.yaml ``tweak`` may change first."""
-    ports = [free_port() for _ in range(3)]
-    frontend, pub, sub = (f"tcp://127.0.0.1:{p}" for p in ports)
-    (tmp / "project").mkdir()
-    (tmp / "logs").mkdir()
-    root = make_project(tmp / "project", frontend, pub, sub)
-    if tweak is not None:
-        path = root / "configs" / "broker.yaml"
-        config = yaml.safe_load(path.read_text())
-        tweak(config)
-        path.write_text(yaml.safe_dump(config))
-    if project is not None:
-        project(root)
-    broker = Broker(root, frontend, pub, sub, tmp / "logs")
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
+    """A broker subprocess on free ports (see ``launch_broker``), as a context manager."""
+    yield from launch_broker(tmp, overrides, project)
 
 
 def status(frontend: str) -> dict[str, Any]:

@@ -38,15 +38,8 @@ def ctx() -> Iterator[zmq.Context]:
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A broker with small limits, so floods and oversized bodies are cheap to provoke."""
 
-    def tweak(config: dict[str, Any]) -> None:
-        config["limits"] = {
-            "max_message_bytes": 4096,
-            "client_inflight": 50,
-            "service_queue": 300,
-            "total_pending": 1000,
-        }
-
-    with broker_with(tmp_path_factory.mktemp("small"), tweak) as broker:
+    limits = {"max_message_bytes": 4096, "client_inflight": 50, "service_queue": 300, "total_pending": 1000}
+    with broker_with(tmp_path_factory.mktemp("small"), {"limits": limits}) as broker:
         yield broker
 
 

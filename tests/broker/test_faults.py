@@ -210,11 +210,8 @@ def commands_of(plugin: str) -> str:
 
 def fast_policies(
     *plugins: str, threshold: int = 2, open_ms: int = 60_000, retries: int = 1, attempt_ms: int = 600
-) -> tuple[Callable[[dict[str, Any]], None], Callable[[Path], None]]:
-    """Config and project tweaks that make retries and breakers act within a test's patience."""
-
-    def tweak(config: dict[str, Any]) -> None:
-        config["dispatch"] = {"attempt_timeout_ms": attempt_ms}
+) -> tuple[dict[str, Any], Callable[[Path], None]]:
+    """Config overrides and project changes that make retries and breakers act within a test's patience."""
 
     def project(root: Path) -> None:
         for name in plugins:
@@ -238,7 +235,7 @@ def fast_policies(
             }
             path.write_text(json.dumps(manifest, indent=2))
 
-    return tweak, project
+    return {"dispatch": {"attempt_timeout_ms": attempt_ms}}, project
 
 
 def subscribe(ctx: zmq.Context, broker: Broker, topic: str) -> zmq.Socket:
@@ -338,8 +335,8 @@ def test_broker_restart_while_clients_retry(tmp_path: Path) -> None:
 
 
 def test_a_hung_primary_times_out_falls_back_and_opens_its_circuit(tmp_path: Path, ctx: zmq.Context) -> None:
-    tweak, project = fast_policies("home-assistant", threshold=2, open_ms=4000)
-    with broker_with(tmp_path, tweak, project) as broker, processes() as running:
+    overrides, project = fast_policies("home-assistant", threshold=2, open_ms=4000)
+    with broker_with(tmp_path, overrides, project) as broker, processes() as running:
         hung = spawn_worker(
             broker, "home-assistant", tmp_path / "ha.log", mode="hang", commands=commands_of("home-assistant")
         )
@@ -418,8 +415,8 @@ def test_a_hung_primary_times_out_falls_back_and_opens_its_circuit(tmp_path: Pat
 
 
 def test_error_replies_are_retried_then_fallen_back_and_recorded(tmp_path: Path) -> None:
-    tweak, project = fast_policies("home-assistant", threshold=1000, retries=2)
-    with broker_with(tmp_path, tweak, project) as broker, processes() as running:
+    overrides, project = fast_policies("home-assistant", threshold=1000, retries=2)
+    with broker_with(tmp_path, overrides, project) as broker, processes() as running:
         running.append(
             spawn_worker(
                 broker, "home-assistant", tmp_path / "ha.log", mode="error", commands=commands_of("home-assistant")
@@ -456,8 +453,8 @@ def test_cached_result_then_dead_letter_when_everything_fails(tmp_path: Path) ->
         "frontend-powerhouse",
         "home-assistant",
     )
-    tweak, project = fast_policies(*plugins, threshold=100, retries=1)
-    with broker_with(tmp_path, tweak, project) as broker, processes() as running:
+    overrides, project = fast_policies(*plugins, threshold=100, retries=1)
+    with broker_with(tmp_path, overrides, project) as broker, processes() as running:
         good = spawn_worker(broker, "exec-automator", tmp_path / "ok.log", commands=commands_of("exec-automator"))
         running.append(good)
         wait_workers(broker, "exec-automator", 1)

@@ -64,13 +64,10 @@ class Load:
 
 
 def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
-    def tweak(config: dict[str, Any]) -> None:
-        config["reload"] = {"watch": True, "debounce_ms": 50}
-
     def project(root: Path) -> None:
         (root / "rules" / "probe.arb").write_text(probe_rule("lobbi-platform-manager"))
 
-    with broker_with(tmp_path, tweak, project) as broker:
+    with broker_with(tmp_path, {"reload": {"watch": True, "debounce_ms": 50}}, project) as broker:
         snapshot = build_snapshot(REPO)
         workers = [
             plugin_worker(p, broker.frontend, delay=0.0, credit=8, **WORKER_OPTIONS) for p in snapshot.plugins.values()
@@ -139,10 +136,7 @@ def rss_kb(pid: int) -> int:
 
 
 def test_five_hundred_reloads_leave_memory_flat(tmp_path: Path) -> None:
-    def tweak(config: dict[str, Any]) -> None:
-        config["reload"] = {"watch": False, "debounce_ms": 0}
-
-    with broker_with(tmp_path, tweak, tiny_project) as broker:
+    with broker_with(tmp_path, {"reload": {"watch": False, "debounce_ms": 0}}, tiny_project) as broker:
         probe = broker.root / "rules" / "probe.arb"
         pid = broker.process.pid
         samples: dict[int, int] = {}

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
@@ -142,14 +142,19 @@ def broker_available() -> bool:
     return bool(OTHER_BROKER) or (REPO / "broker.py").is_file()
 
 
-def launch_broker(tmp: Path, overrides: dict[str, Any] | None = None) -> Iterator[Broker]:
-    """Generator body for fixtures: a started broker, always killed afterwards."""
+def launch_broker(
+    tmp: Path, overrides: dict[str, Any] | None = None, project: Callable[[Path], None] | None = None
+) -> Iterator[Broker]:
+    """Generator body for fixtures: a started broker, always killed afterwards. ``project`` may
+    change the copied project (manifests, rules) before the broker reads it."""
     assert broker_available(), "broker.py is missing from this checkout"
     ports = [free_port() for _ in range(3)]
     frontend, pub, sub = (f"tcp://127.0.0.1:{p}" for p in ports)
     (tmp / "project").mkdir()
     (tmp / "logs").mkdir()
     root = make_project(tmp / "project", frontend, pub, sub, overrides)
+    if project is not None:
+        project(root)
     broker = Broker(root, frontend, pub, sub, tmp / "logs")
     try:
         broker.start()
