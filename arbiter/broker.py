@@ -16,8 +16,8 @@ import heapq
 import itertools
 import logging
 import os
-import random
 import resource
+import select
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
@@ -25,17 +25,16 @@ from typing import Any, Callable, Mapping
 
 import orjson
 import zmq
-from zmq.backend import zmq_poll
 
 from . import envelope as env
-from . import record, state
+from . import record
 from . import services as svc
 from .dispatch import Attempt, Dispatcher, Routed
 from .events import EventHub
 from .explain import render
 from .frames import recv_frames, send_frames
 from .match import Health
-from .pipeline import Request, Router
+from .pipeline import Request, Router, new_request_id
 from .protocol import (
     DISCONNECT,
     HEARTBEAT,
@@ -79,6 +78,11 @@ class Settings:
     total_pending: int
     request_timeout_s: float
     attempt_timeout_s: float
+
+    @property
+    def worker_patience_s(self) -> float:
+        """How long a silent worker is still believed alive (MDP: heartbeat × liveness)."""
+        return self.heartbeat_s * self.liveness
 
     @classmethod
     def of(cls, config: Mapping[str, Any], **overrides: str | None) -> Settings:
@@ -158,7 +162,7 @@ class Broker:
         self.ctx = context or zmq.Context.instance()
         self.services: dict[bytes, Service] = {}
         self.workers: dict[bytes, WorkerState] = {}
-        self.client_inflight: Counter[bytes] = Counter()
+        self.client_inflight: dict[bytes, int] = {}  # a plain dict: Counter's __missing__ is Python
         self.pending_total = 0
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -217,42 +221,44 @@ class Broker:
         if self.frontend is None:
             self.bind()
         assert self.frontend is not None and self.events is not None
-        # zmq_poll on a fixed list, read by position: the Poller wrapper builds a dict per wake-up
-        watched = [
-            (self.frontend, POLLIN),
-            (self.events.xsub, POLLIN),
-            (self.events.xpub, POLLIN),
-            (self._wake_r, POLLIN),
-        ]
+        # Sleep on the sockets' ZMQ_FDs with a plain poll(2): zmq_poll asks every socket for its
+        # ZMQ_EVENTS before and after each sleep, two system calls per socket each time, which
+        # with three sockets made up most of the system calls of a request/reply round trip.
+        sleeper = select.poll()
+        hub_fds = set(self.events.fds())
+        for fd in (self.frontend.getsockopt(zmq.FD), *hub_fds, self._wake_r):
+            sleeper.register(fd, select.POLLIN)
         tick = TICK_S
         next_tick = time.monotonic() + tick
         self._running = True
         self.events.publish("system/health", {"event": "broker-up", "frontend": self.settings.frontend})
+        more = True  # input may be waiting: look before sleeping
         while self._running:
-            wake = min(next_tick, self.timers[0][0]) if self.timers else next_tick
-            timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
-            ready = {sock for sock, _ in zmq_poll(watched, timeout_ms)}
-            if self.frontend in ready:
-                self._drain_frontend()
-            if self.events.xsub in ready:
-                self._drain(self.events.xsub, self.events.forward)
-            if self.events.xpub in ready:
-                self._drain(self.events.xpub, self.events.on_subscription)
-            if self._wake_r in ready or self._posted:
+            if more:
+                timeout_ms = 0
+            else:
+                wake = min(next_tick, self.timers[0][0]) if self.timers else next_tick
+                timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
+            fired = [fd for fd, _ in sleeper.poll(timeout_ms)]
+            # Messages first: a request on its way to a worker should not wait for bookkeeping.
+            more = self._drain_frontend()
+            if self.events.touched or not hub_fds.isdisjoint(fired):
+                more = self.events.drain(MAX_BATCH) or more
+            # What runs next may send on the sockets, and their FDs are edge-triggered: a socket
+            # is only slept on after a read found it empty with no operation on it since. So
+            # whenever anything below runs, the sockets are looked at again before sleeping.
+            if self._posted or self._wake_r in fired:
                 self._run_posted()
+                more = True
             now = time.monotonic()
             while self.timers and self.timers[0][0] <= now:
                 self._guarded(heapq.heappop(self.timers)[2])
+                more = True
             if now >= next_tick:
                 self._housekeeping(now)
                 next_tick = now + tick
+                more = True
         self._close()
-
-    def _drain(self, sock: zmq.Socket, handle: Callable[[], None]) -> None:
-        for _ in range(MAX_BATCH):
-            if not sock.poll(0, zmq.POLLIN):
-                return
-            handle()
 
     def _run_posted(self) -> None:
         try:
@@ -276,20 +282,24 @@ class Broker:
 
     # -- the frontend -------------------------------------------------------------------
 
-    def _drain_frontend(self) -> None:
+    def _drain_frontend(self) -> bool:
+        """Handle what the frontend holds; True when the batch ran out before the socket did.
+        Reading until a read fails is what lets the loop sleep on the socket's edge-triggered FD:
+        a failed read processes the socket's pending commands and arms it to signal the next
+        message (libzmq), as a ZMQ_EVENTS check would, and costs less when messages stream in."""
         sock = self.frontend
-        assert sock is not None
         for _ in range(MAX_BATCH):
             try:
                 frames = recv_frames(sock)
-            except zmq.Again:  # cheaper once per batch than asking before every message
-                return
+            except zmq.Again:
+                return False
             try:
                 self._on_frontend(frames)
             except Exception:  # one bad message must never stop the broker
                 log.exception("internal error on a message of %d frames", len(frames))
                 self.dropped["internal-error"] += 1
                 self._internal_error_reply(frames)
+        return True
 
     def _on_frontend(self, frames: list[bytes]) -> None:
         if len(frames) >= 4 and not frames[1]:
@@ -352,7 +362,8 @@ class Broker:
                 dead=False,
             )
             return False
-        if self.client_inflight[client] >= self.settings.client_inflight:
+        held = self.client_inflight.get(client, 0)
+        if held >= self.settings.client_inflight:
             self._reject(
                 client,
                 service_frame,
@@ -364,7 +375,7 @@ class Broker:
         if self.pending_total >= self.settings.total_pending:
             self._reject(client, service_frame, body, "QUEUE_FULL", "the broker holds as many requests as it may")
             return False
-        self.client_inflight[client] += 1
+        self.client_inflight[client] = held + 1
         self.pending_total += 1
         return True
 
@@ -448,7 +459,7 @@ class Broker:
             if worker is None:
                 self._disconnect(identity, "unknown-worker")
                 return
-            worker.expiry = time.monotonic() + self.settings.heartbeat_s * self.settings.liveness
+            worker.expiry = time.monotonic() + self.settings.worker_patience_s
         elif command == READY:
             if worker is not None:
                 self._remove_worker(worker, "second READY")
@@ -477,7 +488,7 @@ class Broker:
             return
         service = self._service(rest[0])
         worker = WorkerState(
-            identity, service, credit, time.monotonic() + self.settings.heartbeat_s * self.settings.liveness
+            identity, service, credit, time.monotonic() + self.settings.worker_patience_s
         )
         self.workers[identity] = worker
         service.workers[identity] = worker
@@ -488,7 +499,7 @@ class Broker:
         self._pump(service)
 
     def _on_reply(self, worker: WorkerState, rest: list[bytes]) -> None:
-        worker.expiry = time.monotonic() + self.settings.heartbeat_s * self.settings.liveness
+        worker.expiry = time.monotonic() + self.settings.worker_patience_s
         if len(rest) < 2 or rest[1]:
             self.dropped["malformed-reply"] += 1
             self._remove_worker(worker, "malformed REPLY")
@@ -517,7 +528,7 @@ class Broker:
     def _release(self, client: bytes) -> None:
         """Free the in-flight slot a client request held since it was admitted."""
         self.pending_total -= 1
-        left = self.client_inflight[client] - 1
+        left = self.client_inflight.get(client, 0) - 1
         if left > 0:
             self.client_inflight[client] = left
         else:
@@ -719,11 +730,11 @@ class Broker:
         if hit is not None:
             self.decision_cache.move_to_end(key)
             self.counters["decision-cache-hits"] += 1
-            return hit, _request_id(), True
-        request_id = _request_id()
+            return hit, new_request_id(), True
+        request_id = new_request_id()
         result = self.router.route(Request(route.text, route.files, route.caller, request_id), self.health)
         data = result.to_json(trace=False)
-        decided = svc.Decided.of(data, record.row_template(data, "broker"))
+        decided = svc.Decided.of(data, record.RowTemplate.of(data, "broker"))
         self.decision_cache[key] = decided
         if len(self.decision_cache) > DECISION_CACHE_SIZE:
             self.decision_cache.popitem(last=False)
@@ -749,7 +760,7 @@ class Broker:
 
     def _explain(self, pending: Pending) -> None:
         route = svc.read_route_input(pending.body)
-        result = self.router.route(Request(route.text, route.files, route.caller, _request_id()), self.health)
+        result = self.router.route(Request(route.text, route.files, route.caller, new_request_id()), self.health)
         data = result.to_json(trace=True)
         data["circuits"] = self.dispatcher.circuits()
         self._record_decision(data, {"status": "explained"}, None)
@@ -780,19 +791,10 @@ class Broker:
         self._submit_row(routed.decided, routed.request_id, outcome, success)
 
     def _submit_row(self, decided: svc.Decided, request_id: str, outcome: dict[str, Any], success: bool | None) -> None:
-        """Record one request's decision. A repeat of a cached decision refers to the row of the
-        request that made it (``outcome.decisionOf``) instead of storing its large JSON again."""
-        if self.decisions is None:
-            return
-        first = decided.data["requestId"]
-        if request_id == first:
-            row = dict(decided.row, id=state.new_id(), created_at=state.now())
-        else:
-            row = dict(decided.row, id=state.new_id(), request_id=request_id, created_at=state.now())
-            row.update(dict.fromkeys(record.SHARED_COLUMNS))
-            outcome["decisionOf"] = first
-        row.update(outcome=outcome, success=success)
-        self.decisions.submit_row(row)
+        """Record one request's decision; repeats of a cached decision point at the row of the
+        request that made it (:class:`record.RowTemplate`)."""
+        if self.decisions is not None:
+            self.decisions.submit_values(decided.row.values(request_id, outcome, success))
 
     def _record_decision(self, decision: dict[str, Any], outcome: dict[str, Any], success: bool | None) -> None:
         if self.decisions is not None:
@@ -972,7 +974,3 @@ def _seconds_left(envelope: Mapping[str, Any], settings: Settings) -> float:
     """How long the client will wait: its envelope's expiresAt, else the broker's request timeout."""
     moment = env.expires_at(envelope)
     return settings.request_timeout_s if moment is None else (moment - env.utc_now()).total_seconds()
-
-
-def _request_id() -> str:
-    return f"req_{random.getrandbits(48):012x}"

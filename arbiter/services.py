@@ -15,6 +15,7 @@ import orjson
 
 from . import envelope as env
 from .model import Component, Plugin
+from .record import RowTemplate
 from .vocabulary import terms
 
 SOURCE = "arbiter"
@@ -59,10 +60,10 @@ class Decided:
     plan: tuple[str, ...]  # primary, then fallbacks in order
     collaborators: tuple[str, ...]
     tail: bytes  # the encoded decision after the requestId value
-    row: dict[str, Any]  # the decision_row with its JSON columns encoded
+    row: RowTemplate  # its row in the decision log, converted once
 
     @classmethod
-    def of(cls, data: dict[str, Any], row: dict[str, Any]) -> Decided:
+    def of(cls, data: dict[str, Any], row: RowTemplate) -> Decided:
         routing = data.get("routingDecision") or {}
         primary = routing.get("primaryPlugin")
         phases = (routing.get("collaborationPlan") or {}).get("phases") or []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import uuid
 
 import peewee as pw
@@ -102,20 +103,42 @@ def test_postgresql_store_fresh_and_migrated():
         assert state.RoutingDecision.get_by_id("d1").request_id == "req1"
         state.RoutingDecision.create(request_id="req2", timings={"classify_us": 10})
         assert state.RoutingDecision.select().count() == 2
-        # the broker's batched path: pre-encoded JSON columns, one executemany per batch
+        # the broker's batched path: a decision's row converted once, one executemany per batch;
+        # a repeat of a cached decision stores only its own columns and points at the first row
         decision = {
             "requestId": "req3",
             "userInput": "x",
             "classification": {"domain": ["api"]},
             "routingDecision": {"primaryPlugin": "p", "fallbackPlugins": ["q"]},
         }
-        row = dict(record.row_template(decision, "broker"), outcome={"status": "success", "steps": []}, success=True)
-        record.write_rows([row, dict(row, id=state.new_id(), request_id="req4")])
+        template = record.RowTemplate.of(decision, "broker")
+        record.insert_values(
+            [
+                template.values("req3", {"status": "success", "steps": []}, True),
+                template.values("req4", {"status": "error", "steps": []}, False),
+            ]
+        )
         stored = record.find_decision("req3")
         assert stored["classification"] == {"domain": ["api"]} and stored["fallbackPlugins"] == ["q"]
         assert stored["outcome"]["status"] == "success" and stored["success"] is True
+        repeat = record.find_decision("req4")
+        assert repeat["classification"] == {"domain": ["api"]} and repeat["success"] is False
+        assert repeat["outcome"]["decisionOf"] == "req3"
         assert state.RoutingDecision.select().count() == 4
         state.close_store()
     finally:
         cur.execute(f"DROP SCHEMA {schema} CASCADE")
         con.close()
+
+
+def test_decision_log_ids_are_unique_and_sort_by_creation_time():
+    """Indexed ids that grow with time keep the decision log's inserts at the end of the B-tree."""
+    from arbiter.pipeline import new_request_id
+
+    for make, length in ((state.ordered_id, 32), (new_request_id, 25)):
+        batch = [make() for _ in range(5000)]
+        assert len(set(batch)) == len(batch) and {len(i) for i in batch} == {length}
+        earlier = make()
+        time.sleep(0.002)
+        assert make() > earlier
+    assert abs(int(state.ordered_id()[:14], 16) - time.time_ns() // 1000) < 1_000_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
@@ -116,6 +117,14 @@ def test_round_trip_reply_envelope(broker: Broker, client: Client, workers: Work
     assert datetime.fromisoformat(answer["timestamp"].replace("Z", "+00:00")).tzinfo is not None
     assert seen[0]["payload"]["parameters"]["documentPath"] == "rfp.pdf"
     assert seen[0]["headers"]["userId"] == "u-1"
+
+
+def test_message_ids_are_version_4_uuids() -> None:
+    ids = [env.new_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_request_envelope_has_every_seed_field() -> None:
