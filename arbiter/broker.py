@@ -487,9 +487,7 @@ class Broker:
             self._disconnect(identity, exc.reason)
             return
         service = self._service(rest[0])
-        worker = WorkerState(
-            identity, service, credit, time.monotonic() + self.settings.worker_patience_s
-        )
+        worker = WorkerState(identity, service, credit, time.monotonic() + self.settings.worker_patience_s)
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.ready.append(worker)

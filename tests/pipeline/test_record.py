@@ -41,3 +41,24 @@ def test_full_queue_counts_drops_instead_of_blocking(shipped_router, tmp_path):
         assert writer.written + writer.dropped == 200
     finally:
         state.close_store()
+
+
+def test_rows_of_a_cached_decision_in_chunks(shipped_router, tmp_path):
+    """Batches larger than one statement holds are split; repeats point at the first row."""
+    state.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        data = shipped_router.route(Request("create a keycloak realm", request_id="req_first")).to_json(False)
+        template = record.RowTemplate.of(data, "broker")
+        count = 2 * record.ROWS_PER_STATEMENT + 7
+        ids = ["req_first", *(f"req_{i}" for i in range(count - 1))]
+        record.insert_values([template.values(rid, {"status": "success"}, True) for rid in ids])
+        assert state.RoutingDecision.select().count() == count
+        first, repeat = record.find_decision("req_first"), record.find_decision(f"req_{count - 2}")
+        assert repeat["outcome"]["decisionOf"] == "req_first" and "decisionOf" not in first["outcome"]
+        assert (
+            repeat["classification"] == first["classification"] and repeat["primaryPlugin"] == "lobbi-platform-manager"
+        )
+        raw = state.RoutingDecision.get(state.RoutingDecision.request_id == f"req_{count - 2}")
+        assert raw.classification is None  # stored once, on the first row
+    finally:
+        state.close_store()
