@@ -117,7 +117,7 @@ class Pending:
     redeliveries: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class WorkerState:
     identity: bytes
     service: Service
@@ -131,7 +131,7 @@ class WorkerState:
         return len(self.held) < self.credit
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Service:
     name: str
     frame: bytes

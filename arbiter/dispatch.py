@@ -35,7 +35,7 @@ def _iso_at(epoch: float) -> str:
     return env.iso(datetime.fromtimestamp(epoch, timezone.utc))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Routed:
     """A routed request from decision to answer; it holds the client's in-flight slot."""
 
@@ -68,7 +68,7 @@ class Routed:
         return self.decided.json_for(self.request_id)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Attempt:
     routed: Routed
     plugin: str
