@@ -103,7 +103,7 @@ def test_postgresql_store_fresh_and_migrated():
         assert state.RoutingDecision.get_by_id("d1").request_id == "req1"
         state.RoutingDecision.create(request_id="req2", timings={"classify_us": 10})
         assert state.RoutingDecision.select().count() == 2
-        # the broker's batched path: a decision's row converted once, one executemany per batch;
+        # the broker's batched path: a decision's row converted once, many rows per INSERT;
         # a repeat of a cached decision stores only its own columns and points at the first row
         decision = {
             "requestId": "req3",
