@@ -145,7 +145,31 @@ def build_request(
     return env.new_request(service, command, parameters, **fields)
 
 
-class Client:
+class _Defaults:
+    """What both clients share: the broker they talk to and the defaults a request may override."""
+
+    def __init__(self, endpoint: str, timeout: float, retries: int, source: str) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.retries = retries
+        self.source = source
+
+    def _limits(self, timeout: float | None, retries: int | None) -> tuple[float, int]:
+        return (self.timeout if timeout is None else timeout, self.retries if retries is None else retries)
+
+    def _envelope(
+        self,
+        service: str,
+        command: str,
+        parameters: Mapping[str, Any] | None,
+        timeout: float,
+        retries: int,
+        fields: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        return build_request(service, command, parameters, timeout, retries, **{"source": self.source, **fields})
+
+
+class Client(_Defaults):
     """A synchronous MDP client with Lazy Pirate retries. Not thread-safe: one per thread."""
 
     def __init__(
@@ -157,10 +181,7 @@ class Client:
         source: str = "arbiter-client",
         context: zmq.Context | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self.retries = retries
-        self.source = source
+        super().__init__(endpoint, timeout, retries, source)
         self._ctx = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
 
@@ -189,8 +210,7 @@ class Client:
 
     def request(self, service: str, body: Body, timeout: float | None = None, retries: int | None = None) -> Reply:
         """Send ``body`` (bytes as-is, a mapping as a JSON envelope) and wait for the reply."""
-        timeout = self.timeout if timeout is None else timeout
-        retries = self.retries if retries is None else retries
+        timeout, retries = self._limits(timeout, retries)
         outgoing = _Outgoing.of(service, body)
         for attempt in range(retries + 1):
             sock = self._connect()
@@ -224,8 +244,7 @@ class Client:
         workers) can run them concurrently. Replies are matched by ``correlationId``; on a
         timeout only the unanswered requests are re-sent, on a fresh socket.
         """
-        timeout = self.timeout if timeout is None else timeout
-        retries = self.retries if retries is None else retries
+        timeout, retries = self._limits(timeout, retries)
         outgoing = [_Outgoing.of(service, body) for body in bodies]
         if any(o.envelope is None for o in outgoing):
             raise ValueError("pipelined bodies must be envelopes: replies are matched by correlationId")
@@ -274,10 +293,8 @@ class Client:
         **fields: Any,
     ) -> Reply:
         """Build a request envelope for ``command`` and send it to ``service``."""
-        timeout = self.timeout if timeout is None else timeout
-        retries = self.retries if retries is None else retries
-        fields.setdefault("source", self.source)
-        request = build_request(service, command, parameters, timeout, retries, **fields)
+        timeout, retries = self._limits(timeout, retries)
+        request = self._envelope(service, command, parameters, timeout, retries, fields)
         return self.request(service, request, timeout=timeout, retries=retries)
 
     def mmi(self, service: str, query: str = MMI_SERVICE, timeout: float | None = None) -> str:
@@ -288,7 +305,7 @@ class Client:
         return self.mmi(service, timeout=timeout) == "200"
 
 
-class AsyncClient:
+class AsyncClient(_Defaults):
     """The asyncio twin of :class:`Client`; concurrent requests (``asyncio.gather``) run in parallel.
 
     Each request in flight has a DEALER socket of its own, taken from a pool of idle ones:
@@ -305,10 +322,7 @@ class AsyncClient:
         source: str = "arbiter-client",
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self.timeout = timeout
-        self.retries = retries
-        self.source = source
+        super().__init__(endpoint, timeout, retries, source)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._idle: list[zmq.asyncio.Socket] = []
         self._open: set[zmq.asyncio.Socket] = set()
@@ -340,8 +354,7 @@ class AsyncClient:
     async def request(
         self, service: str, body: Body, timeout: float | None = None, retries: int | None = None
     ) -> Reply:
-        timeout = self.timeout if timeout is None else timeout
-        retries = self.retries if retries is None else retries
+        timeout, retries = self._limits(timeout, retries)
         outgoing = _Outgoing.of(service, body)
         for attempt in range(retries + 1):
             sock = self._take()
@@ -378,10 +391,8 @@ class AsyncClient:
         retries: int | None = None,
         **fields: Any,
     ) -> Reply:
-        timeout = self.timeout if timeout is None else timeout
-        retries = self.retries if retries is None else retries
-        fields.setdefault("source", self.source)
-        request = build_request(service, command, parameters, timeout, retries, **fields)
+        timeout, retries = self._limits(timeout, retries)
+        request = self._envelope(service, command, parameters, timeout, retries, fields)
         return await self.request(service, request, timeout=timeout, retries=retries)
 
     async def mmi(self, service: str, query: str = MMI_SERVICE, timeout: float | None = None) -> str:
