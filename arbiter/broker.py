@@ -45,10 +45,12 @@ from .protocol import (
     READY,
     REPLY,
     REQUEST,
+    TOKEN_BYTES,
     ProtocolError,
     parse,
-    parse_credit,
+    parse_ready_options,
     service_name,
+    unpack,
 )
 from .record import DecisionWriter
 from .resilience import Transition
@@ -125,6 +127,7 @@ class WorkerState:
     expiry: float
     held: dict[bytes, Pending] = field(default_factory=dict)
     served: int = 0
+    packed: bool = False  # asked for packed delivery (docs/PROTOCOL.md §5.1)
 
     @property
     def has_credit(self) -> bool:
@@ -310,6 +313,11 @@ class Broker:
             if header == MDPW01:
                 self._on_worker(frames[0], frames[3], frames[4:])
                 return
+        elif len(frames) >= 2 and frames[1]:
+            worker = self.workers.get(frames[0])
+            if worker is not None and worker.packed:  # only a packed reply starts without the delimiter
+                self._on_packed_reply(worker, frames[1:])
+                return
         self._malformed(frames)
 
     def _internal_error_reply(self, frames: list[bytes]) -> None:
@@ -434,13 +442,20 @@ class Broker:
             self._dispatch(service.ready.popleft(), pending)
 
     def _dispatch(self, worker: WorkerState, pending: Pending) -> None:
-        """Send to ``worker`` (just taken from the ready list); it goes back while it has credit."""
-        token = next(self._tokens).to_bytes(8, "little")
+        """Send to ``worker`` (just taken from the ready list); it goes back while it has credit.
+        A packed worker gets two frames fewer each way; a request without body frames has nothing
+        to glue the token to and goes in the MDP form, which such a worker also reads."""
+        token = next(self._tokens).to_bytes(TOKEN_BYTES, "little")
         worker.held[token] = pending
         if worker.has_credit:
             worker.service.ready.append(worker)
+        body = pending.body
+        if worker.packed and body:
+            frames = [worker.identity, token + body[0], *body[1:]]
+        else:
+            frames = [worker.identity, b"", MDPW01, REQUEST, token, b"", *body]
         try:
-            send_frames(self.frontend, [worker.identity, b"", MDPW01, REQUEST, token, b"", *pending.body])  # type: ignore
+            send_frames(self.frontend, frames)  # type: ignore[arg-type]
         except zmq.ZMQError:
             self.dropped["worker-unreachable"] += 1
             self.counters["workers-unreachable"] += 1
@@ -482,36 +497,52 @@ class Broker:
             name = service_name(rest[0])
             if name.startswith(svc.RESERVED_PREFIXES):
                 raise ProtocolError("reserved-service", f"workers may not serve '{name}'")
-            credit = parse_credit(rest[1]) if len(rest) > 1 else 1
+            credit, packed = parse_ready_options(rest[1:])
         except ProtocolError as exc:
             self._disconnect(identity, exc.reason)
             return
         service = self._service(rest[0])
-        worker = WorkerState(identity, service, credit, time.monotonic() + self.settings.worker_patience_s)
+        expiry = time.monotonic() + self.settings.worker_patience_s
+        worker = WorkerState(identity, service, credit, expiry, packed=packed)
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.ready.append(worker)
         self.counters["workers-joined"] += 1
-        log.info("worker %s joined %s (credit %d)", identity.hex(), name, credit)
+        log.info("worker %s joined %s (credit %d%s)", identity.hex(), name, credit, ", packed" if packed else "")
         self._health_event("worker-up", service, identity)
         self._pump(service)
 
     def _on_reply(self, worker: WorkerState, rest: list[bytes]) -> None:
-        worker.expiry = time.monotonic() + self.settings.worker_patience_s
         if len(rest) < 2 or rest[1]:
-            self.dropped["malformed-reply"] += 1
-            self._remove_worker(worker, "malformed REPLY")
-            self._disconnect(worker.identity, None)
+            self._bad_reply(worker, "malformed-reply")
             return
+        self._take_reply(worker, rest[0], rest[2:])
+
+    def _on_packed_reply(self, worker: WorkerState, frames: list[bytes]) -> None:
+        try:
+            token, body = unpack(frames)
+        except ProtocolError as exc:
+            self._bad_reply(worker, exc.reason)
+            return
+        self._take_reply(worker, token, body)
+
+    def _bad_reply(self, worker: WorkerState, reason: str) -> None:
+        """A worker that garbles a reply cannot be trusted with what it holds: that goes to others."""
+        self.dropped[reason] += 1
+        self._remove_worker(worker, "malformed REPLY")
+        self._disconnect(worker.identity, None)
+
+    def _take_reply(self, worker: WorkerState, token: bytes, body: list[bytes]) -> None:
+        worker.expiry = time.monotonic() + self.settings.worker_patience_s
         had_credit = worker.has_credit
-        pending = worker.held.pop(rest[0], None)
+        pending = worker.held.pop(token, None)
         if not had_credit and worker.identity in self.workers:
             worker.service.ready.append(worker)
         if pending is None:
             self.dropped["late-reply"] += 1
         else:
             worker.served += 1
-            self._complete(pending, rest[2:])
+            self._complete(pending, body)
         self._pump(worker.service)
 
     def _complete(self, pending: Pending, body: list[bytes]) -> None:
@@ -928,6 +959,7 @@ class Broker:
                 "queued": len(s.queue),
                 "inflight": sum(len(w.held) for w in s.workers.values()),
                 "credit": sum(w.credit for w in s.workers.values()),
+                "packedWorkers": sum(w.packed for w in s.workers.values()),
                 "requests": s.requests,
             }
             for s in self.services.values()

@@ -26,6 +26,12 @@ MMI_SERVICE = "mmi.service"
 MAX_SERVICE_NAME = 255  # RFC 7: service names are short printable strings
 MAX_CREDIT = 10_000
 
+# Packed delivery (our extension, docs/PROTOCOL.md §5.1): a worker that adds this word to its
+# READY gets each request as [token + first body frame, more body frames...] and answers the
+# same way; the token has this fixed length, so no separator is needed.
+PACKED = b"packed"
+TOKEN_BYTES = 8
+
 
 class ProtocolError(ValueError):
     """A message that breaks the protocol. ``reason`` is the short code counted by the broker."""
@@ -68,6 +74,30 @@ def parse_credit(frame: bytes) -> int:
     if not 1 <= credit <= MAX_CREDIT:
         raise ProtocolError("bad-credit", f"READY credit must be between 1 and {MAX_CREDIT}, got {credit}")
     return credit
+
+
+def parse_ready_options(frames: list[bytes]) -> tuple[int, bool]:
+    """The extension frames of a READY after the service name: (credit, packed delivery).
+
+    Frame 4 is the credit and frame 5 the word ``packed``; a plain MDP worker sends neither.
+    Anything else there is refused rather than ignored, so a misspelt option is noticed."""
+    credit = parse_credit(frames[0]) if frames else 1
+    if len(frames) > 1 and (len(frames) > 2 or frames[1] != PACKED):
+        raise ProtocolError("bad-option", f"READY takes a credit and then only {PACKED.decode()!r}, got {frames[1:]!r}")
+    return credit, len(frames) > 1
+
+
+def pack(token: bytes, body: list[bytes]) -> list[bytes]:
+    """A packed REQUEST or REPLY: the token glued to the first body frame (``body`` non-empty)."""
+    return [token + body[0], *body[1:]]
+
+
+def unpack(frames: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """(token, body) of a packed message; raises for one too short to hold a token."""
+    first = frames[0]
+    if len(first) < TOKEN_BYTES:
+        raise ProtocolError("malformed-reply", f"a packed message starts with a {TOKEN_BYTES}-byte token")
+    return first[:TOKEN_BYTES], [first[TOKEN_BYTES:], *frames[1:]]
 
 
 def service_name(frame: bytes) -> str:

@@ -12,6 +12,9 @@ get right and nobody wants to write twice:
   gets the cached reply instead of running the handler a second time;
 * the credit extension: with ``credit=N`` the READY declares that the broker may hand this
   worker up to N requests at once, run on a pool of N threads; plain workers hold one;
+* packed delivery (on by default with credit): requests and replies travel without the MDP
+  preamble, two frames fewer each way, which is what the broker spends most of its time on;
+  the worker still reads the MDP form, so it works with any MDP/0.1 broker;
 * graceful stop: in-flight requests finish and are answered, then DISCONNECT.
 
 Typical use::
@@ -40,7 +43,19 @@ from typing import Any, Callable
 import zmq
 
 from . import envelope as env
-from .protocol import DISCONNECT, HEARTBEAT, MDPW01, READY, REPLY, REQUEST, credit_frame
+from .protocol import (
+    DISCONNECT,
+    HEARTBEAT,
+    MDPW01,
+    PACKED,
+    READY,
+    REPLY,
+    REQUEST,
+    ProtocolError,
+    credit_frame,
+    pack,
+    unpack,
+)
 
 log = logging.getLogger("arbiter.worker")
 
@@ -62,11 +77,21 @@ class CommandError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class _ReplyTo:
+    """Where a reply goes: the connection the request came on, its address, and its form
+    (a packed request is answered packed; the MDP form is understood by every broker)."""
+
+    generation: int
+    address: bytes
+    packed: bool
+
+
 @dataclass
 class _Seen:
     """One messageId: who is waiting for its reply and, once computed, the reply itself."""
 
-    waiters: list[tuple[int, bytes]] = field(default_factory=list)
+    waiters: list[_ReplyTo] = field(default_factory=list)
     reply: list[bytes] | None = None
 
 
@@ -75,8 +100,7 @@ class _Done:
     """A finished job handed from a pool thread back to the socket thread."""
 
     key: str | None
-    generation: int
-    address: bytes
+    to: _ReplyTo
     reply: list[bytes]
 
 
@@ -89,6 +113,7 @@ class Worker:
         service: str,
         credit: int = 1,
         *,
+        packed: bool | None = None,
         heartbeat_interval: float = 2.5,
         liveness: int = 3,
         reconnect_initial: float = 0.1,
@@ -104,6 +129,7 @@ class Worker:
         self.endpoint = endpoint
         self.service = service
         self.credit = credit
+        self.packed = credit > 1 if packed is None else packed
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
         self.reconnect_initial = reconnect_initial
@@ -201,8 +227,10 @@ class Worker:
         sock.connect(self.endpoint)
         self._socket = sock
         ready = [b"", MDPW01, READY, self.service.encode()]
-        if self.credit > 1:
+        if self.credit > 1 or self.packed:
             ready.append(credit_frame(self.credit))
+        if self.packed:
+            ready.append(PACKED)
         sock.send_multipart(ready)
 
     def _close_socket(self, linger_ms: int = 0) -> None:
@@ -247,12 +275,20 @@ class Worker:
 
     def _on_message(self, frames: list[bytes], pool: ThreadPoolExecutor) -> bool:
         """Handle one broker command; False means the broker told us to go (DISCONNECT)."""
+        if frames and frames[0] and self.packed:  # a packed REQUEST: no delimiter, no header
+            try:
+                address, body = unpack(frames)
+            except ProtocolError:
+                log.warning("worker %s: dropping a packed request too short for its token", self.service)
+                return True
+            self._on_request(_ReplyTo(self._generation, address, True), body, pool)
+            return True
         if len(frames) < 3 or frames[0] != b"" or frames[1] != MDPW01:
             log.warning("worker %s: dropping a malformed message (%d frames)", self.service, len(frames))
             return True
         command = frames[2]
         if command == REQUEST and len(frames) >= 6 and frames[4] == b"":
-            self._on_request(frames[3], frames[5:], pool)
+            self._on_request(_ReplyTo(self._generation, frames[3], False), frames[5:], pool)
         elif command == DISCONNECT:
             log.info("worker %s: broker sent DISCONNECT", self.service)
             return False
@@ -262,10 +298,10 @@ class Worker:
 
     # -- requests -----------------------------------------------------------------------
 
-    def _on_request(self, address: bytes, body: list[bytes], pool: ThreadPoolExecutor) -> None:
+    def _on_request(self, to: _ReplyTo, body: list[bytes], pool: ThreadPoolExecutor) -> None:
         envelope = env.as_envelope(body[0]) if len(body) == 1 else None
         if envelope is None:
-            self._submit(pool, None, address, lambda: self._run_raw(body))
+            self._submit(pool, None, to, lambda: self._run_raw(body))
             return
         key = envelope["messageId"]
         seen = self._seen.get(key)
@@ -273,18 +309,15 @@ class Worker:
             self.duplicates += 1
             self._seen.move_to_end(key)
             if seen.reply is not None:
-                self._send_reply(address, seen.reply)
+                self._send_reply(to, seen.reply)
             else:
-                seen.waiters.append((self._generation, address))
+                seen.waiters.append(to)
             return
-        self._seen[key] = _Seen(waiters=[(self._generation, address)])
+        self._seen[key] = _Seen(waiters=[to])
         self._trim_seen()
-        self._submit(pool, key, address, lambda: self._run_command(envelope))
+        self._submit(pool, key, to, lambda: self._run_command(envelope))
 
-    def _submit(
-        self, pool: ThreadPoolExecutor, key: str | None, address: bytes, job: Callable[[], list[bytes]]
-    ) -> None:
-        generation = self._generation
+    def _submit(self, pool: ThreadPoolExecutor, key: str | None, to: _ReplyTo, job: Callable[[], list[bytes]]) -> None:
         self._inflight += 1
 
         def work() -> None:
@@ -293,7 +326,7 @@ class Worker:
             except Exception as exc:  # a bug in our own wrapping; the handler's errors are caught inside
                 log.exception("worker %s: job failed", self.service)
                 reply = [str(exc).encode()]
-            self._done.put(_Done(key, generation, address, reply))
+            self._done.put(_Done(key, to, reply))
             self._wake()
 
         pool.submit(work)
@@ -365,16 +398,12 @@ class Worker:
             self._inflight -= 1
             self.executed += 1
             if done.key is None:
-                if done.generation == self._generation:
-                    self._send_reply(done.address, done.reply)
+                self._send_reply(done.to, done.reply)
                 continue
             seen = self._seen.setdefault(done.key, _Seen())
             seen.reply = done.reply
-            for generation, address in seen.waiters:
-                # A reply for an earlier connection would reach a broker that no longer knows
-                # the client; the client's retry will find it in the cache instead.
-                if generation == self._generation:
-                    self._send_reply(address, done.reply)
+            for to in seen.waiters:
+                self._send_reply(to, done.reply)
             seen.waiters.clear()
             if _is_error(done.reply):
                 # Only results are kept for duplicates: a retry after an error must run again.
@@ -388,9 +417,15 @@ class Worker:
                 break
             del self._seen[key]
 
-    def _send_reply(self, address: bytes, body: list[bytes]) -> None:
-        if self._socket is not None:
-            self._socket.send_multipart([b"", MDPW01, REPLY, address, b"", *body])
+    def _send_reply(self, to: _ReplyTo, body: list[bytes]) -> None:
+        """A reply for an earlier connection would reach a broker that no longer knows the
+        request; the client's retry will find it in the cache instead."""
+        if self._socket is None or to.generation != self._generation:
+            return
+        if to.packed and body:
+            self._socket.send_multipart(pack(to.address, body))
+        else:
+            self._socket.send_multipart([b"", MDPW01, REPLY, to.address, b"", *body])
 
     def _send_command(self, command: bytes) -> None:
         if self._socket is not None:

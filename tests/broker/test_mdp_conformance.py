@@ -22,7 +22,7 @@ from test_sdk_harness import HEARTBEAT_S, LIVENESS, Broker, launch_broker, wait_
 
 from arbiter import envelope as env
 from arbiter.client import Client
-from arbiter.protocol import DISCONNECT, HEARTBEAT, MDPC01, MDPW01, READY, REPLY, REQUEST
+from arbiter.protocol import DISCONNECT, HEARTBEAT, MDPC01, MDPW01, PACKED, READY, REPLY, REQUEST, TOKEN_BYTES
 
 pytestmark = pytest.mark.e2e
 
@@ -89,8 +89,9 @@ class RawWorker:
     def send(self, *frames: bytes) -> None:
         self.sock.send_multipart([b"", MDPW01, *frames])
 
-    def ready(self, service: str, credit: int | None = None) -> None:
-        self.send(READY, service.encode(), *([str(credit).encode()] if credit is not None else []))
+    def ready(self, service: str, credit: int | None = None, packed: bool = False) -> None:
+        options = [str(credit or 1).encode(), PACKED] if packed else [str(credit).encode()] if credit else []
+        self.send(READY, service.encode(), *options)
 
     def reply(self, address: bytes, *body: bytes) -> None:
         self.send(REPLY, address, b"", *body)
@@ -131,8 +132,17 @@ class RawWorker:
         """Wait for a REQUEST; returns (client address, body frames) after checking its frames."""
         frames = self.expect(timeout)
         assert frames[:3] == [b"", MDPW01, REQUEST], frames
-        assert len(frames) >= 6 and frames[4] == b"", frames
+        assert len(frames) >= 5 and frames[4] == b"", frames
         return frames[3], frames[5:]
+
+    def packed_request(self, timeout: float = WAIT_S) -> tuple[bytes, list[bytes]]:
+        """Wait for a packed REQUEST (§5.1 of docs/PROTOCOL.md); returns (token, body frames)."""
+        frames = self.expect(timeout)
+        assert frames[0] and len(frames[0]) >= TOKEN_BYTES, frames
+        return frames[0][:TOKEN_BYTES], [frames[0][TOKEN_BYTES:], *frames[1:]]
+
+    def packed_reply(self, token: bytes, first: bytes, *more: bytes) -> None:
+        self.sock.send_multipart([token + first, *more])
 
     def keep_alive(self, seconds: float) -> list[list[bytes]]:
         """Heartbeat for ``seconds``; returns whatever non-heartbeat messages arrived."""
@@ -328,6 +338,77 @@ def test_without_credit_a_worker_holds_one_request(broker: Broker, sockets: list
     assert sorted(caller.recv()[3] for _ in range(2)) == [b"1", b"2"]
 
 
+def test_packed_worker_gets_requests_without_the_preamble(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    service = unique("conf-packed")
+    worker = start_worker(broker, sockets, client, service, credit=2, packed=True)
+    caller = RawClient(broker, sockets)
+
+    caller.send(service, b"part-1", b"part-2")
+    token, body = worker.packed_request()
+    assert body == [b"part-1", b"part-2"]
+    assert status(client)["services"][service]["packedWorkers"] == 1
+    worker.packed_reply(token, b"answer-1", b"answer-2")
+
+    assert caller.recv() == [b"", MDPC01, service.encode(), b"answer-1", b"answer-2"]
+
+
+def test_packed_worker_gets_an_empty_request_in_mdp_form(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    """With no body frame there is nothing to glue the token to: the MDP form, answered in kind."""
+    service = unique("conf-packed-empty")
+    worker = start_worker(broker, sockets, client, service, credit=2, packed=True)
+    caller = RawClient(broker, sockets)
+
+    caller.send(service)
+    address, body = worker.request()
+    worker.reply(address)
+
+    assert body == []
+    assert caller.recv() == [b"", MDPC01, service.encode()]
+
+
+def test_garbled_packed_reply_drops_the_worker_and_hands_its_request_on(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    service = unique("conf-packed-garbled")
+    garbling = start_worker(broker, sockets, client, service, credit=2, packed=True)
+    caller = RawClient(broker, sockets)
+    before = dropped(client).get("malformed-reply", 0)
+
+    caller.send(service, b"job")
+    garbling.packed_request()
+    garbling.sock.send_multipart([b"abc"])  # shorter than a token
+    assert garbling.expect() == [b"", MDPW01, DISCONNECT]
+    assert dropped(client).get("malformed-reply", 0) == before + 1
+
+    staying = RawWorker(broker, sockets)
+    staying.ready(service, credit=2, packed=True)
+    token, body = staying.packed_request()
+    staying.packed_reply(token, b"done")
+    assert body == [b"job"]
+    assert caller.recv() == [b"", MDPC01, service.encode(), b"done"]
+
+
+def test_packed_message_from_a_plain_worker_is_dropped(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    """Only a worker that asked for packed delivery may leave out the delimiter."""
+    service = unique("conf-not-packed")
+    worker = start_worker(broker, sockets, client, service, credit=2)
+    caller = RawClient(broker, sockets)
+    before = dropped(client).get("too-few-frames", 0)
+
+    caller.send(service, b"job")
+    address, _ = worker.request()
+    worker.sock.send_multipart([address + b"done"])  # to MDP, a message of one frame
+    assert wait_for(lambda: dropped(client).get("too-few-frames", 0) > before, timeout=WAIT_S)
+    worker.reply(address, b"done")
+    assert caller.recv() == [b"", MDPC01, service.encode(), b"done"]
+
+
 # -- heartbeats and liveness ----------------------------------------------------------------
 
 
@@ -455,6 +536,18 @@ def test_reserved_service_ready_gets_disconnect(
     worker.silent = True
     worker.ready(service)
     assert worker.expect() == [b"", MDPW01, DISCONNECT]
+
+
+@pytest.mark.parametrize("options", [[b"2", b"compact"], [b"2", PACKED, b"more"], [PACKED]])
+def test_bad_ready_option_gets_disconnect(
+    broker: Broker, sockets: list[zmq.Socket], client: Client, options: list[bytes]
+) -> None:
+    service = unique("conf-badoption")
+    worker = RawWorker(broker, sockets)
+    worker.silent = True
+    worker.send(READY, service.encode(), *options)
+    assert worker.expect() == [b"", MDPW01, DISCONNECT]
+    assert not registered(client, service)
 
 
 @pytest.mark.parametrize("credit", [b"0", b"three", b"-1", b"100000"])

@@ -9,7 +9,7 @@ import zmq
 
 from arbiter import envelope as env
 from arbiter.client import build_request
-from arbiter.protocol import DISCONNECT, HEARTBEAT, MDPW01, READY, REPLY, REQUEST, credit_frame
+from arbiter.protocol import DISCONNECT, HEARTBEAT, MDPW01, PACKED, READY, REPLY, REQUEST, credit_frame
 from arbiter.worker import Worker
 
 RECV_MS = 20_000
@@ -73,10 +73,54 @@ def test_ready_is_plain_mdp_without_credit(fake: FakeBroker, started: list[Worke
     assert frames[1:] == [b"", MDPW01, READY, b"svc"]
 
 
-def test_ready_declares_credit(fake: FakeBroker, started: list[Worker]) -> None:
+def test_ready_declares_credit_and_asks_for_packed_delivery(fake: FakeBroker, started: list[Worker]) -> None:
     make_worker(fake, started, credit=4)
     frames = fake.recv()
+    assert frames[1:] == [b"", MDPW01, READY, b"svc", credit_frame(4), PACKED]
+
+
+def test_ready_declares_credit_alone_when_packed_is_off(fake: FakeBroker, started: list[Worker]) -> None:
+    make_worker(fake, started, credit=4, packed=False)
+    frames = fake.recv()
     assert frames[1:] == [b"", MDPW01, READY, b"svc", credit_frame(4)]
+
+
+def test_packed_request_gets_a_packed_reply(fake: FakeBroker, started: list[Worker]) -> None:
+    worker, calls = make_worker(fake, started, credit=2)
+    identity = fake.recv()[0]
+    body = env.encode(build_request("svc", "echo", {"x": 2}, 5, 0))
+
+    fake.sock.send_multipart([identity, b"TOKEN-01" + body])
+    reply = fake.recv()
+
+    assert len(reply) == 2 and reply[1][:8] == b"TOKEN-01", reply
+    assert env.decode(reply[1][8:])["payload"] == {"status": "success", "result": {"echo": {"x": 2}}}
+    assert len(calls) == 1
+
+
+def test_packed_worker_answers_an_mdp_request_in_mdp_form(fake: FakeBroker, started: list[Worker]) -> None:
+    """A broker that knows nothing of packed delivery ignores the READY's extra frames and
+    speaks plain MDP: the worker must answer it in kind."""
+    make_worker(fake, started, credit=2)
+    identity = fake.recv()[0]
+    body = env.encode(build_request("svc", "echo", {"x": 3}, 5, 0))
+
+    fake.send(identity, REQUEST, b"client-c", b"", body)
+    reply = fake.recv()
+
+    assert reply[:6] == [identity, b"", MDPW01, REPLY, b"client-c", b""]
+    assert env.decode(reply[6])["payload"]["result"] == {"echo": {"x": 3}}
+
+
+def test_packed_request_too_short_for_a_token_is_dropped(fake: FakeBroker, started: list[Worker]) -> None:
+    worker, calls = make_worker(fake, started, credit=2)
+    identity = fake.recv()[0]
+    fake.sock.send_multipart([identity, b"short"])
+    body = env.encode(build_request("svc", "echo", {"x": 4}, 5, 0))
+    fake.sock.send_multipart([identity, b"TOKEN-02" + body])
+
+    reply = fake.recv()  # the next message is the answer to the good request: the short one got none
+    assert reply[1][:8] == b"TOKEN-02" and len(calls) == 1
 
 
 def test_heartbeats_flow(fake: FakeBroker, started: list[Worker]) -> None:
