@@ -53,6 +53,7 @@ from .protocol import (
     unpack,
 )
 from .record import DecisionWriter
+from .recorder import Recorder
 from .resilience import Transition
 from .snapshot import Snapshot
 
@@ -62,6 +63,7 @@ DECISION_CACHE_SIZE = 4096
 POLLIN = int(zmq.POLLIN)
 MAX_BATCH = 256  # messages read per socket before looking at the others again
 SHUTDOWN_GRACE_S = 5.0
+MIN_FLUSH_S = 0.01  # batch_ms may be 0 ("at once"): the loop still only flushes this often
 TICK_S = 0.1  # how often deadlines (tries, queued requests) and circuit timers are looked at
 
 
@@ -153,7 +155,7 @@ class Broker:
         router: Router,
         settings: Settings,
         *,
-        decisions: DecisionWriter | None = None,
+        decisions: Recorder | DecisionWriter | None = None,
         dead_letters: Any = None,
         context: zmq.Context | None = None,
     ):
@@ -234,6 +236,8 @@ class Broker:
         tick = TICK_S
         next_tick = time.monotonic() + tick
         self._running = True
+        if self.decisions is not None:
+            self._flush_decisions()
         self.events.publish("system/health", {"event": "broker-up", "frontend": self.settings.frontend})
         more = True  # input may be waiting: look before sleeping
         while self._running:
@@ -278,6 +282,11 @@ class Broker:
         except Exception:  # a posted action or timer must never take the loop down
             log.exception("internal action failed")
             self.counters["internal-errors"] += 1
+
+    def _flush_decisions(self) -> None:
+        """Hand the decision log what gathered, every ``batch_ms`` (configs/state.yaml)."""
+        self.decisions.flush()  # type: ignore[union-attr]
+        self.call_at(time.monotonic() + max(MIN_FLUSH_S, self.decisions.interval_s), self._flush_decisions)  # type: ignore
 
     def call_at(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` on the loop thread at monotonic time ``when`` (loop thread only)."""
@@ -627,7 +636,7 @@ class Broker:
         if self.decisions is not None:
             plugin = self.snapshot.plugins.get(change.plugin)
             version = plugin.version if plugin else "?"
-            self.decisions.submit_job(lambda: record.save_circuit(change.plugin, version, change.new, change.reason))
+            self.decisions.submit_circuit(change.plugin, version, change.new, change.reason)
 
     def _remove_worker(self, worker: WorkerState, why: str) -> None:
         """Forget a worker; what it held goes back to the front of its queue, to be served again."""

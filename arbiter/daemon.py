@@ -17,7 +17,7 @@ from . import state
 from .broker import Broker, Settings
 from .dlq import DeadLetterWriter
 from .pipeline import Router
-from .record import DecisionWriter
+from .recorder import Recorder
 from .reload import Reloader
 from .snapshot import build_snapshot
 
@@ -36,14 +36,15 @@ def build_broker(
     if not snapshot.ok:
         lines = "\n".join(d.format() for d in snapshot.errors[:20])
         raise StartupError(f"the project has errors; fix them (arbiter check-config, arbiter lint):\n{lines}")
-    state.open_store(snapshot.configs["state"]["database"], snapshot.project.root)
+    database_url = snapshot.configs["state"]["database"]
+    state.open_store(database_url, snapshot.project.root)
     settings = Settings.of(snapshot.configs["broker"], **endpoints)
     batch_s = snapshot.configs["state"]["batch_ms"] / 1000
     broker = Broker(
         snapshot,
         Router(snapshot),
         settings,
-        decisions=DecisionWriter(interval_s=batch_s),
+        decisions=Recorder(database_url, snapshot.project.root, interval_s=batch_s),
         dead_letters=DeadLetterWriter(interval_s=batch_s),
     )
     reload_config = snapshot.configs["broker"]["reload"]
@@ -58,6 +59,7 @@ def build_broker(
     try:
         broker.bind()
     except Exception as exc:
+        broker.decisions.close(timeout=2)  # type: ignore[union-attr]  # its process must not outlive us
         raise StartupError(f"cannot bind: {exc} (is another broker running on these endpoints?)") from exc
     return broker, reloader
 

@@ -102,8 +102,10 @@ class RowTemplate:
 ROWS_PER_STATEMENT = 100  # 2,000 parameters; SQLite allows 32,766 and PostgreSQL 65,535
 
 
-def insert_values(rows: Sequence[tuple[Any, ...]]) -> None:
-    """Store rows given as database values (columns in ``ROW_COLUMNS`` order), one transaction.
+def insert_values(rows: Sequence[tuple[Any, ...]], skip_existing: bool = False) -> int:
+    """Store rows given as database values (columns in ``ROW_COLUMNS`` order), one transaction;
+    returns how many were inserted. ``skip_existing``: a row whose id is already stored is left
+    out instead of failing the batch (the recorder re-sends what a dead recorder may have written).
 
     Many rows per ``INSERT ... VALUES (...), (...)`` statement: the driver binds them all in one
     call and the database runs one statement, so the writer thread lets go of the interpreter
@@ -112,20 +114,25 @@ def insert_values(rows: Sequence[tuple[Any, ...]]) -> None:
     with one client and one worker: 6.7k-7.0k routed requests/s with it, 11k/s with no writer
     at all, 7.6k-9.9k/s with this); PostgreSQL's driver also sends ``executemany`` one row at a time."""
     if not rows:
-        return
+        return 0
     db = state.database.obj
+    inserted = 0
     with state.writing():
         cursor = db.cursor()
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             chunk = rows[start : start + ROWS_PER_STATEMENT]
-            cursor.execute(_insert_sql(db.param, len(chunk)), [value for row in chunk for value in row])
+            sql = _insert_sql(db.param, len(chunk), skip_existing)
+            cursor.execute(sql, [value for row in chunk for value in row])
+            inserted += cursor.rowcount
+    return inserted
 
 
-@lru_cache(maxsize=2 * ROWS_PER_STATEMENT)  # every chunk size, for either placeholder style
-def _insert_sql(param: str, rows: int) -> str:
+@lru_cache(maxsize=4 * ROWS_PER_STATEMENT)  # every chunk size, placeholder style and conflict rule
+def _insert_sql(param: str, rows: int, skip_existing: bool = False) -> str:
     names = ", ".join(f'"{f.column_name}"' for f in _FIELDS)  # standard SQL quoting: SQLite and PostgreSQL
     row = "(" + ", ".join([param] * len(_FIELDS)) + ")"
-    return f'INSERT INTO "routing_decisions" ({names}) VALUES ' + ", ".join([row] * rows)
+    sql = f'INSERT INTO "routing_decisions" ({names}) VALUES ' + ", ".join([row] * rows)
+    return sql + " ON CONFLICT DO NOTHING" if skip_existing else sql
 
 
 def write_rows(rows: Sequence[Mapping[str, Any]]) -> None:
@@ -261,9 +268,16 @@ class DecisionWriter:
         """Queue a row already in database values (:meth:`RowTemplate.values`)."""
         self._put(values)
 
-    def submit_job(self, job: Callable[[], None]) -> None:
-        """Run another small write (a circuit state) on this thread, in order with the rows."""
-        self._put(job)
+    def submit_circuit(self, plugin: str, version: str, circuit: str, reason: str) -> None:
+        """Keep a circuit state (:func:`save_circuit`) on this thread, in order with the rows."""
+        self._put(lambda: save_circuit(plugin, version, circuit, reason))
+
+    def flush(self) -> None:
+        """Nothing to do: the thread takes rows as they come (the recorder process needs this)."""
+
+    @property
+    def interval_s(self) -> float:
+        return self._interval
 
     def _put(self, item: tuple[Any, ...] | Callable[[], None]) -> None:
         if len(self._items) >= self._max_queue:

@@ -112,12 +112,12 @@ def test_postgresql_store_fresh_and_migrated():
             "routingDecision": {"primaryPlugin": "p", "fallbackPlugins": ["q"]},
         }
         template = record.RowTemplate.of(decision, "broker")
-        record.insert_values(
-            [
-                template.values("req3", {"status": "success", "steps": []}, True),
-                template.values("req4", {"status": "error", "steps": []}, False),
-            ]
-        )
+        rows = [
+            template.values("req3", {"status": "success", "steps": []}, True),
+            template.values("req4", {"status": "error", "steps": []}, False),
+        ]
+        assert record.insert_values(rows) == 2
+        assert record.insert_values(rows, skip_existing=True) == 0  # a re-sent batch (the recorder)
         stored = record.find_decision("req3")
         assert stored["classification"] == {"domain": ["api"]} and stored["fallbackPlugins"] == ["q"]
         assert stored["outcome"]["status"] == "success" and stored["success"] is True
