@@ -52,7 +52,6 @@ from .protocol import (
     service_name,
     unpack,
 )
-from .record import DecisionWriter
 from .recorder import Recorder
 from .resilience import Transition
 from .snapshot import Snapshot
@@ -155,7 +154,7 @@ class Broker:
         router: Router,
         settings: Settings,
         *,
-        decisions: Recorder | DecisionWriter | None = None,
+        decisions: Recorder | None = None,
         dead_letters: Any = None,
         context: zmq.Context | None = None,
     ):
@@ -977,6 +976,9 @@ class Broker:
         for name, writer in (("decisions", self.decisions), ("deadLetters", self.dead_letters)):
             if writer is not None:
                 writers[name] = {"written": writer.written, "dropped": writer.dropped, "errors": writer.errors[-3:]}
+        if self.decisions is not None:
+            recorder = self.decisions
+            writers["decisions"].update(queued=recorder.queued, restarts=recorder.restarts, pid=recorder.process.pid)
         return {
             "uptimeSeconds": round(time.time() - self.started, 1),
             "pid": os.getpid(),

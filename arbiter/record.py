@@ -13,7 +13,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import peewee as pw
 
@@ -237,19 +237,17 @@ def saved_circuits() -> dict[str, dict[str, Any]]:
 
 
 class DecisionWriter:
-    """A thread that writes decision rows in batches, so callers never block on the database.
+    """A thread that writes decision rows in batches, so the caller never waits on the database
+    (``arbiter route --batch --record``; the broker has a process for this, :mod:`.recorder`).
 
     ``submit`` never blocks: when the queue is full the row is counted as dropped rather than
-    stalling the broker; ``close`` drains what is queued. The queue is a deque and a flag rather
-    than a ``queue.Queue``: the broker's loop calls this once per request, and a condition
-    variable round per row cost it more than the rest of recording. A transaction takes what
-    gathered in the interval, up to ``max_batch`` rows: each commit rewrites the last pages of
-    the table and its indexes, so at 9k rows/s one transaction per interval rather than one per
-    200 rows cut the writer's CPU per row from 16-17 µs to 14-16 µs.
+    stalling the caller; ``close`` drains what is queued. A transaction takes what gathered in
+    the interval, up to ``max_batch`` rows: each commit rewrites the last pages of the table and
+    its indexes, so fewer, larger transactions cost less per row.
     """
 
     def __init__(self, max_batch: int = 1000, max_queue: int = 50_000, interval_s: float = 0.05):
-        self._items: deque[tuple[Any, ...] | Callable[[], None]] = deque()
+        self._items: deque[tuple[Any, ...]] = deque()
         self._max_batch = max_batch
         self._max_queue = max_queue
         self._interval = interval_s
@@ -268,18 +266,7 @@ class DecisionWriter:
         """Queue a row already in database values (:meth:`RowTemplate.values`)."""
         self._put(values)
 
-    def submit_circuit(self, plugin: str, version: str, circuit: str, reason: str) -> None:
-        """Keep a circuit state (:func:`save_circuit`) on this thread, in order with the rows."""
-        self._put(lambda: save_circuit(plugin, version, circuit, reason))
-
-    def flush(self) -> None:
-        """Nothing to do: the thread takes rows as they come (the recorder process needs this)."""
-
-    @property
-    def interval_s(self) -> float:
-        return self._interval
-
-    def _put(self, item: tuple[Any, ...] | Callable[[], None]) -> None:
+    def _put(self, item: tuple[Any, ...]) -> None:
         if len(self._items) >= self._max_queue:
             self.dropped += 1
             return
@@ -298,20 +285,16 @@ class DecisionWriter:
             if self._closing:
                 return
 
-    def _take(self) -> list[tuple[Any, ...] | Callable[[], None]]:
+    def _take(self) -> list[tuple[Any, ...]]:
         batch = []
         while self._items and len(batch) < self._max_batch:
             batch.append(self._items.popleft())
         return batch
 
-    def _write(self, batch: list[tuple[Any, ...] | Callable[[], None]]) -> None:
-        rows = [b for b in batch if not callable(b)]
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
         try:
             state.with_retries(insert_values, rows)
             self.written += len(rows)
-            for job in batch:
-                if callable(job):
-                    job()
         except Exception as exc:  # keep serving; the error is reported by status
             self.errors.append(f"{type(exc).__name__}: {exc}")
             del self.errors[:-20]

@@ -131,7 +131,16 @@ def render_status(data: dict[str, Any]) -> str:
     lines.append("")
     lines.append("counters: " + (", ".join(f"{k}={v}" for k, v in sorted(plain.items())) or "none"))
     lines.append("dropped:  " + (", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none"))
+    lines += [_render_writer(name, w) for name, w in sorted((data.get("writers") or {}).items())]
     return "\n".join(lines) + "\n"
+
+
+def _render_writer(name: str, writer: dict[str, Any]) -> str:
+    """One line per database writer: what it stored, what waits, what was lost and why."""
+    parts = [f"written={writer.get('written', 0)}", f"dropped={writer.get('dropped', 0)}"]
+    parts += [f"{key}={writer[key]}" for key in ("queued", "restarts") if key in writer]
+    last = (writer.get("errors") or [None])[-1]
+    return f"{name + ':':9} " + ", ".join(parts) + (f" (last error: {last})" if last else "")
 
 
 @click.command("events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -249,6 +250,32 @@ def test_route_dispatches_to_the_primary_records_and_publishes(
     assert again_row["outcome"]["decisionOf"] == first_id and "decisionOf" not in first_row["outcome"]
     assert again_row["classification"] == first_row["classification"] == result["decision"]["classification"]
     assert again_row["capabilityScores"] == first_row["capabilityScores"]
+
+
+def test_a_killed_recorder_loses_no_decision(shipped: Broker, demo_workers: None) -> None:
+    """The recorder process dies mid-stream: the broker starts another, which stores what the
+    first had not confirmed; every routed request has its row, once."""
+    recorder = status(shipped.frontend)["writers"]["decisions"]
+    ids = []
+    with Client(shipped.frontend, timeout=10, retries=0) as client:
+        for i in range(60):
+            if i == 30:
+                os.kill(recorder["pid"], signal.SIGKILL)
+            reply = client.request("arbiter.route", route_request(f"{REFERENCE} number {i % 7}"))
+            assert reply.ok, reply.envelope
+            ids.append(reply.result["decision"]["requestId"])
+
+    def settled() -> dict[str, Any] | None:
+        now = status(shipped.frontend)["writers"]["decisions"]
+        return now if now["restarts"] > recorder["restarts"] and now["queued"] == 0 else None
+
+    after = wait_until(settled)
+    assert after, status(shipped.frontend)["writers"]
+    assert after["pid"] != recorder["pid"] and after["dropped"] == 0
+    assert any("exited with code -9" in e for e in after["errors"])
+    listed = ",".join(repr(i) for i in ids)
+    rows = state_rows(shipped.root, f"select request_id from routing_decisions where request_id in ({listed})")
+    assert sorted(r[0] for r in rows) == sorted(ids)
 
 
 def test_no_route_explain_and_status(shipped: Broker, demo_workers: None) -> None:

@@ -83,6 +83,8 @@ def test_status_and_request_from_the_command_line(broker: Broker) -> None:
     assert data["endpoints"]["frontend"] == broker.frontend and data["snapshot"]["plugins"] == 7
     human = arbiter(broker, "status")
     assert "circuits: all 7 closed" in human.stdout and "dropped:" in human.stdout
+    assert "decisions: written=" in human.stdout and "restarts=0" in human.stdout
+    assert data["writers"]["decisions"]["restarts"] == 0 and data["writers"]["decisions"]["dropped"] == 0
     asked = arbiter(broker, "request", "mmi.service", "arbiter.route", "--raw")
     assert asked.returncode == 0 and asked.stdout.strip() == "200"
     routed = arbiter(broker, "request", "arbiter.route", '{"text": "write a poem about the sea"}')
