@@ -47,6 +47,7 @@ from .protocol import (
     REQUEST,
     TOKEN_BYTES,
     ProtocolError,
+    pack,
     parse,
     parse_ready_options,
     service_name,
@@ -284,8 +285,10 @@ class Broker:
 
     def _flush_decisions(self) -> None:
         """Hand the decision log what gathered, every ``batch_ms`` (configs/state.yaml)."""
-        self.decisions.flush()  # type: ignore[union-attr]
-        self.call_at(time.monotonic() + max(MIN_FLUSH_S, self.decisions.interval_s), self._flush_decisions)  # type: ignore
+        recorder = self.decisions
+        assert recorder is not None
+        recorder.flush()
+        self.call_at(time.monotonic() + max(MIN_FLUSH_S, recorder.interval_s), self._flush_decisions)
 
     def call_at(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` on the loop thread at monotonic time ``when`` (loop thread only)."""
@@ -459,7 +462,7 @@ class Broker:
             worker.service.ready.append(worker)
         body = pending.body
         if worker.packed and body:
-            frames = [worker.identity, token + body[0], *body[1:]]
+            frames = [worker.identity, *pack(token, body)]
         else:
             frames = [worker.identity, b"", MDPW01, REQUEST, token, b"", *body]
         try:

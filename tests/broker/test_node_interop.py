@@ -92,10 +92,10 @@ def test_node_client_to_python_worker(broker: Broker) -> None:
     assert bad_code == 1 and bad["payload"]["error"]["code"] == "UNKNOWN_COMMAND"
 
 
-def start_node_worker(broker: Broker, service: str) -> subprocess.Popen:
+def start_node_worker(broker: Broker, service: str, *options: str) -> subprocess.Popen:
     heartbeat_ms = str(int(WORKER_OPTIONS["heartbeat_interval"] * 1000))
     return subprocess.Popen(
-        [NODE, "worker.mjs", broker.frontend, service, heartbeat_ms, str(WORKER_OPTIONS["liveness"])],
+        [NODE, "worker.mjs", broker.frontend, service, heartbeat_ms, str(WORKER_OPTIONS["liveness"]), *options],
         cwd=NODE_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -135,6 +135,21 @@ def test_python_client_to_node_worker(broker: Broker, node_worker: subprocess.Po
     assert reply.result == {"greeting": "hello Ada", "runtime": "node", "length": 3}
     assert reply.envelope["correlationId"] and reply.envelope["destination"] == "py-tests"
     assert not unknown.ok and unknown.error["code"] == "UNKNOWN_COMMAND"
+
+
+def test_python_client_to_packed_node_worker(broker: Broker, node_modules: Path) -> None:
+    """The packed-delivery extension, from its description in PROTOCOL.md alone, in another language."""
+    proc = start_node_worker(broker, "node-packed", "4", "packed")
+    try:
+        with Client(broker.frontend, timeout=10, retries=1) as client:
+            assert wait_for(lambda: client.has_service("node-packed", timeout=2), timeout=60), _stderr(proc)
+            replies = [client.call("node-packed", "greet", {"name": name}) for name in ("Ada", "Grace", "Edsger")]
+            service = client.call("arbiter.status", "status").result["services"]["node-packed"]
+    finally:
+        stop_node_worker(proc)
+
+    assert [r.result["greeting"] for r in replies] == ["hello Ada", "hello Grace", "hello Edsger"]
+    assert service["packedWorkers"] == 1 and service["credit"] == 4
 
 
 def _stderr(proc: subprocess.Popen) -> str:

@@ -1,14 +1,18 @@
 // A minimal MDP/0.1 worker in Node.js, written from docs/PROTOCOL.md alone.
 //
-// usage: node worker.mjs ENDPOINT SERVICE [HEARTBEAT_MS] [LIVENESS]
+// usage: node worker.mjs ENDPOINT SERVICE [HEARTBEAT_MS] [LIVENESS] [CREDIT] [packed]
 // Registers SERVICE and answers the command "greet" ({name} -> {greeting, runtime, length}).
+// With CREDIT it declares the credit extension; with "packed" it asks for packed delivery
+// (PROTOCOL.md §5.1) and answers packed requests packed.
 // Prints "ready" once READY is sent; on SIGTERM/SIGINT sends DISCONNECT and exits.
 // Follows the worker checklist: heartbeats every interval, reconnects on a new socket after
 // DISCONNECT or after LIVENESS silent intervals.
 import { randomUUID, randomBytes } from "node:crypto";
 import { Dealer } from "zeromq";
 
-const [endpoint, service, heartbeatArg = "2500", livenessArg = "3"] = process.argv.slice(2);
+const [endpoint, service, heartbeatArg = "2500", livenessArg = "3", credit, packedArg] = process.argv.slice(2);
+const packed = packedArg === "packed";
+const TOKEN_BYTES = 8;
 const heartbeatMs = Number(heartbeatArg);
 const liveness = Number(livenessArg);
 const W = "MDPW01";
@@ -33,7 +37,8 @@ async function open() {
   // A fresh socket per conversation: after DISCONNECT the spec requires a new one.
   sock = new Dealer({ linger: 0, receiveTimeout: heartbeatMs });
   sock.connect(endpoint);
-  await send(["", W, READY, service]);
+  const options = credit ? [credit, ...(packed ? ["packed"] : [])] : [];
+  await send(["", W, READY, service, ...options]);
 }
 
 const heartbeat = setInterval(() => {
@@ -104,6 +109,12 @@ async function serve() {
       continue;
     }
     lastHeard = Date.now();
+    if (packed && frames[0].length >= TOKEN_BYTES) {
+      // A packed REQUEST: the token, then the body, in frame 0; the reply goes back the same way.
+      const token = frames[0].subarray(0, TOKEN_BYTES);
+      await send([Buffer.concat([token, Buffer.from(answer(frames[0].subarray(TOKEN_BYTES)))])]);
+      continue;
+    }
     if (frames.length < 3 || frames[0].length !== 0 || frames[1].toString() !== W) continue;
     const cmd = frames[2][0];
     if (cmd === DISCONNECT) return; // the broker forgot us (e.g. it restarted)
