@@ -13,8 +13,8 @@ insert of the same row a no-op (``INSERT ... ON CONFLICT DO NOTHING``). What wai
 (``max_queue`` rows): beyond it new rows are counted as dropped, never blocking the broker.
 
 The parent side, :class:`Recorder`, is driven by the broker's loop thread (``submit_*`` per
-request, :meth:`Recorder.flush` every tick) and needs no lock. Run the child with
-``python -m arbiter.recorder ENDPOINT DATABASE_URL ROOT``.
+request, :meth:`Recorder.flush` every ``interval_s``, the ``state.batch_ms`` setting) and needs
+no lock. Run the child with ``python -m arbiter.recorder ENDPOINT DATABASE_URL ROOT``.
 """
 
 from __future__ import annotations
@@ -54,9 +54,8 @@ RESPAWN_MAX_S = 5.0
 class Recorder:
     """Broker side: queue rows, send them in batches, keep them until the recorder confirms.
 
-    Same surface as :class:`record.DecisionWriter` (``submit``, ``submit_values``,
-    ``submit_circuit``, ``flush``, ``interval_s``, ``close``, ``written``, ``dropped``,
-    ``errors``)."""
+    ``written``, ``dropped``, ``queued``, ``restarts`` and ``errors`` are what ``arbiter status``
+    shows of it (``writers.decisions``)."""
 
     def __init__(
         self,
@@ -244,7 +243,9 @@ def sweep_stale_sockets(folder: str | None = None) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: end with the broker even when it is killed outright."""
+    """In the child before exec: end with the broker even when it is killed outright. Linux sends
+    the signal when the *thread* that started the child ends: the broker starts and restarts its
+    recorder from its main thread, the one that lives as long as the broker."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
