@@ -238,7 +238,7 @@ def saved_circuits() -> dict[str, dict[str, Any]]:
 
 class DecisionWriter:
     """A thread that writes decision rows in batches, so the caller never waits on the database
-    (``arbiter route --batch --record``; the broker has a process for this, :mod:`.recorder`).
+    (``arbiter route --input FILE``; the broker has a process for this, :mod:`.recorder`).
 
     ``submit`` never blocks: when the queue is full the row is counted as dropped rather than
     stalling the caller; ``close`` drains what is queued. A transaction takes what gathered in
