@@ -68,8 +68,7 @@ def row_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
 class RowTemplate:
     """The row of a decision the broker reuses (its decision cache), converted to database values
     once. Each request that reuses the decision only fills in its own id, request id, outcome,
-    success and time: the large JSON columns are encoded once, and the writer thread, which shares
-    the interpreter with the broker's loop, converts nothing per row."""
+    success and time, on the broker's loop: the large JSON columns are encoded once."""
 
     request_id: str  # the request that made the decision: its row keeps the decision's JSON
     first: tuple[Any, ...]
@@ -108,11 +107,10 @@ def insert_values(rows: Sequence[tuple[Any, ...]], skip_existing: bool = False) 
     out instead of failing the batch (the recorder re-sends what a dead recorder may have written).
 
     Many rows per ``INSERT ... VALUES (...), (...)`` statement: the driver binds them all in one
-    call and the database runs one statement, so the writer thread lets go of the interpreter
-    lock once per statement rather than once per row. With ``executemany`` the broker's loop,
-    which takes the lock back after every socket call, paid for a hand-over per row (measured
-    with one client and one worker: 6.7k-7.0k routed requests/s with it, 11k/s with no writer
-    at all, 7.6k-9.9k/s with this); PostgreSQL's driver also sends ``executemany`` one row at a time."""
+    call and the database runs one statement, where ``executemany`` made a call per row (and
+    PostgreSQL's driver also sends it one row at a time). When the decision log was still written
+    by a thread of the broker, that took the broker from 6.7k-7.0k to 7.6k-9.9k routed requests/s
+    (one client and one worker, on a faster machine than the recorder's figures)."""
     if not rows:
         return 0
     db = state.database.obj
@@ -179,28 +177,37 @@ def _as_dict(row: state.RoutingDecision) -> dict[str, Any]:
     }
 
 
-def _complete(decision: dict[str, Any]) -> dict[str, Any]:
-    """Fill in what a repeat of a cached decision left to the row that first made it."""
-    first = (decision.get("outcome") or {}).get("decisionOf")
-    if not first or decision["classification"] is not None:
-        return decision
-    origin = (
-        state.RoutingDecision.select()
-        .where(state.RoutingDecision.request_id == first)
-        .order_by(state.RoutingDecision.created_at)
-        .first()
-    )
-    if origin is not None:
-        shared = _as_dict(origin)
-        for key in ("classification", "capabilityScores", "collaborationPlan", "agentTeam", "timings"):
-            decision[key] = shared[key]
-    return decision
+_SHARED_KEYS = tuple(  # SHARED_COLUMNS as _as_dict names them: capability_scores -> capabilityScores
+    head + "".join(word.title() for word in rest) for head, *rest in (c.split("_") for c in SHARED_COLUMNS)
+)
+
+
+def _complete(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill in what repeats of cached decisions left to the rows that first made them: one
+    query for all of them, however many repeats of one decision a listing holds."""
+    wanted = {
+        first: None
+        for d in decisions
+        if d["classification"] is None and (first := (d.get("outcome") or {}).get("decisionOf"))
+    }
+    if not wanted:
+        return decisions
+    firsts = state.RoutingDecision.select().where(state.RoutingDecision.request_id.in_(list(wanted)))
+    origins: dict[str, dict[str, Any]] = {}
+    for row in firsts.order_by(state.RoutingDecision.created_at.desc()):
+        origins[row.request_id] = _as_dict(row)  # the oldest row of a request id wins
+    for decision in decisions:
+        origin = origins.get((decision.get("outcome") or {}).get("decisionOf"))
+        if origin is not None and decision["classification"] is None:
+            for key in _SHARED_KEYS:
+                decision[key] = origin[key]
+    return decisions
 
 
 def recent_decisions(limit: int = 20) -> list[dict[str, Any]]:
     """The newest decisions first, as plain dicts."""
     query = state.RoutingDecision.select().order_by(state.RoutingDecision.created_at.desc()).limit(limit)
-    return [_complete(_as_dict(row)) for row in query]
+    return _complete([_as_dict(row) for row in query])
 
 
 def find_decision(request_id: str) -> dict[str, Any] | None:
@@ -212,7 +219,7 @@ def find_decision(request_id: str) -> dict[str, Any] | None:
         .limit(1)
     )
     row = query.first()
-    return _complete(_as_dict(row)) if row else None
+    return _complete([_as_dict(row)])[0] if row else None
 
 
 def save_circuit(plugin: str, version: str, circuit: str, reason: str) -> None:

@@ -310,8 +310,8 @@ def open_store(url: str, root: Path = Path(".")) -> pw.Database:
 def writing() -> Any:
     """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a
     transaction that reads first and writes later fails at once with "database is locked" when
-    another connection wrote in between, whatever busy_timeout says, and two writer threads (the
-    decision and dead-letter writers) would otherwise lose batches that way."""
+    another connection wrote in between, whatever busy_timeout says, and two writers (the
+    broker's recorder process and its dead-letter thread) would otherwise lose batches that way."""
     db = database.obj
     if isinstance(db, pw.SqliteDatabase):
         return db.atomic("IMMEDIATE")

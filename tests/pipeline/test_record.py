@@ -61,6 +61,8 @@ def test_rows_of_a_cached_decision_in_chunks(shipped_router, tmp_path):
         assert (
             repeat["classification"] == first["classification"] and repeat["primaryPlugin"] == "lobbi-platform-manager"
         )
+        listed = record.recent_decisions(50)  # fifty repeats of one decision, filled in from its first row
+        assert len(listed) == 50 and all(d["classification"] == first["classification"] for d in listed)
         raw = state.RoutingDecision.get(state.RoutingDecision.request_id == f"req_{count - 2}")
         assert raw.classification is None  # stored once, on the first row
     finally:
