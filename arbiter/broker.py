@@ -411,7 +411,12 @@ class Broker:
         return service
 
     def _submit(self, service: Service, pending: Pending) -> None:
-        """Hand ``pending`` to a worker with credit, or queue it."""
+        """Hand ``pending`` to a worker with credit, or queue it; once the broker is stopping,
+        refuse it, as the requests that waited when it began."""
+        if self._stopping:
+            self._release(pending.client)
+            self._fail(pending, "SHUTTING_DOWN", "the broker is stopping", reason="shutdown")
+            return
         service.requests += 1
         if service.ready and not service.queue:
             self._dispatch(service.ready.popleft(), pending)
@@ -907,11 +912,7 @@ class Broker:
         self._stopping = True
         log.info("stopping: %d request(s) in flight", self.pending_total)
         held = {id(p) for w in self.workers.values() for p in w.held.values()}
-        for service in self.services.values():
-            for pending in [p for p in service.queue if p.attempt is None]:
-                service.queue.remove(pending)
-                self._release(pending.client)
-                self._fail(pending, "SHUTTING_DOWN", "the broker is stopping", reason="shutdown")
+        self._fail_queued("the broker is stopping")
         for routed in list(self.routed):
             attempt = routed.current
             if attempt is None or attempt.finished or id(attempt.pending) not in held:
@@ -928,9 +929,20 @@ class Broker:
                     self._release(pending.client)
                     self._fail(pending, "SHUTTING_DOWN", message, "shutdown")
             worker.held.clear()
+        # What a worker that left during the grace period gave back waits in a queue again.
+        self._fail_queued(message)
         for routed in list(self.routed):
             self.dispatcher.fail(routed, "SHUTTING_DOWN", message, "shutdown")
         self._running = False
+
+    def _fail_queued(self, message: str) -> None:
+        """Answer every direct request still waiting for a worker (routed tries are the
+        dispatcher's: it fails their requests as a whole)."""
+        for service in self.services.values():
+            for pending in [p for p in service.queue if p.attempt is None]:
+                service.queue.remove(pending)
+                self._release(pending.client)
+                self._fail(pending, "SHUTTING_DOWN", message, reason="shutdown")
 
     def _close(self) -> None:
         for worker in list(self.workers.values()):

@@ -375,6 +375,34 @@ def test_sigterm_answers_what_workers_hold_and_dead_letters_the_rest(tmp_path: P
         client.close()
 
 
+def test_no_request_is_left_unanswered_by_a_stopping_broker(tmp_path: Path, ctx: zmq.Context) -> None:
+    """A request that arrives once SIGTERM has begun the shutdown is refused at once; one held by
+    a worker that goes silent during the grace period goes back to its queue and is answered
+    when the grace period ends. Both are answered and kept as dead letters."""
+    with broker_with(tmp_path) as broker:
+        worker = RawWorker(ctx, broker.frontend, "slow")  # never heartbeats: dropped after ~2 s
+        client = dealer(ctx, broker.frontend)
+        held, late = env.new_request("slow", "work"), env.new_request("slow", "work")
+        client.send_multipart(request_frames(b"slow", orjson.dumps(held)))
+        assert worker.next_request()
+        broker.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        client.send_multipart(request_frames(b"slow", orjson.dumps(late)))
+        answers: dict[str, str] = {}
+        deadline = time.monotonic() + 15
+        while len(answers) < 2 and time.monotonic() < deadline:
+            frames = recv(client, 1)
+            if frames:
+                data = reply_envelope(frames)
+                answers[data["correlationId"]] = data["payload"].get("error", {}).get("code", "OK")
+        assert broker.process.wait(timeout=15) == 0
+        assert answers == {held["messageId"]: "SHUTTING_DOWN", late["messageId"]: "SHUTTING_DOWN"}
+        letters = state_rows(broker.root, "select message_id, reason from dead_letters")
+        assert sorted(letters) == sorted([(held["messageId"], "shutdown"), (late["messageId"], "shutdown")])
+        worker.close()
+        client.close()
+
+
 def test_broker_keeps_serving_while_a_client_vanishes(shipped: Broker, ctx: zmq.Context) -> None:
     """A reply to a client that has gone is counted, not fatal."""
     worker = RawWorker(ctx, shipped.frontend, "vanishing")
