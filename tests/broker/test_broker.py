@@ -345,6 +345,18 @@ def test_wildcard_subscriptions_are_matched_by_the_broker(shipped: Broker, ctx: 
         sock.close()
 
 
+def collect_answers(client: zmq.Socket, count: int, timeout_s: float) -> dict[str, str]:
+    """messageId answered -> "OK" or the error code, until ``count`` arrived or the time is up."""
+    answers: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(answers) < count and time.monotonic() < deadline:
+        frames = recv(client, 1)
+        if frames:
+            data = reply_envelope(frames)
+            answers[data["correlationId"]] = data["payload"].get("error", {}).get("code", "OK")
+    return answers
+
+
 def test_sigterm_answers_what_workers_hold_and_dead_letters_the_rest(tmp_path: Path, ctx: zmq.Context) -> None:
     with broker_with(tmp_path) as broker:
         worker = RawWorker(ctx, broker.frontend, "slow", credit=2)
@@ -359,13 +371,7 @@ def test_sigterm_answers_what_workers_hold_and_dead_letters_the_rest(tmp_path: P
         for address, body in held:  # the worker finishes what it had while the broker drains
             data = orjson.loads(body[0])
             worker.reply(address, [orjson.dumps(env.success_reply(data, "slow", "done"))])
-        answers: dict[str, str] = {}
-        deadline = time.monotonic() + 10
-        while len(answers) < 5 and time.monotonic() < deadline:
-            frames = recv(client, 1)
-            if frames:
-                data = reply_envelope(frames)
-                answers[data["correlationId"]] = data["payload"].get("error", {}).get("code", "OK")
+        answers = collect_answers(client, 5, timeout_s=10)
         assert broker.process.wait(timeout=15) == 0
         assert sorted(answers.values()) == ["OK", "OK", "SHUTTING_DOWN", "SHUTTING_DOWN", "SHUTTING_DOWN"]
         letters = state_rows(broker.root, "select message_id, reason from dead_letters")
@@ -388,13 +394,7 @@ def test_no_request_is_left_unanswered_by_a_stopping_broker(tmp_path: Path, ctx:
         broker.process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         client.send_multipart(request_frames(b"slow", orjson.dumps(late)))
-        answers: dict[str, str] = {}
-        deadline = time.monotonic() + 15
-        while len(answers) < 2 and time.monotonic() < deadline:
-            frames = recv(client, 1)
-            if frames:
-                data = reply_envelope(frames)
-                answers[data["correlationId"]] = data["payload"].get("error", {}).get("code", "OK")
+        answers = collect_answers(client, 2, timeout_s=15)
         assert broker.process.wait(timeout=15) == 0
         assert answers == {held["messageId"]: "SHUTTING_DOWN", late["messageId"]: "SHUTTING_DOWN"}
         letters = state_rows(broker.root, "select message_id, reason from dead_letters")
