@@ -8,6 +8,7 @@ what ``arbiter decisions`` shows is the same whoever decided.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections import deque
@@ -64,11 +65,20 @@ def row_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(f.db_value(row.get(f.name)) for f in _FIELDS)
 
 
+# One request's row as the broker's loop hands it to the recorder process: (template, row id,
+# request id, outcome JSON, success, created at in epoch seconds). Cheap to make (no copy of the
+# decision's columns, no date conversion) and to pickle (a plain tuple; the template is pickled
+# once per batch however many rows share it); :func:`entry_values` turns it into database values
+# in the recorder. The row id is chosen here, on the broker, so a batch sent again after a
+# recorder died carries the same ids and its rows are not stored twice.
+LogEntry = tuple["RowTemplate", str, str, str, "bool | None", float]
+
+
 @dataclass(frozen=True)
 class RowTemplate:
     """The row of a decision the broker reuses (its decision cache), converted to database values
-    once. Each request that reuses the decision only fills in its own id, request id, outcome,
-    success and time, on the broker's loop: the large JSON columns are encoded once."""
+    once. Each request that reuses the decision only brings its own id, request id, outcome,
+    success and time (:meth:`entry`): the large JSON columns are encoded once."""
 
     request_id: str  # the request that made the decision: its row keeps the decision's JSON
     first: tuple[Any, ...]
@@ -82,20 +92,26 @@ class RowTemplate:
             repeat[index] = None
         return cls(str(decision.get("requestId") or ""), first, tuple(repeat))
 
-    def values(self, request_id: str, outcome: dict[str, Any], success: bool | None) -> tuple[Any, ...]:
-        """This request's row. A repeat refers to the first row (``outcome.decisionOf``, added to
-        ``outcome`` in place) instead of storing the decision's JSON again."""
-        if request_id == self.request_id:
-            values = list(self.first)
-        else:
-            values = list(self.repeat)
+    def entry(self, request_id: str, outcome: dict[str, Any], success: bool | None) -> LogEntry:
+        """This request's row, to be completed by :func:`entry_values`. A repeat refers to the
+        first row (``outcome.decisionOf``, added to ``outcome`` in place) instead of storing the
+        decision's JSON again. The outcome is encoded now, so later changes cannot reach the log."""
+        if request_id != self.request_id:
             outcome["decisionOf"] = self.request_id
-        values[_ID] = state.ordered_id()
-        values[_REQUEST_ID] = request_id
-        values[_OUTCOME] = _FIELDS[_OUTCOME].db_value(outcome)
-        values[_SUCCESS] = _FIELDS[_SUCCESS].db_value(success)
-        values[_CREATED_AT] = _FIELDS[_CREATED_AT].db_value(state.now())
-        return tuple(values)
+        return (self, state.ordered_id(), request_id, _FIELDS[_OUTCOME].db_value(outcome), success, time.time())
+
+
+def entry_values(entry: LogEntry) -> tuple[Any, ...]:
+    """A :class:`LogEntry` as the database driver takes it (columns in ``ROW_COLUMNS`` order)."""
+    template, row_id, request_id, outcome, success, created = entry
+    values = list(template.first if request_id == template.request_id else template.repeat)
+    values[_ID] = row_id
+    values[_REQUEST_ID] = request_id
+    values[_OUTCOME] = outcome
+    values[_SUCCESS] = _FIELDS[_SUCCESS].db_value(success)
+    moment = dt.datetime.fromtimestamp(created, dt.timezone.utc).replace(tzinfo=None)
+    values[_CREATED_AT] = _FIELDS[_CREATED_AT].db_value(moment)
+    return tuple(values)
 
 
 ROWS_PER_STATEMENT = 100  # 2,000 parameters; SQLite allows 32,766 and PostgreSQL 65,535

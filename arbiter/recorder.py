@@ -32,8 +32,9 @@ import sys
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 import zmq
@@ -49,6 +50,21 @@ PARENT_CHECK_S = 1.0  # how often an idle recorder looks whether the broker is s
 DIR_PREFIX = "arbiter-recorder-"
 RESPAWN_FIRST_S = 0.05  # a recorder that served a while is replaced at once (well, next flush)
 RESPAWN_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message to the recorder, encoded once: a batch that has to be sent again after a
+    restart, or waits for a full pipe to drain, is not pickled again."""
+
+    seq: int
+    rows: int  # decision rows in it, released from ``queued`` when it is confirmed
+    data: bytes  # pickled (kind, seq, payload)
+
+    @classmethod
+    def of(cls, kind: str, seq: int, payload: Any) -> Message:
+        rows = len(payload) if kind == ROWS else 0
+        return cls(seq, rows, pickle.dumps((kind, seq, payload), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class Recorder:
@@ -79,8 +95,8 @@ class Recorder:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(self.endpoint)
         self._rows: list[tuple[Any, ...]] = []  # not yet in a batch
-        self._unsent: deque[tuple[str, int, Any]] = deque()  # batches waiting for the socket
-        self._unconfirmed: dict[int, tuple[str, int, Any]] = {}  # sent, not yet confirmed written
+        self._unsent: deque[Message] = deque()  # batches waiting for the socket
+        self._unconfirmed: dict[int, Message] = {}  # sent, not yet confirmed written
         self._held = 0  # rows in the three above
         self._seq = itertools.count(1)
         self.written = 0
@@ -92,15 +108,12 @@ class Recorder:
 
     # -- what the broker calls --------------------------------------------------------------
 
-    def submit(self, decision: Mapping[str, Any], origin: str = "broker") -> None:
-        self.submit_values(record.row_values(record.decision_row(decision, origin)))
-
-    def submit_values(self, values: tuple[Any, ...]) -> None:
-        """Queue one row (database values, :meth:`record.RowTemplate.values`); never blocks."""
+    def submit_entry(self, entry: record.LogEntry) -> None:
+        """Queue one request's row (:meth:`record.RowTemplate.entry`); never blocks."""
         if self._held >= self._max_queue:
             self.dropped += 1
             return
-        self._rows.append(values)
+        self._rows.append(entry)
         self._held += 1
         if len(self._rows) >= self._max_batch:
             self._batch_rows()
@@ -122,7 +135,7 @@ class Recorder:
         """Write everything still held, then stop the recorder (killed if it takes too long)."""
         self.flush()
         closing = next(self._seq)
-        self._unsent.append((CLOSE, closing, None))
+        self._unsent.append(Message.of(CLOSE, closing, None))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._read_confirmations()
@@ -163,7 +176,7 @@ class Recorder:
             self._queue(ROWS, rows)
 
     def _queue(self, kind: str, payload: Any) -> None:
-        self._unsent.append((kind, next(self._seq), payload))
+        self._unsent.append(Message.of(kind, next(self._seq), payload))
         self._send_waiting()
 
     def _send_waiting(self) -> None:
@@ -171,11 +184,11 @@ class Recorder:
         while self._unsent:
             message = self._unsent[0]
             try:
-                self._sock.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL), zmq.NOBLOCK)
+                self._sock.send(message.data, zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._unsent.popleft()
-            self._unconfirmed[message[1]] = message
+            self._unconfirmed[message.seq] = message
 
     def _read_confirmations(self) -> None:
         while True:
@@ -187,10 +200,9 @@ class Recorder:
             if message is None:
                 continue  # a confirmation from before a restart, of a batch already re-sent
             self.written += written
-            if message[0] == ROWS:
-                self._held -= len(message[2])
-                if error:  # the database refused the batch even after retries: counted, not kept
-                    self.dropped += len(message[2])
+            self._held -= message.rows
+            if error:  # the database refused the batch even after retries: counted, not kept
+                self.dropped += message.rows
             if error:
                 self._error(error)
 
@@ -213,7 +225,7 @@ class Recorder:
             return
         self.restarts += 1
         self._read_confirmations()  # what it confirmed before dying need not be sent again
-        self._unsent.extendleft(sorted(self._unconfirmed.values(), key=lambda m: m[1], reverse=True))
+        self._unsent.extendleft(sorted(self._unconfirmed.values(), key=lambda m: m.seq, reverse=True))
         self._unconfirmed.clear()
         self._process = self._spawn()
 
@@ -259,7 +271,7 @@ def write(kind: str, payload: Any) -> int:
     """Apply one message to the database; returns how many of its rows are now stored (a row
     re-sent after a restart that the dead recorder had already written counts: it is stored)."""
     if kind == ROWS:
-        state.with_retries(record.insert_values, payload, True)
+        state.with_retries(record.insert_values, [record.entry_values(entry) for entry in payload], True)
         return len(payload)
     if kind == CIRCUIT:
         state.with_retries(record.save_circuit, *payload)

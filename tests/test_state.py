@@ -113,8 +113,8 @@ def test_postgresql_store_fresh_and_migrated():
         }
         template = record.RowTemplate.of(decision, "broker")
         rows = [
-            template.values("req3", {"status": "success", "steps": []}, True),
-            template.values("req4", {"status": "error", "steps": []}, False),
+            record.entry_values(template.entry("req3", {"status": "success", "steps": []}, True)),
+            record.entry_values(template.entry("req4", {"status": "error", "steps": []}, False)),
         ]
         assert record.insert_values(rows) == 2
         assert record.insert_values(rows, skip_existing=True) == 0  # a re-sent batch (the recorder)

@@ -60,7 +60,7 @@ def settle(recorder: Recorder, done: Callable[[], bool], timeout: float = WAIT_S
 
 def submit(recorder: Recorder, template: record.RowTemplate, ids: range) -> None:
     for i in ids:
-        recorder.submit_values(template.values("req_first" if i == 0 else f"req_{i}", {"status": "success"}, True))
+        recorder.submit_entry(template.entry("req_first" if i == 0 else f"req_{i}", {"status": "success"}, True))
 
 
 def stored_request_ids() -> list[str]:
@@ -137,9 +137,8 @@ def test_a_database_refusing_rows_is_reported_not_retried_forever(
     store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
 ) -> None:
     recorder = start(recorders, store, tmp_path)
-    bad = list(template.values("req_bad", {}, True))
-    bad[0] = None  # no id: the primary key refuses the row
-    recorder.submit_values(tuple(bad))
+    entry = template.entry("req_bad", {}, True)
+    recorder.submit_entry((entry[0], None, *entry[2:]))  # type: ignore[arg-type]  # no id: the primary key refuses it
     settle(recorder, lambda: recorder.queued == 0)
     assert recorder.dropped == 1 and recorder.written == 0
     assert "IntegrityError" in recorder.errors[-1]

@@ -51,7 +51,7 @@ def test_rows_of_a_cached_decision_in_chunks(shipped_router, tmp_path):
         template = record.RowTemplate.of(data, "broker")
         count = 2 * record.ROWS_PER_STATEMENT + 7
         ids = ["req_first", *(f"req_{i}" for i in range(count - 1))]
-        rows = [template.values(rid, {"status": "success"}, True) for rid in ids]
+        rows = [record.entry_values(template.entry(rid, {"status": "success"}, True)) for rid in ids]
         assert record.insert_values(rows) == count
         assert state.RoutingDecision.select().count() == count
         assert record.insert_values(rows[-50:] + rows[:3], skip_existing=True) == 0  # re-sent rows are skipped
