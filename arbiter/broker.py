@@ -65,6 +65,7 @@ MAX_BATCH = 256  # messages read per socket before looking at the others again
 SHUTDOWN_GRACE_S = 5.0
 MIN_FLUSH_S = 0.01  # batch_ms may be 0 ("at once"): the loop still only flushes this often
 TICK_S = 0.1  # how often deadlines (tries, queued requests) and circuit timers are looked at
+OUTBOX_BATCH = 16  # messages the loop gathers before sending them in one burst (see Broker._send)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ class Broker:
         self.health: dict[str, Health] = {}
         self.dispatcher = Dispatcher(self, settings.attempt_timeout_s)
         self._own_services = {svc.ROUTE: self._route, svc.EXPLAIN: self._explain, svc.STATUS: self._status}
+        # frames to send, the worker they go to (dropped when unreachable), what to count if they fail
+        self._outbox: deque[tuple[list[bytes], WorkerState | None, str | None]] = deque()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -265,6 +268,9 @@ class Broker:
                 self._housekeeping(now)
                 next_tick = now + tick
                 more = True
+            if self._outbox:
+                self._send_out()
+                more = True
         self._close()
 
     def _run_posted(self) -> None:
@@ -302,17 +308,22 @@ class Broker:
         a failed read processes the socket's pending commands and arms it to signal the next
         message (libzmq), as a ZMQ_EVENTS check would, and costs less when messages stream in."""
         sock = self.frontend
-        for _ in range(MAX_BATCH):
+        for count in range(MAX_BATCH):
             try:
                 frames = recv_frames(sock)
             except zmq.Again:
-                return False
+                if not self._outbox:
+                    return False
+                self._send_out()  # input ran dry: answer now, then read again (which re-arms the FD)
+                continue
             try:
                 self._on_frontend(frames)
             except Exception:  # one bad message must never stop the broker
                 log.exception("internal error on a message of %d frames", len(frames))
                 self.dropped["internal-error"] += 1
                 self._internal_error_reply(frames)
+            if not count:
+                self._send_out()  # a lone request (no stream yet) must not wait for the failed read
         return True
 
     def _on_frontend(self, frames: list[bytes]) -> None:
@@ -470,12 +481,7 @@ class Broker:
             frames = [worker.identity, *pack(token, body)]
         else:
             frames = [worker.identity, b"", MDPW01, REQUEST, token, b"", *body]
-        try:
-            send_frames(self.frontend, frames)  # type: ignore[arg-type]
-        except zmq.ZMQError:
-            self.dropped["worker-unreachable"] += 1
-            self.counters["workers-unreachable"] += 1
-            self._remove_worker(worker, "unreachable")
+        self._send(frames, worker, "worker-unreachable")
 
     # -- workers ------------------------------------------------------------------------
 
@@ -670,10 +676,7 @@ class Broker:
     def _disconnect(self, identity: bytes, reason: str | None) -> None:
         if reason:
             self.dropped[reason] += 1
-        try:
-            send_frames(self.frontend, [identity, b"", MDPW01, DISCONNECT])  # type: ignore[arg-type]
-        except zmq.ZMQError:
-            pass
+        self._send([identity, b"", MDPW01, DISCONNECT])
 
     def _health_event(self, event: str, service: Service, identity: bytes, why: str | None = None) -> None:
         data = {"event": event, "service": service.name, "worker": identity.hex(), "workers": len(service.workers)}
@@ -684,10 +687,36 @@ class Broker:
     # -- clients ------------------------------------------------------------------------
 
     def _send_client(self, client: bytes, service_frame: bytes, body: list[bytes]) -> None:
-        try:
-            send_frames(self.frontend, [client, b"", MDPC01, service_frame, *body])  # type: ignore[arg-type]
-        except zmq.ZMQError:
-            self.dropped["client-unreachable"] += 1
+        self._send([client, b"", MDPC01, service_frame, *body], None, "client-unreachable")
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _send(self, frames: list[bytes], worker: WorkerState | None = None, drop: str | None = None) -> None:
+        """Send ``frames`` on the frontend soon: with the next burst of up to ``OUTBOX_BATCH``
+        messages, and at the latest before the loop next sleeps, in the order they were given.
+
+        A message sent while its pipe is idle costs the loop a system call to wake libzmq's I/O
+        thread (measured here: 6.8 µs for a lone 5-frame send, 2.1 µs each in a burst), and that
+        thread then wakes for each message. Interleaved with the Python work of each request,
+        every send found the pipe idle; sent in bursts, most join a pipe the I/O thread is already
+        draining. ``worker``: the worker the message goes to, removed (what it holds handed on)
+        when it is unreachable; ``drop``: the reason counted when the message cannot be sent."""
+        self._outbox.append((frames, worker, drop))
+        if len(self._outbox) >= OUTBOX_BATCH:
+            self._send_out()
+
+    def _send_out(self) -> None:
+        outbox, sock = self._outbox, self.frontend
+        while outbox:
+            frames, worker, drop = outbox.popleft()
+            try:
+                send_frames(sock, frames)  # type: ignore[arg-type]
+            except zmq.ZMQError:
+                if drop:
+                    self.dropped[drop] += 1
+                if worker is not None and self.workers.get(worker.identity) is worker:  # once per worker
+                    self.counters["workers-unreachable"] += 1
+                    self._remove_worker(worker, "unreachable")  # may queue sends: the loop goes on
 
     def _reply_error(
         self,
@@ -839,11 +868,12 @@ class Broker:
         """Record one request's decision; repeats of a cached decision point at the row of the
         request that made it (:class:`record.RowTemplate`)."""
         if self.decisions is not None:
-            self.decisions.submit_values(decided.row.values(request_id, outcome, success))
+            self.decisions.submit_entry(decided.row.entry(request_id, outcome, success))
 
     def _record_decision(self, decision: dict[str, Any], outcome: dict[str, Any], success: bool | None) -> None:
         if self.decisions is not None:
-            self.decisions.submit(dict(decision, outcome=outcome, success=success), origin="broker")
+            template = record.RowTemplate.of(decision, "broker")
+            self.decisions.submit_entry(template.entry(template.request_id, outcome, success))
 
     # -- time ---------------------------------------------------------------------------
 
@@ -870,11 +900,7 @@ class Broker:
             self._running = False
 
     def _disconnectless_heartbeat(self, worker: WorkerState) -> None:
-        try:
-            send_frames(self.frontend, [worker.identity, b"", MDPW01, HEARTBEAT])  # type: ignore[arg-type]
-        except zmq.ZMQError:
-            self.counters["workers-unreachable"] += 1
-            self._remove_worker(worker, "unreachable")
+        self._send([worker.identity, b"", MDPW01, HEARTBEAT], worker)
 
     def _expire(self, service: Service, now: float) -> None:
         keep: deque[Pending] = deque()
@@ -947,6 +973,7 @@ class Broker:
     def _close(self) -> None:
         for worker in list(self.workers.values()):
             self._disconnect(worker.identity, None)
+        self._send_out()
         self.events.publish("system/health", {"event": "broker-down"})  # type: ignore[union-attr]
         self.events.close()  # type: ignore[union-attr]
         self.frontend.close()  # type: ignore[union-attr]

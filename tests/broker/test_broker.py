@@ -416,6 +416,34 @@ def test_broker_keeps_serving_while_a_client_vanishes(shipped: Broker, ctx: zmq.
     worker.close()
 
 
+def test_a_request_sent_to_a_vanished_worker_goes_to_the_next(tmp_path: Path, ctx: zmq.Context) -> None:
+    """The broker learns that a worker is gone when sending to it fails, long before its
+    heartbeats run out: the worker is dropped and what it was given waits for the next worker."""
+    with broker_with(tmp_path) as broker:
+        gone = RawWorker(ctx, broker.frontend, "vanishing-worker", credit=3)
+        assert wait_until(lambda: status(broker.frontend)["services"].get("vanishing-worker", {}).get("workers") == 1)
+        gone.close()
+        time.sleep(0.3)  # the TCP connection is closed: the broker's ROUTER has no route to it any more
+        client = dealer(ctx, broker.frontend)
+        for i in range(3):
+            client.send_multipart(request_frames(b"vanishing-worker", b"job %d" % i))
+        # the send that fails is one of these requests, or a heartbeat if one falls due first
+        waiting = wait_until(
+            lambda: (s := status(broker.frontend))["services"]["vanishing-worker"]["queued"] == 3 and s
+        )
+        assert waiting["services"]["vanishing-worker"]["workers"] == 0
+        assert waiting["counters"]["workers-unreachable"] == 1
+        assert "workers-expired" not in waiting["counters"]
+        successor = RawWorker(ctx, broker.frontend, "vanishing-worker", credit=3)
+        for _ in range(3):
+            address, body = successor.next_request()
+            successor.reply(address, [b"done " + body[0]])
+        answers = sorted(recv(client)[3] for _ in range(3))
+        assert answers == [b"done job 0", b"done job 1", b"done job 2"]
+        successor.close()
+        client.close()
+
+
 def test_many_clients_at_once(shipped: Broker, ctx: zmq.Context) -> None:
     worker = RawWorker(ctx, shipped.frontend, "echo-many", credit=50)
     stop = threading.Event()
