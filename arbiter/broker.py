@@ -568,9 +568,13 @@ class Broker:
         self._pump(worker.service)
 
     def _complete(self, pending: Pending, body: list[bytes]) -> None:
-        if pending.attempt is not None:
+        attempt = pending.attempt
+        if attempt is not None:
+            # Pending and Attempt refer to each other; unlinked, both are freed by reference
+            # counting as soon as the request is done, instead of waiting for the cycle collector.
+            pending.attempt = None
             self.counters["routed-replies"] += 1
-            self.dispatcher.on_reply(pending.attempt, body)
+            self.dispatcher.on_reply(attempt, body)
             return
         self._release(pending.client)
         self.counters["replies"] += 1

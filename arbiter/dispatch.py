@@ -336,6 +336,7 @@ class Dispatcher:
 
     def _finish(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
         routed.done = True
+        routed.current = None  # the last try points back at the request: no cycle left for the collector
         outcome.update(
             steps=routed.steps,
             attempts=routed.attempts,

@@ -1,0 +1,87 @@
+"""The broker's loop in this process (a thread), with real sockets: what a long run leaves behind."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+import pytest
+import zmq
+from broker_helpers import dealer
+from test_sdk_harness import free_port, make_project
+
+from arbiter import envelope as env
+from arbiter.daemon import build_broker
+from arbiter.protocol import MDPC01, MDPW01, PACKED, READY, TOKEN_BYTES
+
+pytestmark = pytest.mark.e2e  # the broker's recorder is a process of its own
+
+PLUGIN = "fastapi-backend"
+TEXT = "Build a FastAPI endpoint with MongoDB and Keycloak auth"
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[str]:
+    """A broker serving the shipped project from a thread of this process; its frontend."""
+    urls = [f"tcp://127.0.0.1:{free_port()}" for _ in range(3)]
+    broker, _ = build_broker(make_project(tmp_path, *urls))
+    thread = threading.Thread(target=broker.run, daemon=True)
+    thread.start()
+    yield urls[0]
+    broker.stop()
+    thread.join(15)
+    assert not thread.is_alive()
+    broker.decisions.close()  # type: ignore[union-attr]
+
+
+def answer(request: bytes) -> bytes:
+    envelope = orjson.loads(request)
+    return orjson.dumps(env.success_reply(envelope, PLUGIN, {"command": envelope["payload"]["command"]}))
+
+
+def route_many(frontend: str, count: int, window: int = 20) -> int:
+    """``count`` routed requests through a packed worker of this thread; returns the successes."""
+    ctx = zmq.Context.instance()
+    worker, client = dealer(ctx, frontend), dealer(ctx, frontend)
+    worker.send_multipart([b"", MDPW01, READY, PLUGIN.encode(), b"50", PACKED])
+    time.sleep(0.3)
+    body = env.encode({**env.new_request("arbiter.route", "scaffold-endpoint"), "payload": {"text": TEXT}})
+    sent = ok = 0
+    deadline = time.monotonic() + 60
+    try:
+        while ok < count and time.monotonic() < deadline:
+            while sent < count and sent - ok < window:
+                client.send_multipart([b"", MDPC01, b"arbiter.route", body])
+                sent += 1
+            while worker.poll(1):
+                frames = worker.recv_multipart()
+                if frames[0]:  # a packed request: token + envelope
+                    token, request = frames[0][:TOKEN_BYTES], frames[0][TOKEN_BYTES:]
+                    worker.send(token + answer(request))
+            while client.poll(1):
+                reply = orjson.loads(client.recv_multipart()[-1])
+                ok += reply["payload"]["status"] == "success"
+    finally:
+        worker.close()
+        client.close()
+    return ok
+
+
+def test_routed_requests_leave_no_reference_cycles(running: str) -> None:
+    """Each routed request's bookkeeping (the request, its tries, their queue entries) is freed
+    by reference counting when it is answered: left in cycles, it piled up until the cycle
+    collector stopped the loop to walk it (measured: 250 ms of collector pauses per 34k routed
+    requests, 40 ms without the cycles)."""
+    assert route_many(running, 20) == 20  # first use builds lazy state (some of it cyclic, once)
+    gc.collect()
+    gc.disable()
+    try:
+        assert route_many(running, 300) == 300
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+    assert garbage < 30, f"{garbage} objects in reference cycles after 300 routed requests"
