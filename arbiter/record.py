@@ -1,9 +1,10 @@
 """Recording routing decisions: one ``routing_decisions`` row per decision, however it was made.
 
-The CLI writes synchronously (one decision, then exit). The broker must never wait on the
-database in its poll loop, so it hands rows to :class:`DecisionWriter`, a thread that writes
-them in batches. Both paths build the row with :func:`decision_row` from the decision's JSON, so
-what ``arbiter decisions`` shows is the same whoever decided.
+The CLI writes synchronously (one decision, then exit), or through :class:`DecisionWriter`, a
+thread writing in batches, for ``arbiter route --input``. The broker must never wait on the
+database in its poll loop: it hands each request's row, as a :data:`LogEntry`, to its recorder
+process (:mod:`arbiter.recorder`). Every path builds the row with :func:`decision_row` from the
+decision's JSON, so what ``arbiter decisions`` shows is the same whoever decided.
 """
 
 from __future__ import annotations

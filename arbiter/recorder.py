@@ -94,7 +94,7 @@ class Recorder:
         self._sock = (context or zmq.Context.instance()).socket(zmq.PAIR)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(self.endpoint)
-        self._rows: list[tuple[Any, ...]] = []  # not yet in a batch
+        self._rows: list[record.LogEntry] = []  # not yet in a batch
         self._unsent: deque[Message] = deque()  # batches waiting for the socket
         self._unconfirmed: dict[int, Message] = {}  # sent, not yet confirmed written
         self._held = 0  # rows in the three above
@@ -203,7 +203,6 @@ class Recorder:
             self._held -= message.rows
             if error:  # the database refused the batch even after retries: counted, not kept
                 self.dropped += message.rows
-            if error:
                 self._error(error)
 
     def _watch(self) -> None:
