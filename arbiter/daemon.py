@@ -80,9 +80,15 @@ def serve(root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: st
     try:
         broker.run()
     finally:
-        reloader.close()
-        for writer in (broker.decisions, broker.dead_letters):
-            if writer is not None:
-                writer.close()
-        state.close_store()
+        close_broker(broker, reloader)
     return 0
+
+
+def close_broker(broker: Broker, reloader: Reloader) -> None:
+    """After :meth:`Broker.run` returned: stop what :func:`build_broker` started, writing
+    everything the writers still hold."""
+    reloader.close()
+    for writer in (broker.decisions, broker.dead_letters):
+        if writer is not None:
+            writer.close()
+    state.close_store()

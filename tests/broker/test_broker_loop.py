@@ -15,7 +15,7 @@ from broker_helpers import dealer
 from test_sdk_harness import free_port, make_project
 
 from arbiter import envelope as env
-from arbiter.daemon import build_broker
+from arbiter.daemon import build_broker, close_broker
 from arbiter.protocol import MDPC01, MDPW01, PACKED, READY, TOKEN_BYTES
 
 pytestmark = pytest.mark.e2e  # the broker's recorder is a process of its own
@@ -28,14 +28,14 @@ TEXT = "Build a FastAPI endpoint with MongoDB and Keycloak auth"
 def running(tmp_path: Path) -> Iterator[str]:
     """A broker serving the shipped project from a thread of this process; its frontend."""
     urls = [f"tcp://127.0.0.1:{free_port()}" for _ in range(3)]
-    broker, _ = build_broker(make_project(tmp_path, *urls))
+    broker, reloader = build_broker(make_project(tmp_path, *urls))
     thread = threading.Thread(target=broker.run, daemon=True)
     thread.start()
     yield urls[0]
     broker.stop()
     thread.join(15)
     assert not thread.is_alive()
-    broker.decisions.close()  # type: ignore[union-attr]
+    close_broker(broker, reloader)
 
 
 def answer(request: bytes) -> bytes:
