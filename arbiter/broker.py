@@ -269,7 +269,7 @@ class Broker:
                 next_tick = now + tick
                 more = True
             if self._outbox:
-                self._send_out()
+                self._guarded(self._send_out)
                 more = True
         self._close()
 
@@ -285,7 +285,7 @@ class Broker:
     def _guarded(self, action: Callable[[], None]) -> None:
         try:
             action()
-        except Exception:  # a posted action or timer must never take the loop down
+        except Exception:  # a posted action, a timer or a burst of sends must never take the loop down
             log.exception("internal action failed")
             self.counters["internal-errors"] += 1
 
@@ -314,7 +314,7 @@ class Broker:
             except zmq.Again:
                 if not self._outbox:
                     return False
-                self._send_out()  # input ran dry: answer now, then read again (which re-arms the FD)
+                self._guarded(self._send_out)  # input ran dry: answer now, then read again (re-arms the FD)
                 continue
             try:
                 self._on_frontend(frames)
@@ -720,7 +720,8 @@ class Broker:
                     self.dropped[drop] += 1
                 if worker is not None and self.workers.get(worker.identity) is worker:  # once per worker
                     self.counters["workers-unreachable"] += 1
-                    self._remove_worker(worker, "unreachable")  # may queue sends: the loop goes on
+                    # may queue more sends (what it held goes to others): this loop sends them too
+                    self._guarded(lambda worker=worker: self._remove_worker(worker, "unreachable"))
 
     def _reply_error(
         self,
