@@ -66,6 +66,7 @@ SHUTDOWN_GRACE_S = 5.0
 MIN_FLUSH_S = 0.01  # batch_ms may be 0 ("at once"): the loop still only flushes this often
 TICK_S = 0.1  # how often deadlines (tries, queued requests) and circuit timers are looked at
 OUTBOX_BATCH = 16  # messages the loop gathers before sending them in one burst (see Broker._send)
+OUTBOX_WAIT_S = 0.0005  # ... and how long the first of them may wait for the others
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class Broker:
         self._own_services = {svc.ROUTE: self._route, svc.EXPLAIN: self._explain, svc.STATUS: self._status}
         # frames to send, the worker they go to (dropped when unreachable), what to count if they fail
         self._outbox: deque[tuple[list[bytes], WorkerState | None, str | None]] = deque()
+        self._outbox_since = 0.0  # when the oldest message in the outbox was queued
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -322,8 +324,10 @@ class Broker:
                 log.exception("internal error on a message of %d frames", len(frames))
                 self.dropped["internal-error"] += 1
                 self._internal_error_reply(frames)
-            if not count:
-                self._send_out()  # a lone request (no stream yet) must not wait for the failed read
+            if self._outbox and (not count or time.monotonic() - self._outbox_since >= OUTBOX_WAIT_S):
+                # a lone request (no stream yet) must not wait for the failed read, nor any
+                # message for a stream of slow ones (say, new texts to route) to run dry
+                self._send_out()
         return True
 
     def _on_frontend(self, frames: list[bytes]) -> None:
@@ -696,8 +700,10 @@ class Broker:
     # -- sending ------------------------------------------------------------------------
 
     def _send(self, frames: list[bytes], worker: WorkerState | None = None, drop: str | None = None) -> None:
-        """Send ``frames`` on the frontend soon: with the next burst of up to ``OUTBOX_BATCH``
-        messages, and at the latest before the loop next sleeps, in the order they were given.
+        """Send ``frames`` on the frontend soon, in the order given: with the next burst of up
+        to ``OUTBOX_BATCH`` messages; while input keeps coming, at the latest once the oldest
+        waiting message has waited ``OUTBOX_WAIT_S`` and the message in hand is handled; else
+        when input runs dry.
 
         A message sent while its pipe is idle costs the loop a system call to wake libzmq's I/O
         thread (measured here: 6.8 µs for a lone 5-frame send, 2.1 µs each in a burst), and that
@@ -705,6 +711,8 @@ class Broker:
         every send found the pipe idle; sent in bursts, most join a pipe the I/O thread is already
         draining. ``worker``: the worker the message goes to, removed (what it holds handed on)
         when it is unreachable; ``drop``: the reason counted when the message cannot be sent."""
+        if not self._outbox:
+            self._outbox_since = time.monotonic()
         self._outbox.append((frames, worker, drop))
         if len(self._outbox) >= OUTBOX_BATCH:
             self._send_out()

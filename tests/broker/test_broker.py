@@ -403,6 +403,35 @@ def test_no_request_is_left_unanswered_by_a_stopping_broker(tmp_path: Path, ctx:
         client.close()
 
 
+SLOW = 30
+
+
+def test_a_reply_is_not_held_back_by_a_stream_of_slow_requests(shipped: Broker, ctx: zmq.Context) -> None:
+    """Replies go out in bursts, but a quick reply waits neither for a burst to fill up nor for
+    a stream of slow requests to run dry (explanations of a 2,000-word text, ~10 ms each here):
+    it leaves with the next one or two explanations, not with the next fifteen."""
+    worker = RawWorker(ctx, shipped.frontend, "quick")
+    quick, slow = dealer(ctx, shipped.frontend), dealer(ctx, shipped.frontend)
+    quick.send_multipart(request_frames(b"quick", b"ping"))
+    address, _ = worker.next_request()
+    long_text = " ".join(f"build a FastAPI endpoint with MongoDB and Keycloak, part {i}" for i in range(220))
+    body = orjson.dumps(route_request(long_text))
+    for _ in range(SLOW):
+        slow.send_multipart(request_frames(b"arbiter.explain", body))
+    worker.reply(address, [b"pong"])  # reaches the broker among the first explanations
+    assert recv(quick, 30)[3] == b"pong"
+    time.sleep(0.02)  # whatever left in the quick reply's burst has arrived by now
+    answered = 0
+    while slow.poll(0):
+        slow.recv_multipart()
+        answered += 1
+    assert answered < 12, f"{answered} slow replies came with the quick one"
+    for _ in range(SLOW - answered):
+        assert recv(slow, 30) is not None
+    for sock in (worker, quick, slow):
+        sock.close()
+
+
 def test_broker_keeps_serving_while_a_client_vanishes(shipped: Broker, ctx: zmq.Context) -> None:
     """A reply to a client that has gone is counted, not fatal."""
     worker = RawWorker(ctx, shipped.frontend, "vanishing")
