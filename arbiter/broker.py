@@ -327,7 +327,7 @@ class Broker:
             if self._outbox and (not count or time.monotonic() - self._outbox_since >= OUTBOX_WAIT_S):
                 # a lone request (no stream yet) must not wait for the failed read, nor any
                 # message for a stream of slow ones (say, new texts to route) to run dry
-                self._send_out()
+                self._guarded(self._send_out)
         return True
 
     def _on_frontend(self, frames: list[bytes]) -> None:
