@@ -715,9 +715,11 @@ class Broker:
             self._outbox_since = time.monotonic()
         self._outbox.append((frames, worker, drop))
         if len(self._outbox) >= OUTBOX_BATCH:
-            self._send_out()
+            self._guarded(self._send_out)
 
     def _send_out(self) -> None:
+        """Send the outbox in order. The loop runs this guarded: should it fail half-way (say,
+        handing on what an unreachable worker held), the rest goes with the next call."""
         outbox, sock = self._outbox, self.frontend
         while outbox:
             frames, worker, drop = outbox.popleft()
@@ -728,8 +730,7 @@ class Broker:
                     self.dropped[drop] += 1
                 if worker is not None and self.workers.get(worker.identity) is worker:  # once per worker
                     self.counters["workers-unreachable"] += 1
-                    # may queue more sends (what it held goes to others): this loop sends them too
-                    self._guarded(lambda worker=worker: self._remove_worker(worker, "unreachable"))
+                    self._remove_worker(worker, "unreachable")  # its sends (what it held, to others) go too
 
     def _reply_error(
         self,

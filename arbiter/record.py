@@ -284,17 +284,10 @@ class DecisionWriter:
         self._thread.start()
 
     def submit(self, decision: Mapping[str, Any], origin: str = "broker") -> None:
-        self._put(row_values(decision_row(decision, origin)))
-
-    def submit_values(self, values: tuple[Any, ...]) -> None:
-        """Queue a row already in database values (:meth:`RowTemplate.values`)."""
-        self._put(values)
-
-    def _put(self, item: tuple[Any, ...]) -> None:
         if len(self._items) >= self._max_queue:
             self.dropped += 1
             return
-        self._items.append(item)
+        self._items.append(row_values(decision_row(decision, origin)))
         if not self._wake.is_set():
             self._wake.set()
 
