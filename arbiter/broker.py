@@ -36,6 +36,7 @@ from .frames import recv_frames, send_frames
 from .match import Health
 from .pipeline import Request, Router, new_request_id
 from .protocol import (
+    BATCHED,
     DISCONNECT,
     HEARTBEAT,
     MDPC01,
@@ -51,6 +52,7 @@ from .protocol import (
     parse,
     parse_ready_options,
     service_name,
+    unbatch,
     unpack,
 )
 from .recorder import Recorder
@@ -131,7 +133,8 @@ class WorkerState:
     expiry: float
     held: dict[bytes, Pending] = field(default_factory=dict)
     served: int = 0
-    packed: bool = False  # asked for packed delivery (docs/PROTOCOL.md §5.1)
+    packed: bool = False  # asked for packed or batched delivery (docs/PROTOCOL.md §5.1, §5.2)
+    batched: bool = False  # ... batched: several single-frame requests per message (§5.2)
 
     @property
     def has_credit(self) -> bool:
@@ -197,6 +200,8 @@ class Broker:
         # frames to send, the worker they go to (dropped when unreachable), what to count if they fail
         self._outbox: deque[tuple[list[bytes], WorkerState | None, str | None]] = deque()
         self._outbox_since = 0.0  # when the oldest message in the outbox was queued
+        # the outbox's open message to each batched worker, which further requests join
+        self._batches: dict[bytes, tuple[WorkerState, list[bytes]]] = {}
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -342,7 +347,10 @@ class Broker:
         elif len(frames) >= 2 and frames[1]:
             worker = self.workers.get(frames[0])
             if worker is not None and worker.packed:  # only a packed reply starts without the delimiter
-                self._on_packed_reply(worker, frames[1:])
+                if worker.batched:
+                    self._on_batched_reply(worker, frames[1:])
+                else:
+                    self._on_packed_reply(worker, frames[1:])
                 return
         self._malformed(frames)
 
@@ -474,14 +482,18 @@ class Broker:
 
     def _dispatch(self, worker: WorkerState, pending: Pending) -> None:
         """Send to ``worker`` (just taken from the ready list); it goes back while it has credit.
-        A packed worker gets two frames fewer each way; a request without body frames has nothing
-        to glue the token to and goes in the MDP form, which such a worker also reads."""
+        A packed worker gets two frames fewer each way; a batched one gets the requests of a
+        burst in one message. A body that does not fit the worker's form (no frame to glue the
+        token to; several frames for a batch) goes in the MDP form, which such workers also read."""
         token = next(self._tokens).to_bytes(TOKEN_BYTES, "little")
         worker.held[token] = pending
         if worker.has_credit:
             worker.service.ready.append(worker)
         body = pending.body
-        if worker.packed and body:
+        if worker.batched and len(body) == 1:
+            self._send_batched(worker, token + body[0])
+            return
+        if worker.packed and not worker.batched and body:
             frames = [worker.identity, *pack(token, body)]
         else:
             frames = [worker.identity, b"", MDPW01, REQUEST, token, b"", *body]
@@ -523,18 +535,20 @@ class Broker:
             name = service_name(rest[0])
             if name.startswith(svc.RESERVED_PREFIXES):
                 raise ProtocolError("reserved-service", f"workers may not serve '{name}'")
-            credit, packed = parse_ready_options(rest[1:])
+            credit, delivery = parse_ready_options(rest[1:])
         except ProtocolError as exc:
             self._disconnect(identity, exc.reason)
             return
         service = self._service(rest[0])
         expiry = time.monotonic() + self.settings.worker_patience_s
-        worker = WorkerState(identity, service, credit, expiry, packed=packed)
+        packed, batched = delivery is not None, delivery == BATCHED
+        worker = WorkerState(identity, service, credit, expiry, packed=packed, batched=batched)
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.ready.append(worker)
         self.counters["workers-joined"] += 1
-        log.info("worker %s joined %s (credit %d%s)", identity.hex(), name, credit, ", packed" if packed else "")
+        form = f", {delivery.decode()}" if delivery else ""
+        log.info("worker %s joined %s (credit %d%s)", identity.hex(), name, credit, form)
         self._health_event("worker-up", service, identity)
         self._pump(service)
 
@@ -551,6 +565,15 @@ class Broker:
             self._bad_reply(worker, exc.reason)
             return
         self._take_reply(worker, token, body)
+
+    def _on_batched_reply(self, worker: WorkerState, frames: list[bytes]) -> None:
+        try:
+            replies = unbatch(frames)
+        except ProtocolError as exc:
+            self._bad_reply(worker, exc.reason)
+            return
+        for token, body in replies:
+            self._take_reply(worker, token, [body])
 
     def _bad_reply(self, worker: WorkerState, reason: str) -> None:
         """A worker that garbles a reply cannot be trusted with what it holds: that goes to others."""
@@ -717,10 +740,23 @@ class Broker:
         if len(self._outbox) >= OUTBOX_BATCH:
             self._guarded(self._send_out)
 
+    def _send_batched(self, worker: WorkerState, item: bytes) -> None:
+        """Add one request (token + body) to the message the outbox holds for batched ``worker``,
+        or start one. Each request a batch carries is one frame, and one round of Python calls
+        into ZeroMQ per message saved, on the broker and on the worker."""
+        open_batch = self._batches.get(worker.identity)
+        if open_batch is not None and open_batch[0] is worker:
+            open_batch[1].append(item)
+            return
+        frames = [worker.identity, item]
+        self._batches[worker.identity] = (worker, frames)
+        self._send(frames, worker, "worker-unreachable")
+
     def _send_out(self) -> None:
         """Send the outbox in order. The loop runs this guarded: should it fail half-way (say,
         handing on what an unreachable worker held), the rest goes with the next call."""
         outbox, sock = self._outbox, self.frontend
+        self._batches.clear()  # from here on a request for a batched worker starts a new message
         while outbox:
             frames, worker, drop = outbox.popleft()
             try:
@@ -1023,7 +1059,8 @@ class Broker:
                 "queued": len(s.queue),
                 "inflight": sum(len(w.held) for w in s.workers.values()),
                 "credit": sum(w.credit for w in s.workers.values()),
-                "packedWorkers": sum(w.packed for w in s.workers.values()),
+                "packedWorkers": sum(w.packed and not w.batched for w in s.workers.values()),
+                "batchedWorkers": sum(w.batched for w in s.workers.values()),
                 "requests": s.requests,
             }
             for s in self.services.values()

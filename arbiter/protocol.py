@@ -30,6 +30,9 @@ MAX_CREDIT = 10_000
 # READY gets each request as [token + first body frame, more body frames...] and answers the
 # same way; the token has this fixed length, so no separator is needed.
 PACKED = b"packed"
+# Batched delivery (§5.2): this word instead, and every frame of a message is one whole request
+# (or reply): token + its only body frame. Several travel in one message.
+BATCHED = b"batched"
 TOKEN_BYTES = 8
 
 
@@ -76,15 +79,19 @@ def parse_credit(frame: bytes) -> int:
     return credit
 
 
-def parse_ready_options(frames: list[bytes]) -> tuple[int, bool]:
-    """The extension frames of a READY after the service name: (credit, packed delivery).
+def parse_ready_options(frames: list[bytes]) -> tuple[int, bytes | None]:
+    """The extension frames of a READY after the service name: (credit, delivery), where
+    delivery is ``PACKED``, ``BATCHED`` or None (the MDP form).
 
-    Frame 4 is the credit and frame 5 the word ``packed``; a plain MDP worker sends neither.
+    Frame 4 is the credit and frame 5 the delivery word; a plain MDP worker sends neither.
     Anything else there is refused rather than ignored, so a misspelt option is noticed."""
     credit = parse_credit(frames[0]) if frames else 1
-    if len(frames) > 1 and (len(frames) > 2 or frames[1] != PACKED):
-        raise ProtocolError("bad-option", f"READY takes a credit and then only {PACKED.decode()!r}, got {frames[1:]!r}")
-    return credit, len(frames) > 1
+    if len(frames) < 2:
+        return credit, None
+    if len(frames) > 2 or frames[1] not in (PACKED, BATCHED):
+        words = f"{PACKED.decode()!r} or {BATCHED.decode()!r}"
+        raise ProtocolError("bad-option", f"READY takes a credit and then only {words}, got {frames[1:]!r}")
+    return credit, frames[1]
 
 
 def pack(token: bytes, body: list[bytes]) -> list[bytes]:
@@ -98,6 +105,14 @@ def unpack(frames: list[bytes]) -> tuple[bytes, list[bytes]]:
     if len(first) < TOKEN_BYTES:
         raise ProtocolError("malformed-reply", f"a packed message starts with a {TOKEN_BYTES}-byte token")
     return first[:TOKEN_BYTES], [first[TOKEN_BYTES:], *frames[1:]]
+
+
+def unbatch(frames: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """(token, body frame) of every request or reply in a batched message; refuses the whole
+    message when any frame is too short to hold a token, so none of it is half-read."""
+    if any(len(frame) < TOKEN_BYTES for frame in frames):
+        raise ProtocolError("malformed-reply", f"a batched message has a {TOKEN_BYTES}-byte token per frame")
+    return [(frame[:TOKEN_BYTES], frame[TOKEN_BYTES:]) for frame in frames]
 
 
 def service_name(frame: bytes) -> str:

@@ -12,9 +12,11 @@ get right and nobody wants to write twice:
   gets the cached reply instead of running the handler a second time;
 * the credit extension: with ``credit=N`` the READY declares that the broker may hand this
   worker up to N requests at once, run on a pool of N threads; plain workers hold one;
-* packed delivery (on by default with credit): requests and replies travel without the MDP
-  preamble, two frames fewer each way, which is what the broker spends most of its time on;
-  the worker still reads the MDP form, so it works with any MDP/0.1 broker;
+* batched delivery (on by default with credit): requests and replies travel without the MDP
+  preamble, and those that meet in the broker's (or this worker's) outgoing burst share one
+  message: calls into ZeroMQ per message are what a Python broker spends most of its time on.
+  ``delivery="packed"`` sends one per message; ``"mdp"`` the plain form. The worker still
+  reads the MDP form, so it works with any MDP/0.1 broker;
 * graceful stop: in-flight requests finish and are answered, then DISCONNECT.
 
 Typical use::
@@ -44,6 +46,7 @@ import zmq
 
 from . import envelope as env
 from .protocol import (
+    BATCHED,
     DISCONNECT,
     HEARTBEAT,
     MDPW01,
@@ -54,6 +57,7 @@ from .protocol import (
     ProtocolError,
     credit_frame,
     pack,
+    unbatch,
     unpack,
 )
 
@@ -66,6 +70,7 @@ _ids = itertools.count()
 
 RESERVED_PREFIXES = ("mmi.", "arbiter.")  # the broker answers these itself and refuses such READYs
 STOP_LINGER_MS = 1000  # long enough for the last replies and DISCONNECT to leave, short enough not to hang
+DELIVERIES = {"mdp": None, "packed": PACKED, "batched": BATCHED}  # docs/PROTOCOL.md §2.2, §5.1, §5.2
 
 
 class CommandError(Exception):
@@ -80,11 +85,12 @@ class CommandError(Exception):
 @dataclass(frozen=True, slots=True)
 class _ReplyTo:
     """Where a reply goes: the connection the request came on, its address, and its form
-    (a packed request is answered packed; the MDP form is understood by every broker)."""
+    ("mdp", "packed" or "batched": a request is answered in the form it came in, and the MDP
+    form is understood by every broker)."""
 
     generation: int
     address: bytes
-    packed: bool
+    form: str
 
 
 @dataclass
@@ -113,7 +119,7 @@ class Worker:
         service: str,
         credit: int = 1,
         *,
-        packed: bool | None = None,
+        delivery: str | None = None,
         heartbeat_interval: float = 2.5,
         liveness: int = 3,
         reconnect_initial: float = 0.1,
@@ -129,7 +135,11 @@ class Worker:
         self.endpoint = endpoint
         self.service = service
         self.credit = credit
-        self.packed = credit > 1 if packed is None else packed
+        if delivery is None:
+            delivery = "batched" if credit > 1 else "mdp"
+        if delivery not in DELIVERIES:
+            raise ValueError(f"delivery must be one of {', '.join(DELIVERIES)}, not {delivery!r}")
+        self.delivery = delivery
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
         self.reconnect_initial = reconnect_initial
@@ -147,6 +157,8 @@ class Worker:
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self._inflight = 0
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
+        self._batch: list[bytes] = []  # batched replies (token + body) that leave together
+        self._batch_generation = 0
         self._wake_address = f"inproc://arbiter-worker-wake-{id(self)}-{next(_ids)}"
         self._wake_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -227,10 +239,11 @@ class Worker:
         sock.connect(self.endpoint)
         self._socket = sock
         ready = [b"", MDPW01, READY, self.service.encode()]
-        if self.credit > 1 or self.packed:
+        word = DELIVERIES[self.delivery]
+        if self.credit > 1 or word:
             ready.append(credit_frame(self.credit))
-        if self.packed:
-            ready.append(PACKED)
+        if word:
+            ready.append(word)
         sock.send_multipart(ready)
 
     def _close_socket(self, linger_ms: int = 0) -> None:
@@ -275,20 +288,24 @@ class Worker:
 
     def _on_message(self, frames: list[bytes], pool: ThreadPoolExecutor) -> bool:
         """Handle one broker command; False means the broker told us to go (DISCONNECT)."""
-        if frames and frames[0] and self.packed:  # a packed REQUEST: no delimiter, no header
+        if frames and frames[0] and self.delivery != "mdp":  # packed or batched: no delimiter, no header
             try:
-                address, body = unpack(frames)
+                if self.delivery == "batched":
+                    requests = [(token, [body]) for token, body in unbatch(frames)]
+                else:
+                    requests = [unpack(frames)]
             except ProtocolError:
-                log.warning("worker %s: dropping a packed request too short for its token", self.service)
+                log.warning("worker %s: dropping a %s request too short for its token", self.service, self.delivery)
                 return True
-            self._on_request(_ReplyTo(self._generation, address, True), body, pool)
+            for address, body in requests:
+                self._on_request(_ReplyTo(self._generation, address, self.delivery), body, pool)
             return True
         if len(frames) < 3 or frames[0] != b"" or frames[1] != MDPW01:
             log.warning("worker %s: dropping a malformed message (%d frames)", self.service, len(frames))
             return True
         command = frames[2]
         if command == REQUEST and len(frames) >= 6 and frames[4] == b"":
-            self._on_request(_ReplyTo(self._generation, frames[3], False), frames[5:], pool)
+            self._on_request(_ReplyTo(self._generation, frames[3], "mdp"), frames[5:], pool)
         elif command == DISCONNECT:
             log.info("worker %s: broker sent DISCONNECT", self.service)
             return False
@@ -389,11 +406,13 @@ class Worker:
     # -- replies ------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Send the replies the pool finished; remember envelope replies for duplicates."""
+        """Send the replies the pool finished (batched ones in one message); remember envelope
+        replies for duplicates."""
         while True:
             try:
                 done = self._done.get_nowait()
             except queue.Empty:
+                self._send_batch()
                 return
             self._inflight -= 1
             self.executed += 1
@@ -422,10 +441,20 @@ class Worker:
         request; the client's retry will find it in the cache instead."""
         if self._socket is None or to.generation != self._generation:
             return
-        if to.packed and body:
+        if to.form == "batched" and len(body) == 1:
+            self._batch.append(to.address + body[0])
+            self._batch_generation = to.generation
+        elif to.form == "packed" and body:
             self._socket.send_multipart(pack(to.address, body))
-        else:
+        else:  # and a batched worker's reply of several frames, or none: a batch frame holds one
             self._socket.send_multipart([b"", MDPW01, REPLY, to.address, b"", *body])
+
+    def _send_batch(self) -> None:
+        """The batched replies gathered since the last call, as one message, on the connection
+        their requests came on (after a reconnect the broker would not know their tokens)."""
+        if self._batch and self._socket is not None and self._batch_generation == self._generation:
+            self._socket.send_multipart(self._batch)
+        self._batch = []
 
     def _send_command(self, command: bytes) -> None:
         if self._socket is not None:

@@ -5,12 +5,13 @@ Arbiter broker next to three yardsticks measured in the same run on the same mac
   B  a minimal Python ROUTER/ROUTER forwarder with an LRU queue of ready workers (one request
      per worker at a time, like plain MDP workers);
   B2 zmq.proxy's loop in Python, with the Arbiter broker's frame I/O: the floor for Python;
-  C  the Arbiter broker serving a plain MDP service, workers with credit 1, with credit 50, and
-     with credit 50 and packed delivery (no MDP preamble on requests and replies, as the SDK's
+  C  the Arbiter broker serving a plain MDP service, workers with credit 1, with credit 50, with
+     credit 50 and packed delivery (no MDP preamble on requests and replies), and with credit 50
+     and batched delivery (packed, and the requests of a burst in one message, as the SDK's
      workers with credit ask for);
-  D  ``arbiter.route``: a JSON envelope routed to a plugin's worker (credit 50, packed; cached and
-     uncached decisions), everything the broker does per routed request included (e.g. logging
-     the decision).
+  D  ``arbiter.route``: a JSON envelope routed to a plugin's worker (credit 50, batched; cached
+     and uncached decisions), everything the broker does per routed request included (e.g.
+     logging the decision).
 
 Every peer (broker, workers, clients) is its own process, so nobody shares a GIL with the broker;
 the process modes live in this file (``--mode``), and every peer reads and writes frames with the
@@ -69,12 +70,13 @@ ROUTE_TEXTS = (
     "Scaffold a FastAPI REST endpoint for orders",
 )
 RAW = "A raw zmq.proxy"  # the yardstick every ratio divides by
-PACKED_50 = "C arbiter, 50, packed"  # what the direct-service goal is measured on
+PACKED_50 = "C arbiter, 50, packed"
+BATCHED_50 = "C arbiter, 50, batched"  # what the direct-service goal is measured on
 GRID = ((1, 1), (4, 1), (1, 2), (4, 2))  # (clients, workers), in the order workers are added
 MDPC = b"MDPC01"
 MDPW = b"MDPW01"
 READY, REQUEST, REPLY, HEARTBEAT, DISCONNECT = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
-PACKED, TOKEN_BYTES = b"packed", 8
+TOKEN_BYTES = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,15 +204,17 @@ def route_result(body: bytes) -> bytes:
     return orjson.dumps(success_reply(request, PLUGIN, {"command": command}))
 
 
-def run_mdp_worker(endpoint: str, service: str, credit: int, envelope: bool, packed: bool, lifetime: float) -> None:
-    """C and D: a bare MDP/0.1 worker with the credit extension (and packed delivery when asked),
-    heartbeating every 2.5 s. A packed request is [token + first body frame, ...]: an echo sends
-    it back as it came."""
+def run_mdp_worker(endpoint: str, service: str, credit: int, envelope: bool, delivery: str, lifetime: float) -> None:
+    """C and D: a bare MDP/0.1 worker with the credit extension (and packed or batched delivery
+    when ``delivery`` asks), heartbeating every 2.5 s. A packed request is [token + first body
+    frame, ...] and a batched message [token + body, token + body, ...]: an echo sends either
+    back as it came, and a batch is answered in one message."""
     sock = zmq.Context().socket(zmq.DEALER)
     sock.setsockopt(zmq.RCVTIMEO, 250)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    send_all(sock, [b"", MDPW, READY, service.encode(), str(credit).encode(), *([PACKED] if packed else [])])
+    options = [str(credit).encode(), *([delivery.encode()] if delivery else [])]
+    send_all(sock, [b"", MDPW, READY, service.encode(), *options])
     announce()
     now = time.monotonic()
     deadline, next_beat = now + lifetime, now + HEARTBEAT_S
@@ -219,9 +223,10 @@ def run_mdp_worker(endpoint: str, service: str, credit: int, envelope: bool, pac
             frames = recv_all(sock)
         except zmq.Again:
             frames = []
-        if frames and frames[0]:
-            token, first = frames[0][:TOKEN_BYTES], frames[0][TOKEN_BYTES:]
-            send_all(sock, [token + route_result(first)] if envelope else frames)
+        if frames and frames[0]:  # packed or batched: with one-frame bodies (ours) each frame is token + body
+            if envelope:
+                frames = [frame[:TOKEN_BYTES] + route_result(frame[TOKEN_BYTES:]) for frame in frames]
+            send_all(sock, frames)
         elif len(frames) >= 6 and frames[2] == REQUEST:
             body = [route_result(frames[5])] if envelope else frames[5:]
             send_all(sock, [b"", MDPW, REPLY, frames[3], b"", *body])
@@ -617,10 +622,10 @@ def start_arbiter(kind: str, service: str, unique: bool = False) -> Callable[[Pr
     return start
 
 
-def add_mdp_worker(credit: int, envelope: bool, packed: bool = False) -> Callable[[Processes, Target], None]:
+def add_mdp_worker(credit: int, envelope: bool, delivery: str = "") -> Callable[[Processes, Target], None]:
     def add(procs: Processes, target: Target) -> None:
         service = PLUGIN if envelope else target.service
-        options = (credit, int(envelope), int(packed))
+        options = (credit, int(envelope), delivery or "mdp")
         procs.mode("mdp-worker", "mdp-worker", target.endpoint, service, *options).line(STARTUP_S)
         deadline = time.monotonic() + STARTUP_S
         while mmi(target.endpoint, service, deadline, lambda: True) != b"200":
@@ -638,14 +643,15 @@ def systems() -> list[System]:
         System("B2 python proxy", start_forwarder("pyproxy"), add_echo_worker(False)),
         System("C arbiter, credit 1", start_arbiter("mdp", echo), add_mdp_worker(1, False)),
         System("C arbiter, credit 50", start_arbiter("mdp", echo), add_mdp_worker(50, False)),
-        System(PACKED_50, start_arbiter("mdp", echo), add_mdp_worker(50, False, packed=True)),
+        System(PACKED_50, start_arbiter("mdp", echo), add_mdp_worker(50, False, "packed")),
+        System(BATCHED_50, start_arbiter("mdp", echo), add_mdp_worker(50, False, "batched")),
         System(
-            "D route, cached", start_arbiter("route", "arbiter.route"), add_mdp_worker(50, True, packed=True), scale=0.5
+            "D route, cached", start_arbiter("route", "arbiter.route"), add_mdp_worker(50, True, "batched"), scale=0.5
         ),
         System(
             "D route, uncached",
             start_arbiter("route", "arbiter.route", unique=True),
-            add_mdp_worker(50, True, packed=True),
+            add_mdp_worker(50, True, "batched"),
             grid=((1, 1), (4, 2)),
             scale=0.05,
         ),
@@ -869,7 +875,7 @@ def ratio_p50(mine: Result | None, base: Result | None) -> str:
 
 def report_targets(results: dict[str, Measured]) -> None:
     """The goals the broker is held to, next to what this run measured (informative only)."""
-    raw, credit, plain, routed = (results.get(n) for n in (RAW, PACKED_50, "C arbiter, credit 1", "D route, cached"))
+    raw, credit, plain, routed = (results.get(n) for n in (RAW, BATCHED_50, "C arbiter, credit 1", "D route, cached"))
     rows = []
     if raw and credit and credit.rates:
         ratios = [
@@ -877,9 +883,9 @@ def report_targets(results: dict[str, Measured]) -> None:
         ]
         if ratios:
             worst, best = min(ratios), max(ratios)
-            label = "direct service, credit 50 packed / raw (worst, best cell)"
+            label = "direct service, credit 50 batched / raw (worst, best cell)"
             rows.append([label, ">= 0.35x", f"{worst:.2f}x, {best:.2f}x", yes(worst >= 0.35)])
-    for name, m in (("credit 1", plain), ("credit 50 packed", credit)):
+    for name, m in (("credit 1", plain), ("credit 50 batched", credit)):
         a, b = p50(m.sync if m else None), p50(raw.sync if raw else None)
         if a and b:
             rows.append([f"sync p50, {name} / raw", "<= 1.2x", f"{a / b:.2f}x", yes(a / b <= 1.2)])
@@ -952,7 +958,7 @@ def child_main(args: argparse.Namespace) -> None:
     elif mode == "echo-worker":
         run_echo_worker(rest[0], rest[1] == "1", LIFETIME_S)
     elif mode == "mdp-worker":
-        run_mdp_worker(rest[0], rest[1], int(rest[2]), rest[3] == "1", rest[4] == "1", LIFETIME_S)
+        run_mdp_worker(rest[0], rest[1], int(rest[2]), rest[3] == "1", "" if rest[4] == "mdp" else rest[4], LIFETIME_S)
     elif mode == "client":
         run_client(args)
     else:

@@ -22,7 +22,18 @@ from test_sdk_harness import HEARTBEAT_S, LIVENESS, Broker, launch_broker, wait_
 
 from arbiter import envelope as env
 from arbiter.client import Client
-from arbiter.protocol import DISCONNECT, HEARTBEAT, MDPC01, MDPW01, PACKED, READY, REPLY, REQUEST, TOKEN_BYTES
+from arbiter.protocol import (
+    BATCHED,
+    DISCONNECT,
+    HEARTBEAT,
+    MDPC01,
+    MDPW01,
+    PACKED,
+    READY,
+    REPLY,
+    REQUEST,
+    TOKEN_BYTES,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -89,8 +100,9 @@ class RawWorker:
     def send(self, *frames: bytes) -> None:
         self.sock.send_multipart([b"", MDPW01, *frames])
 
-    def ready(self, service: str, credit: int | None = None, packed: bool = False) -> None:
-        options = [str(credit or 1).encode(), PACKED] if packed else [str(credit).encode()] if credit else []
+    def ready(self, service: str, credit: int | None = None, packed: bool = False, batched: bool = False) -> None:
+        word = BATCHED if batched else PACKED if packed else None
+        options = [str(credit or 1).encode(), word] if word else [str(credit).encode()] if credit else []
         self.send(READY, service.encode(), *options)
 
     def reply(self, address: bytes, *body: bytes) -> None:
@@ -143,6 +155,12 @@ class RawWorker:
 
     def packed_reply(self, token: bytes, first: bytes, *more: bytes) -> None:
         self.sock.send_multipart([token + first, *more])
+
+    def batch(self, timeout: float = WAIT_S) -> list[tuple[bytes, bytes]]:
+        """Wait for a batched message (§5.2 of docs/PROTOCOL.md); returns (token, body) per frame."""
+        frames = self.expect(timeout)
+        assert all(len(frame) >= TOKEN_BYTES for frame in frames), frames
+        return [(frame[:TOKEN_BYTES], frame[TOKEN_BYTES:]) for frame in frames]
 
     def keep_alive(self, seconds: float) -> list[list[bytes]]:
         """Heartbeat for ``seconds``; returns whatever non-heartbeat messages arrived."""
@@ -390,6 +408,72 @@ def test_garbled_packed_reply_drops_the_worker_and_hands_its_request_on(
     staying.packed_reply(token, b"done")
     assert body == [b"job"]
     assert caller.recv() == [b"", MDPC01, service.encode(), b"done"]
+
+
+def test_batched_worker_gets_a_burst_in_one_message_and_answers_in_one(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    """Requests that wait for a worker leave together when it comes: one frame each."""
+    service = unique("conf-batched")
+    caller = RawClient(broker, sockets)
+    for job in (b"job-1", b"job-2", b"job-3"):
+        caller.send(service, job)
+    time.sleep(0.3)  # all three are queued before any worker is there
+    worker = RawWorker(broker, sockets)
+    worker.ready(service, credit=3, batched=True)
+
+    items = worker.batch()
+    assert [body for _, body in items] == [b"job-1", b"job-2", b"job-3"]
+    assert len({token for token, _ in items}) == 3
+    assert status(client)["services"][service]["batchedWorkers"] == 1
+    worker.sock.send_multipart([token + body.replace(b"job", b"done") for token, body in reversed(items)])
+
+    replies = [caller.recv() for _ in items]
+    assert [frames[3] for frames in replies] == [b"done-3", b"done-2", b"done-1"]
+    assert all(frames[:3] == [b"", MDPC01, service.encode()] and len(frames) == 4 for frames in replies)
+
+
+def test_batched_worker_gets_a_request_of_several_frames_in_mdp_form(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    """A batch frame holds one body frame; other bodies take the MDP form both ways."""
+    service = unique("conf-batched-multi")
+    worker = start_worker(broker, sockets, client, service, credit=2, batched=True)
+    caller = RawClient(broker, sockets)
+
+    caller.send(service, b"part-1", b"part-2")
+    address, body = worker.request()
+    worker.reply(address, b"answer-1", b"answer-2")
+
+    assert body == [b"part-1", b"part-2"]
+    assert caller.recv() == [b"", MDPC01, service.encode(), b"answer-1", b"answer-2"]
+
+
+def test_garbled_batch_is_refused_whole_and_its_requests_handed_on(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    """One frame too short to hold a token: no reply of that message is taken (none could be
+    trusted), the worker is dropped, and both requests are served by the next worker."""
+    service = unique("conf-batched-garbled")
+    caller = RawClient(broker, sockets)
+    caller.send(service, b"job-1")
+    caller.send(service, b"job-2")
+    time.sleep(0.3)
+    garbling = RawWorker(broker, sockets)
+    before = dropped(client).get("malformed-reply", 0)
+    garbling.ready(service, credit=2, batched=True)
+    (first, _), _ = garbling.batch()
+    garbling.sock.send_multipart([first + b"done-1", b"abc"])
+    assert garbling.expect() == [b"", MDPW01, DISCONNECT]
+    assert dropped(client).get("malformed-reply", 0) == before + 1
+
+    staying = RawWorker(broker, sockets)
+    staying.ready(service, credit=2, batched=True)
+    items = staying.batch()
+    staying.sock.send_multipart([token + body + b"-done" for token, body in items])
+    assert sorted(body for _, body in items) == [b"job-1", b"job-2"]
+    assert sorted(caller.recv()[3] for _ in items) == [b"job-1-done", b"job-2-done"]
+    assert quiet(caller.sock)  # and nothing from the garbled message
 
 
 def test_packed_message_from_a_plain_worker_is_dropped(

@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import zmq
 from test_sdk_harness import WORKER_OPTIONS, Broker, launch_broker, wait_for
 
-from arbiter.client import Client
+from arbiter import envelope as env
+from arbiter.client import Client, build_request
+from arbiter.protocol import MDPC01
 from arbiter.worker import Worker
 
 pytestmark = pytest.mark.e2e
@@ -150,6 +153,35 @@ def test_python_client_to_packed_node_worker(broker: Broker, node_modules: Path)
 
     assert [r.result["greeting"] for r in replies] == ["hello Ada", "hello Grace", "hello Edsger"]
     assert service["packedWorkers"] == 1 and service["credit"] == 4
+
+
+def test_batched_node_worker_answers_a_whole_batch(broker: Broker, node_modules: Path) -> None:
+    """Batched delivery from PROTOCOL.md alone: requests queued before the worker comes reach it
+    in one message, a frame each, and every one is answered."""
+    caller = zmq.Context.instance().socket(zmq.DEALER)
+    caller.setsockopt(zmq.LINGER, 0)
+    caller.connect(broker.frontend)
+    names = ["Ada", "Grace", "Edsger"]
+    requests = {}
+    for name in names:
+        request = build_request("node-batched", "greet", {"name": name}, 60, 0)
+        requests[request["messageId"]] = name
+        caller.send_multipart([b"", MDPC01, b"node-batched", env.encode(request)])
+    proc = start_node_worker(broker, "node-batched", "4", "batched")
+    try:
+        answered = {}
+        for _ in names:
+            assert caller.poll(60_000), _stderr(proc)
+            reply = env.decode(caller.recv_multipart()[3])
+            answered[requests[reply["correlationId"]]] = reply["payload"]["result"]["greeting"]
+        with Client(broker.frontend, timeout=10, retries=1) as client:
+            service = client.call("arbiter.status", "status").result["services"]["node-batched"]
+    finally:
+        stop_node_worker(proc)
+        caller.close(linger=0)
+
+    assert answered == {name: f"hello {name}" for name in names}
+    assert service["batchedWorkers"] == 1 and service["requests"] == 3
 
 
 def _stderr(proc: subprocess.Popen) -> str:

@@ -9,7 +9,7 @@ import zmq
 
 from arbiter import envelope as env
 from arbiter.client import build_request
-from arbiter.protocol import DISCONNECT, HEARTBEAT, MDPW01, PACKED, READY, REPLY, REQUEST, credit_frame
+from arbiter.protocol import BATCHED, DISCONNECT, HEARTBEAT, MDPW01, PACKED, READY, REPLY, REQUEST, credit_frame
 from arbiter.worker import Worker
 
 RECV_MS = 20_000
@@ -73,20 +73,28 @@ def test_ready_is_plain_mdp_without_credit(fake: FakeBroker, started: list[Worke
     assert frames[1:] == [b"", MDPW01, READY, b"svc"]
 
 
-def test_ready_declares_credit_and_asks_for_packed_delivery(fake: FakeBroker, started: list[Worker]) -> None:
+def test_ready_declares_credit_and_asks_for_batched_delivery(fake: FakeBroker, started: list[Worker]) -> None:
     make_worker(fake, started, credit=4)
     frames = fake.recv()
-    assert frames[1:] == [b"", MDPW01, READY, b"svc", credit_frame(4), PACKED]
+    assert frames[1:] == [b"", MDPW01, READY, b"svc", credit_frame(4), BATCHED]
 
 
-def test_ready_declares_credit_alone_when_packed_is_off(fake: FakeBroker, started: list[Worker]) -> None:
-    make_worker(fake, started, credit=4, packed=False)
+@pytest.mark.parametrize(("delivery", "words"), [("mdp", []), ("packed", [PACKED]), ("batched", [BATCHED])])
+def test_ready_asks_for_the_delivery_chosen(
+    fake: FakeBroker, started: list[Worker], delivery: str, words: list[bytes]
+) -> None:
+    make_worker(fake, started, credit=4, delivery=delivery)
     frames = fake.recv()
-    assert frames[1:] == [b"", MDPW01, READY, b"svc", credit_frame(4)]
+    assert frames[1:] == [b"", MDPW01, READY, b"svc", credit_frame(4), *words]
+
+
+def test_an_unknown_delivery_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="delivery must be one of mdp, packed, batched"):
+        Worker("tcp://127.0.0.1:1", "svc", credit=2, delivery="bulk")
 
 
 def test_packed_request_gets_a_packed_reply(fake: FakeBroker, started: list[Worker]) -> None:
-    worker, calls = make_worker(fake, started, credit=2)
+    worker, calls = make_worker(fake, started, credit=2, delivery="packed")
     identity = fake.recv()[0]
     body = env.encode(build_request("svc", "echo", {"x": 2}, 5, 0))
 
@@ -98,8 +106,8 @@ def test_packed_request_gets_a_packed_reply(fake: FakeBroker, started: list[Work
     assert len(calls) == 1
 
 
-def test_packed_worker_answers_an_mdp_request_in_mdp_form(fake: FakeBroker, started: list[Worker]) -> None:
-    """A broker that knows nothing of packed delivery ignores the READY's extra frames and
+def test_batched_worker_answers_an_mdp_request_in_mdp_form(fake: FakeBroker, started: list[Worker]) -> None:
+    """A broker that knows nothing of batched delivery ignores the READY's extra frames and
     speaks plain MDP: the worker must answer it in kind."""
     make_worker(fake, started, credit=2)
     identity = fake.recv()[0]
@@ -112,7 +120,7 @@ def test_packed_worker_answers_an_mdp_request_in_mdp_form(fake: FakeBroker, star
     assert env.decode(reply[6])["payload"]["result"] == {"echo": {"x": 3}}
 
 
-def test_packed_request_too_short_for_a_token_is_dropped(fake: FakeBroker, started: list[Worker]) -> None:
+def test_batched_request_too_short_for_a_token_is_dropped(fake: FakeBroker, started: list[Worker]) -> None:
     worker, calls = make_worker(fake, started, credit=2)
     identity = fake.recv()[0]
     fake.sock.send_multipart([identity, b"short"])
@@ -121,6 +129,55 @@ def test_packed_request_too_short_for_a_token_is_dropped(fake: FakeBroker, start
 
     reply = fake.recv()  # the next message is the answer to the good request: the short one got none
     assert reply[1][:8] == b"TOKEN-02" and len(calls) == 1
+
+
+def test_every_request_of_a_batch_is_answered(fake: FakeBroker, started: list[Worker]) -> None:
+    worker, calls = make_worker(fake, started, credit=3)
+    identity = fake.recv()[0]
+    tokens = [f"TOKEN-1{i}".encode() for i in range(3)]
+    bodies = [env.encode(build_request("svc", "echo", {"x": i}, 5, 0)) for i in range(3)]
+
+    fake.sock.send_multipart([identity, *(token + body for token, body in zip(tokens, bodies))])
+    answers: dict[bytes, dict[str, Any]] = {}
+    while len(answers) < 3:  # replies finished together share a message; the split is up to timing
+        for frame in fake.recv()[1:]:
+            answers[frame[:8]] = env.decode(frame[8:])["payload"]
+
+    assert answers == {token: {"status": "success", "result": {"echo": {"x": i}}} for i, token in enumerate(tokens)}
+    assert len(calls) == 3
+
+
+def test_replies_ready_together_leave_in_one_batch(fake: FakeBroker, started: list[Worker]) -> None:
+    """Duplicates of an answered request are all answered from the cache while their message is
+    read, so their replies are ready together: one message, a frame each, in request order."""
+    worker, calls = make_worker(fake, started, credit=3)
+    identity = fake.recv()[0]
+    body = env.encode(build_request("svc", "echo", {"x": 9}, 5, 0))
+    fake.sock.send_multipart([identity, b"TOKEN-20" + body])
+    first = fake.recv()
+
+    fake.sock.send_multipart([identity, b"TOKEN-21" + body, b"TOKEN-22" + body, b"TOKEN-23" + body])
+    again = fake.recv()
+
+    assert [frame[:8] for frame in again[1:]] == [b"TOKEN-21", b"TOKEN-22", b"TOKEN-23"]
+    assert {frame[8:] for frame in again[1:]} == {first[1][8:]}
+    assert len(calls) == 1 and worker.duplicates == 3
+
+
+def test_batched_worker_answers_with_several_frames_in_mdp_form(fake: FakeBroker, started: list[Worker]) -> None:
+    """A batch frame holds one body frame: a reply of two goes as an MDP REPLY to the token."""
+    worker = Worker(fake.endpoint, "svc", credit=2, heartbeat_interval=0.2)
+
+    @worker.raw
+    def split(frames: list[bytes]) -> list[bytes]:
+        return [frames[0][:2], frames[0][2:]]
+
+    worker.start()
+    started.append(worker)
+    identity = fake.recv()[0]
+    fake.sock.send_multipart([identity, b"TOKEN-30" + b"abcd"])
+
+    assert fake.recv() == [identity, b"", MDPW01, REPLY, b"TOKEN-30", b"", b"ab", b"cd"]
 
 
 def test_heartbeats_flow(fake: FakeBroker, started: list[Worker]) -> None:

@@ -1,17 +1,18 @@
 // A minimal MDP/0.1 worker in Node.js, written from docs/PROTOCOL.md alone.
 //
-// usage: node worker.mjs ENDPOINT SERVICE [HEARTBEAT_MS] [LIVENESS] [CREDIT] [packed]
+// usage: node worker.mjs ENDPOINT SERVICE [HEARTBEAT_MS] [LIVENESS] [CREDIT] [packed|batched]
 // Registers SERVICE and answers the command "greet" ({name} -> {greeting, runtime, length}).
 // With CREDIT it declares the credit extension; with "packed" it asks for packed delivery
-// (PROTOCOL.md §5.1) and answers packed requests packed.
+// (PROTOCOL.md §5.1) and answers packed requests packed; with "batched" it asks for batched
+// delivery (§5.2) and answers each batch with one batch.
 // Prints "ready" once READY is sent; on SIGTERM/SIGINT sends DISCONNECT and exits.
 // Follows the worker checklist: heartbeats every interval, reconnects on a new socket after
 // DISCONNECT or after LIVENESS silent intervals.
 import { randomUUID, randomBytes } from "node:crypto";
 import { Dealer } from "zeromq";
 
-const [endpoint, service, heartbeatArg = "2500", livenessArg = "3", credit, packedArg] = process.argv.slice(2);
-const packed = packedArg === "packed";
+const [endpoint, service, heartbeatArg = "2500", livenessArg = "3", credit, delivery] = process.argv.slice(2);
+const packed = delivery === "packed" || delivery === "batched"; // both leave out the MDP preamble
 const TOKEN_BYTES = 8;
 const heartbeatMs = Number(heartbeatArg);
 const liveness = Number(livenessArg);
@@ -37,7 +38,7 @@ async function open() {
   // A fresh socket per conversation: after DISCONNECT the spec requires a new one.
   sock = new Dealer({ linger: 0, receiveTimeout: heartbeatMs });
   sock.connect(endpoint);
-  const options = credit ? [credit, ...(packed ? ["packed"] : [])] : [];
+  const options = credit ? [credit, ...(packed ? [delivery] : [])] : [];
   await send(["", W, READY, service, ...options]);
 }
 
@@ -110,9 +111,14 @@ async function serve() {
     }
     lastHeard = Date.now();
     if (packed && frames[0].length >= TOKEN_BYTES) {
-      // A packed REQUEST: the token, then the body, in frame 0; the reply goes back the same way.
-      const token = frames[0].subarray(0, TOKEN_BYTES);
-      await send([Buffer.concat([token, Buffer.from(answer(frames[0].subarray(TOKEN_BYTES)))])]);
+      // Packed: one REQUEST, the token then body frame 0 in frame 0. Batched: every frame is a
+      // request, token then body. Either way the replies go back in the same shape.
+      const requests = delivery === "batched" ? frames : [frames[0]];
+      const replies = requests.map((frame) => {
+        const token = frame.subarray(0, TOKEN_BYTES);
+        return Buffer.concat([token, Buffer.from(answer(frame.subarray(TOKEN_BYTES)))]);
+      });
+      await send(replies);
       continue;
     }
     if (frames.length < 3 || frames[0].length !== 0 || frames[1].toString() !== W) continue;
