@@ -32,7 +32,7 @@ from . import services as svc
 from .dispatch import Attempt, Dispatcher, Routed
 from .events import EventHub
 from .explain import render
-from .frames import recv_frames, send_frames
+from .frames import has_input, recv_frames, send_frames
 from .match import Health
 from .pipeline import Request, Router, new_request_id
 from .protocol import (
@@ -313,7 +313,10 @@ class Broker:
         """Handle what the frontend holds; True when the batch ran out before the socket did.
         Reading until a read fails is what lets the loop sleep on the socket's edge-triggered FD:
         a failed read processes the socket's pending commands and arms it to signal the next
-        message (libzmq), as a ZMQ_EVENTS check would, and costs less when messages stream in."""
+        message (libzmq), as a ZMQ_EVENTS check would, and costs less when messages stream in.
+        After the first message of a drain the check is made instead: when that message came
+        alone, as with one request at a time, no read fails. A failed read raises, and on a sync
+        round trip the broker's loop used ~100 µs of CPU with the exceptions, ~75 µs without."""
         sock = self.frontend
         for count in range(MAX_BATCH):
             try:
@@ -333,6 +336,8 @@ class Broker:
                 # a lone request (no stream yet) must not wait for the failed read, nor any
                 # message for a stream of slow ones (say, new texts to route) to run dry
                 self._guarded(self._send_out)
+            if not count and not self._outbox and not has_input(sock):  # type: ignore[arg-type]
+                return False
         return True
 
     def _on_frontend(self, frames: list[bytes]) -> None:
