@@ -205,6 +205,10 @@ def status(client: Client) -> dict[str, Any]:
     return reply.result
 
 
+def queued(client: Client, service: str) -> int:
+    return status(client)["services"].get(service, {}).get("queued", 0)
+
+
 def dropped(client: Client) -> dict[str, int]:
     return dict(status(client)["counters"]["dropped"])
 
@@ -418,7 +422,7 @@ def test_batched_worker_gets_a_burst_in_one_message_and_answers_in_one(
     caller = RawClient(broker, sockets)
     for job in (b"job-1", b"job-2", b"job-3"):
         caller.send(service, job)
-    time.sleep(0.3)  # all three are queued before any worker is there
+    assert wait_for(lambda: queued(client, service) == 3, timeout=WAIT_S)  # before any worker is there
     worker = RawWorker(broker, sockets)
     worker.ready(service, credit=3, batched=True)
 
@@ -458,7 +462,7 @@ def test_garbled_batch_is_refused_whole_and_its_requests_handed_on(
     caller = RawClient(broker, sockets)
     caller.send(service, b"job-1")
     caller.send(service, b"job-2")
-    time.sleep(0.3)
+    assert wait_for(lambda: queued(client, service) == 2, timeout=WAIT_S)
     garbling = RawWorker(broker, sockets)
     before = dropped(client).get("malformed-reply", 0)
     garbling.ready(service, credit=2, batched=True)

@@ -167,6 +167,7 @@ def test_batched_node_worker_answers_a_whole_batch(broker: Broker, node_modules:
         request = build_request("node-batched", "greet", {"name": name}, 60, 0)
         requests[request["messageId"]] = name
         caller.send_multipart([b"", MDPC01, b"node-batched", env.encode(request)])
+    assert wait_for(lambda: queued(broker, "node-batched") == 3, timeout=30)  # all wait for the worker
     proc = start_node_worker(broker, "node-batched", "4", "batched")
     try:
         answered = {}
@@ -182,6 +183,11 @@ def test_batched_node_worker_answers_a_whole_batch(broker: Broker, node_modules:
 
     assert answered == {name: f"hello {name}" for name in names}
     assert service["batchedWorkers"] == 1 and service["requests"] == 3
+
+
+def queued(broker: Broker, service: str) -> int:
+    with Client(broker.frontend, timeout=10, retries=1) as client:
+        return client.call("arbiter.status", "status").result["services"].get(service, {}).get("queued", 0)
 
 
 def _stderr(proc: subprocess.Popen) -> str:
