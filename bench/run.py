@@ -1,6 +1,7 @@
 """Run every benchmark of the project, one after another, printing their tables.
 
-Run: python bench/run.py [NAME...]   (names: dsl, engine, routing, accuracy, broker)
+Run: python bench/run.py [NAME...] [OPTION...]   (names: accuracy, broker, dsl, routing)
+Options (e.g. ``--quick``) reach every benchmark, which takes the ones it knows.
 """
 
 from __future__ import annotations
@@ -22,4 +23,4 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main([arg for arg in sys.argv[1:] if not arg.startswith("-")])
