@@ -158,7 +158,6 @@ class Worker:
         self._inflight = 0
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         self._batch: list[bytes] = []  # batched replies (token + body) that leave together
-        self._batch_generation = 0
         self._wake_address = f"inproc://arbiter-worker-wake-{id(self)}-{next(_ids)}"
         self._wake_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -233,6 +232,7 @@ class Worker:
         """A fresh DEALER and a READY: after a broker restart the broker knows nothing of us."""
         self._close_socket()
         self._generation += 1
+        self._batch = []  # replies for the old connection: the broker now would not know their tokens
         self.connections += 1
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -443,16 +443,15 @@ class Worker:
             return
         if to.form == "batched" and len(body) == 1:
             self._batch.append(to.address + body[0])
-            self._batch_generation = to.generation
         elif to.form == "packed" and body:
             self._socket.send_multipart(pack(to.address, body))
         else:  # and a batched worker's reply of several frames, or none: a batch frame holds one
             self._socket.send_multipart([b"", MDPW01, REPLY, to.address, b"", *body])
 
     def _send_batch(self) -> None:
-        """The batched replies gathered since the last call, as one message, on the connection
-        their requests came on (after a reconnect the broker would not know their tokens)."""
-        if self._batch and self._socket is not None and self._batch_generation == self._generation:
+        """The batched replies gathered since the last call, as one message (only replies for the
+        current connection are gathered: :meth:`_send_reply` checks, :meth:`_open` starts afresh)."""
+        if self._batch and self._socket is not None:
             self._socket.send_multipart(self._batch)
         self._batch = []
 
