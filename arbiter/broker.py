@@ -190,6 +190,7 @@ class Broker:
         os.set_blocking(self._wake_w, False)
         self._running = False
         self._stopping = False
+        self._next_heartbeat = 0.0  # monotonic time of the next round of heartbeats
         self.frontend: zmq.Socket | None = None
         self.events: EventHub | None = None
         self.timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -937,7 +938,7 @@ class Broker:
         and circuit timers every tick. Deadlines are checked by scanning what is in flight (small)
         rather than with a timer per request, which would pile up at high rates."""
         self.dispatcher.check_deadlines(now)
-        if now >= getattr(self, "_next_heartbeat", 0.0):
+        if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.settings.heartbeat_s
             for worker in list(self.workers.values()):
                 if worker.expiry < now:

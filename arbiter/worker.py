@@ -160,6 +160,7 @@ class Worker:
         self._batch: list[bytes] = []  # batched replies (token + body) that leave together
         self._wake_address = f"inproc://arbiter-worker-wake-{id(self)}-{next(_ids)}"
         self._wake_lock = threading.Lock()
+        self._wake_tx: zmq.Socket | None = None  # made by run(); stop() may come before that
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -203,8 +204,8 @@ class Worker:
         """Serve until :meth:`stop`; reconnects with exponential backoff after a broker loss."""
         wake_rx = self._ctx.socket(zmq.PAIR)
         wake_rx.bind(self._wake_address)
-        self._wake_tx = self._ctx.socket(zmq.PAIR)
-        self._wake_tx.connect(self._wake_address)
+        self._wake_tx = wake_tx = self._ctx.socket(zmq.PAIR)
+        wake_tx.connect(self._wake_address)
         pool = ThreadPoolExecutor(max_workers=self.credit, thread_name_prefix=f"{self.service}-job")
         delay = self.reconnect_initial
         try:
@@ -222,7 +223,7 @@ class Worker:
             self._close_socket()
             pool.shutdown(wait=False, cancel_futures=True)
             with self._wake_lock:
-                self._wake_tx.close(linger=0)
+                wake_tx.close(linger=0)
             wake_rx.close(linger=0)
             self._stopped.set()
 
@@ -469,7 +470,7 @@ class Worker:
 
     def _wake(self) -> None:
         with self._wake_lock:
-            tx = getattr(self, "_wake_tx", None)
+            tx = self._wake_tx
             if tx is not None and not tx.closed:
                 try:
                     tx.send(b"", zmq.NOBLOCK)
