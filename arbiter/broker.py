@@ -43,6 +43,7 @@ from .protocol import (
     MDPW01,
     MMI_PREFIX,
     MMI_SERVICE,
+    PACKED,
     READY,
     REPLY,
     REQUEST,
@@ -133,8 +134,7 @@ class WorkerState:
     expiry: float
     held: dict[bytes, Pending] = field(default_factory=dict)
     served: int = 0
-    packed: bool = False  # asked for packed or batched delivery (docs/PROTOCOL.md §5.1, §5.2)
-    batched: bool = False  # ... batched: several single-frame requests per message (§5.2)
+    delivery: bytes | None = None  # PACKED or BATCHED as READY asked (PROTOCOL.md §5.1, §5.2); None: MDP
 
     @property
     def has_credit(self) -> bool:
@@ -352,8 +352,8 @@ class Broker:
                 return
         elif len(frames) >= 2 and frames[1]:
             worker = self.workers.get(frames[0])
-            if worker is not None and worker.packed:  # only a packed reply starts without the delimiter
-                if worker.batched:
+            if worker is not None and worker.delivery:  # only a packed or batched reply lacks the delimiter
+                if worker.delivery == BATCHED:
                     self._on_batched_reply(worker, frames[1:])
                 else:
                     self._on_packed_reply(worker, frames[1:])
@@ -496,10 +496,10 @@ class Broker:
         if worker.has_credit:
             worker.service.ready.append(worker)
         body = pending.body
-        if worker.batched and len(body) == 1:
+        if worker.delivery == BATCHED and len(body) == 1:
             self._send_batched(worker, token + body[0])
             return
-        if worker.packed and not worker.batched and body:
+        if worker.delivery == PACKED and body:
             frames = [worker.identity, *pack(token, body)]
         else:
             frames = [worker.identity, b"", MDPW01, REQUEST, token, b"", *body]
@@ -547,8 +547,7 @@ class Broker:
             return
         service = self._service(rest[0])
         expiry = time.monotonic() + self.settings.worker_patience_s
-        packed, batched = delivery is not None, delivery == BATCHED
-        worker = WorkerState(identity, service, credit, expiry, packed=packed, batched=batched)
+        worker = WorkerState(identity, service, credit, expiry, delivery=delivery)
         self.workers[identity] = worker
         service.workers[identity] = worker
         service.ready.append(worker)
@@ -1065,8 +1064,8 @@ class Broker:
                 "queued": len(s.queue),
                 "inflight": sum(len(w.held) for w in s.workers.values()),
                 "credit": sum(w.credit for w in s.workers.values()),
-                "packedWorkers": sum(w.packed and not w.batched for w in s.workers.values()),
-                "batchedWorkers": sum(w.batched for w in s.workers.values()),
+                "packedWorkers": sum(w.delivery == PACKED for w in s.workers.values()),
+                "batchedWorkers": sum(w.delivery == BATCHED for w in s.workers.values()),
                 "requests": s.requests,
             }
             for s in self.services.values()

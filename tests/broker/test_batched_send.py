@@ -23,7 +23,7 @@ def test_a_batch_that_cannot_be_sent_hands_on_every_request_it_carried(tmp_path:
             broker._on_frontend([client, b"", MDPC01, b"svc", b"job %d" % i])
         broker._on_frontend([ghost, b"", MDPW01, READY, b"svc", b"3", BATCHED])
         (frames, worker, _), *rest = broker._outbox
-        assert not rest and worker is not None and worker.batched
+        assert not rest and worker is not None and worker.delivery == BATCHED
         assert [frame[8:] for frame in frames[1:]] == [b"job 0", b"job 1", b"job 2"]  # one message
 
         broker._send_out()  # ROUTER_MANDATORY: no route to the ghost
