@@ -201,7 +201,7 @@ class Broker:
         # frames to send, the worker they go to (dropped when unreachable), what to count if they fail
         self._outbox: deque[tuple[list[bytes], WorkerState | None, str | None]] = deque()
         self._outbox_since = 0.0  # when the oldest message in the outbox was queued
-        # the outbox's open message to each batched worker, which further requests join
+        # the open message to each batched worker, still in the outbox, which further requests join
         self._batches: dict[bytes, tuple[WorkerState, list[bytes]]] = {}
 
     # -- life cycle ---------------------------------------------------------------------
@@ -759,11 +759,18 @@ class Broker:
 
     def _send_out(self) -> None:
         """Send the outbox in order. The loop runs this guarded: should it fail half-way (say,
-        handing on what an unreachable worker held), the rest goes with the next call."""
-        outbox, sock = self._outbox, self.frontend
-        self._batches.clear()  # from here on a request for a batched worker starts a new message
+        handing on what an unreachable worker held), the rest goes with the next call.
+
+        A batch is closed as it leaves, not when this starts: handing on what an unreachable
+        worker held runs in here and may open a batch for another worker, which this same call
+        sends; a request joining it afterwards would never be sent."""
+        outbox, sock, batches = self._outbox, self.frontend, self._batches
         while outbox:
             frames, worker, drop = outbox.popleft()
+            if worker is not None:
+                open_batch = batches.get(worker.identity)
+                if open_batch is not None and open_batch[1] is frames:
+                    del batches[worker.identity]  # the worker's next request starts a new message
             try:
                 send_frames(sock, frames)  # type: ignore[arg-type]
             except zmq.ZMQError:

@@ -5,34 +5,74 @@ instead of waited for."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import zmq
 from test_sdk_harness import free_port, make_project
 
+from arbiter.broker import Broker
 from arbiter.daemon import build_broker, close_broker
 from arbiter.protocol import BATCHED, MDPC01, MDPW01, READY
 
 pytestmark = pytest.mark.e2e  # the broker's recorder is a process of its own
 
+CLIENT, GHOST = b"\x00client", b"\x00ghost"  # ROUTER identities no connection has
 
-def test_a_batch_that_cannot_be_sent_hands_on_every_request_it_carried(tmp_path: Path) -> None:
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker built as the daemon builds it, whose loop the test drives itself."""
     broker, reloader = build_broker(make_project(tmp_path, *(f"tcp://127.0.0.1:{free_port()}" for _ in range(3))))
-    client, ghost = b"\x00client", b"\x00ghost"  # ROUTER identities no connection has
     try:
-        for i in range(3):  # no worker yet: the requests wait
-            broker._on_frontend([client, b"", MDPC01, b"svc", b"job %d" % i])
-        broker._on_frontend([ghost, b"", MDPW01, READY, b"svc", b"3", BATCHED])
-        (frames, worker, _), *rest = broker._outbox
-        assert not rest and worker is not None and worker.delivery == BATCHED
-        assert [frame[8:] for frame in frames[1:]] == [b"job 0", b"job 1", b"job 2"]  # one message
-
-        broker._send_out()  # ROUTER_MANDATORY: no route to the ghost
-
-        status = broker.status()
-        assert status["services"]["svc"]["workers"] == 0 and status["services"]["svc"]["queued"] == 3
-        assert status["counters"]["dropped"]["worker-unreachable"] == 1  # the message
-        assert status["counters"]["workers-unreachable"] == 1
-        assert status["counters"]["redelivered"] == 3  # and every request it carried
+        yield broker
     finally:
         broker._close()
         close_broker(broker, reloader)
+
+
+def queue_for_ghost(broker: Broker, jobs: int) -> None:
+    """``jobs`` requests wait for service svc; then a batched worker that no connection has takes them."""
+    for i in range(jobs):
+        broker._on_frontend([CLIENT, b"", MDPC01, b"svc", b"job %d" % i])
+    broker._on_frontend([GHOST, b"", MDPW01, READY, b"svc", str(jobs).encode(), BATCHED])
+
+
+def test_a_batch_that_cannot_be_sent_hands_on_every_request_it_carried(broker: Broker) -> None:
+    queue_for_ghost(broker, 3)
+    (frames, worker, _), *rest = broker._outbox
+    assert not rest and worker is not None and worker.delivery == BATCHED
+    assert [frame[8:] for frame in frames[1:]] == [b"job 0", b"job 1", b"job 2"]  # one message
+
+    broker._send_out()  # ROUTER_MANDATORY: no route to the ghost
+
+    status = broker.status()
+    assert status["services"]["svc"]["workers"] == 0 and status["services"]["svc"]["queued"] == 3
+    assert status["counters"]["dropped"]["worker-unreachable"] == 1  # the message
+    assert status["counters"]["workers-unreachable"] == 1
+    assert status["counters"]["redelivered"] == 3  # and every request it carried
+
+
+def test_a_request_after_a_batch_went_out_travels_in_a_message_of_its_own(broker: Broker) -> None:
+    """The ghost's requests pass to a live batched worker while the outbox is being sent, in a
+    message that the same send takes along; a request after that must not join that message."""
+    assert broker.frontend is not None
+    live = broker.ctx.socket(zmq.DEALER)
+    live.setsockopt(zmq.LINGER, 0)
+    live.connect(broker.frontend.getsockopt_string(zmq.LAST_ENDPOINT))
+    try:
+        queue_for_ghost(broker, 3)
+        live.send_multipart([b"", MDPW01, READY, b"svc", b"10", BATCHED])
+        assert broker.frontend.poll(5000)
+        broker._on_frontend(broker.frontend.recv_multipart())
+
+        broker._send_out()  # the ghost's message fails; its requests go to the live worker, and out
+        broker._on_frontend([CLIENT, b"", MDPC01, b"svc", b"job 3"])
+        broker._send_out()
+
+        received = []
+        while live.poll(2000) and len(received) < 4:
+            received += [frame[8:] for frame in live.recv_multipart()]
+        assert received == [b"job 0", b"job 1", b"job 2", b"job 3"]
+    finally:
+        live.close()
