@@ -23,9 +23,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CASES, CORPUS, percentile, table  # noqa: E402
 
-from arbiter.loader import load_plugins  # noqa: E402
-from arbiter.pipeline import Request, Router  # noqa: E402
-from arbiter.snapshot import build_snapshot  # noqa: E402
+from arbiter.project.plugins import load_plugins  # noqa: E402
+from arbiter.project.snapshot import build_snapshot  # noqa: E402
+from arbiter.routing.pipeline import (
+    Request,
+    Router,  # noqa: E402
+)
 
 
 class BM25:

@@ -156,7 +156,7 @@ def run_python_proxy(lifetime: float) -> None:
     compares with."""
     from zmq.backend import zmq_poll
 
-    from arbiter.frames import recv_frames, send_frames
+    from arbiter.wire.frames import recv_frames, send_frames
 
     ctx = zmq.Context()
     frontend, backend = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
@@ -197,7 +197,7 @@ def run_echo_worker(endpoint: str, announce_self: bool, lifetime: float) -> None
 def route_result(body: bytes) -> bytes:
     """D: what the plugin's worker answers, a response envelope correlated to the request, built
     the way the SDK's workers build theirs."""
-    from arbiter.envelope import success_reply
+    from arbiter.wire.envelope import success_reply
 
     request = orjson.loads(body)
     command = (request.get("payload") or {}).get("command")
@@ -267,7 +267,7 @@ class ClientPlan:
 
 def route_bodies(count: int, unique: bool) -> list[bytes]:
     """Envelopes built before the clock starts; a unique text per request defeats the route cache."""
-    from arbiter.envelope import encode, new_request
+    from arbiter.wire.envelope import encode, new_request
 
     salt = uuid.uuid4().hex[:8]  # distinct per client process, so no two clients share a text either
     bodies = []
@@ -751,7 +751,7 @@ def _written(status: dict[str, Any]) -> Any:
 def arbiter_status(endpoint: str) -> dict[str, Any] | None:
     """The broker's counters (route cache hits, decision log writes) tell whether a run measured
     what it claims to, e.g. that the uncached run really missed the cache."""
-    from arbiter.envelope import encode, new_request
+    from arbiter.wire.envelope import encode, new_request
 
     sock = connect_client(endpoint)
     try:

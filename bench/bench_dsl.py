@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from arbiter.dsl.project import load_rules
+from arbiter.dsl.program import load_rules
 
-from arbiter.loader import load_plugins
-from arbiter.rules_engine import durable_available, make_engine
+from arbiter.project.plugins import load_plugins
+from arbiter.routing.engine.engines import durable_available, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ["fastapi-backend", "lobbi-platform-manager", "home-assistant", "jira-orchestrator", "exec-automator"]

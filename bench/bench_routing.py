@@ -19,9 +19,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CASES, CORPUS, ROOT, percentile, table  # noqa: E402
 
-from arbiter.pipeline import Request, Router  # noqa: E402
-from arbiter.rules_engine import durable_available  # noqa: E402
-from arbiter.snapshot import build_snapshot  # noqa: E402
+from arbiter.project.snapshot import build_snapshot  # noqa: E402
+from arbiter.routing.engine.engines import durable_available  # noqa: E402
+from arbiter.routing.pipeline import (
+    Request,
+    Router,  # noqa: E402
+)
 
 REQUESTS = [c["text"] for c in yaml.safe_load((CASES / "corpus_cases.yaml").read_text())]
 ROUNDS = 3

@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from ..model import Diagnostic, Plugin
+from arbiter.project.model import Diagnostic, Plugin
+
 from . import ast, compiler, ir
 from .parser import SyntaxProblem
 
@@ -572,7 +573,7 @@ def check_program(
 
 def lint(paths: Sequence[Any], plugins: Mapping[str, Plugin]) -> list[Diagnostic]:
     """Every finding for the rule files under ``paths``, sorted by file and position."""
-    from .project import load_rules
+    from arbiter.dsl.program import load_rules
 
     bundle = load_rules(paths, plugins)
     return sorted(bundle.diagnostics, key=lambda d: (d.path, d.line, d.col, d.code))

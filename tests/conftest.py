@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from arbiter.pipeline import Router
-from arbiter.snapshot import build_snapshot
+from arbiter.project.snapshot import build_snapshot
+from arbiter.routing.pipeline import Router
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("ARBITER_CORPUS", REPO.parent / "shared" / "corpus" / "claude-plugins"))

@@ -1,4 +1,4 @@
-from arbiter import frontmatter
+from arbiter.project import frontmatter
 
 
 def test_plain_frontmatter_and_body_line():

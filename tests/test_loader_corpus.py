@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from arbiter.loader import load_plugins
+from arbiter.project.plugins import load_plugins
 
 
 def _disk_counts(corpus: Path) -> dict[str, tuple[int, int, int]]:

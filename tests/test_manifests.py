@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from arbiter.configs import load_configs
-from arbiter.loader import load_plugins
+from arbiter.project.configs import load_configs
+from arbiter.project.plugins import load_plugins
 
 MANIFEST = {
     "name": "demo",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from arbiter.loader import load_plugins
+from arbiter.project.plugins import load_plugins
 
 SHIPPED = [
     "ahling-command-center",

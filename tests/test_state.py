@@ -10,7 +10,8 @@ import uuid
 import peewee as pw
 import pytest
 
-from arbiter import record, state
+from arbiter.store import database as state
+from arbiter.store import decisions as record
 
 SEED_V1_DECISIONS = """
 CREATE TABLE routing_decisions (
@@ -133,7 +134,7 @@ def test_postgresql_store_fresh_and_migrated():
 
 def test_decision_log_ids_are_unique_and_sort_by_creation_time():
     """Indexed ids that grow with time keep the decision log's inserts at the end of the B-tree."""
-    from arbiter.pipeline import new_request_id
+    from arbiter.routing.pipeline import new_request_id
 
     for make, length in ((state.ordered_id, 32), (new_request_id, 25)):
         batch = [make() for _ in range(5000)]

@@ -2,6 +2,8 @@
 
 Global options come before the subcommand and say which project to read; every subcommand
 builds (or is handed) one snapshot and only reads it. Exit codes: 0 ok, 1 findings, 2 usage.
+
+May import: any package of Arbiter. Nothing imports the command line.
 """
 
 from __future__ import annotations

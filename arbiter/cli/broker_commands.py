@@ -30,7 +30,7 @@ def with_endpoint_options(command):
 def _serve(
     root: Path, plugin_dirs: list[Path] | None, frontend: str | None, events_pub: str | None, events_sub: str | None
 ) -> None:
-    from arbiter.daemon import serve
+    from arbiter.broker.daemon import serve
 
     code = serve(root, plugin_dirs, frontend=frontend, events_pub=events_pub, events_sub=events_sub)
     sys.exit(code)
@@ -78,8 +78,8 @@ def status(ctx: Context, endpoint: str | None, timeout: float, as_json: bool) ->
 
     Exit 1 when no broker answers, or when its last reload was refused.
     """
-    from arbiter.client import Client, RequestTimeout
-    from arbiter.envelope import new_request
+    from arbiter.sdk.client import Client, RequestTimeout
+    from arbiter.wire.envelope import new_request
 
     url = _frontend(ctx, endpoint)
     with Client(url, timeout=timeout, retries=0) as client:

@@ -11,8 +11,8 @@ from typing import Any, Iterable
 
 import click
 
-from arbiter.model import Diagnostic
-from arbiter.snapshot import Snapshot, build_snapshot
+from arbiter.project.model import Diagnostic
+from arbiter.project.snapshot import Snapshot, build_snapshot
 
 
 @dataclass

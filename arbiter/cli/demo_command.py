@@ -17,9 +17,9 @@ from typing import Any
 
 import click
 
-from arbiter import envelope as env
-from arbiter.client import Client, RequestTimeout
-from arbiter.routing_tests import case_files, load_cases
+from arbiter.routing.cases import case_files, load_cases
+from arbiter.sdk.client import Client, RequestTimeout
+from arbiter.wire import envelope as env
 
 from .common import Context, echo_json, json_option, pass_context
 

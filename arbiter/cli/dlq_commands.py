@@ -18,10 +18,10 @@ from typing import Any, Iterator
 
 import click
 
-from arbiter import dlq as letters
-from arbiter import envelope as env
-from arbiter import state
-from arbiter.client import Reply, RequestTimeout
+from arbiter.sdk.client import Reply, RequestTimeout
+from arbiter.store import database as state
+from arbiter.store import dead_letters as letters
+from arbiter.wire import envelope as env
 
 from .common import Context, echo_json, json_option, pass_context
 from .sdk_commands import broker_endpoint, endpoint_option

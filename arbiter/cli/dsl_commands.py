@@ -8,8 +8,8 @@ import click
 
 from arbiter.dsl.formatter import FormatError, format_source
 from arbiter.dsl.lint import lint as lint_rules
-from arbiter.dsl.project import read_source, rule_files
-from arbiter.loader import load_plugins
+from arbiter.dsl.program import read_source, rule_files
+from arbiter.project.plugins import load_plugins
 
 from .common import Context, echo_json, pass_context
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from arbiter.model import Component, Plugin, thaw
+from arbiter.project.model import Component, Plugin, thaw
 
 from .common import (
     Context,

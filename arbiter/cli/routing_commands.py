@@ -9,11 +9,12 @@ from typing import Any, TextIO
 
 import click
 
-from arbiter import record, state
-from arbiter.explain import render, render_recorded
-from arbiter.match import Health
-from arbiter.pipeline import Request, Router
-from arbiter.routing_tests import load_cases, run_cases
+from arbiter.routing.cases import load_cases, run_cases
+from arbiter.routing.explain import render, render_recorded
+from arbiter.routing.match import Health
+from arbiter.routing.pipeline import Request, Router
+from arbiter.store import database as state
+from arbiter.store import decisions as record
 
 from .common import Context, echo_json, json_option, pass_context, print_diagnostics
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from arbiter import envelope as env
-from arbiter.client import Client, RequestTimeout, build_request
+from arbiter.sdk.client import Client, RequestTimeout, build_request
+from arbiter.wire import envelope as env
 
 from .common import Context, pass_context, unknown_name
 
@@ -120,7 +120,7 @@ def workers(ctx: Context, names: tuple[str, ...], endpoint: str | None, delay_ms
     Each worker registers the plugin's name as its service and answers every command the
     plugin declares, with results computed from the parameters.
     """
-    from arbiter.demo_workers import demo_workers
+    from arbiter.sdk.demo_workers import demo_workers
 
     snapshot = ctx.snapshot()
     for name in names:

@@ -13,9 +13,9 @@ import orjson
 import zmq
 from test_sdk_harness import Broker, launch_broker
 
-from arbiter import envelope as env
-from arbiter.client import Client
-from arbiter.protocol import MDPC01, MDPW01, READY, REPLY, REQUEST
+from arbiter.sdk.client import Client
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import MDPC01, MDPW01, READY, REPLY, REQUEST
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from arbiter.worker import Worker
+from arbiter.sdk.worker import Worker
 
 
 def main() -> None:

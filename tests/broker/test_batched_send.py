@@ -11,9 +11,9 @@ import pytest
 import zmq
 from test_sdk_harness import free_port, make_project
 
-from arbiter.broker import Broker
-from arbiter.daemon import build_broker, close_broker
-from arbiter.protocol import BATCHED, MDPC01, MDPW01, READY
+from arbiter.broker.daemon import build_broker, close_broker
+from arbiter.broker.loop import Broker
+from arbiter.wire.mdp import BATCHED, MDPC01, MDPW01, READY
 
 pytestmark = pytest.mark.e2e  # the broker's recorder is a process of its own
 

@@ -15,12 +15,13 @@ import zmq
 from broker_helpers import RawWorker, broker_with, dealer, recv, reply_envelope, state_rows, status, wait_until
 from test_sdk_harness import WORKER_OPTIONS, Broker
 
-from arbiter import envelope as env
-from arbiter import record, state
-from arbiter.client import Client
-from arbiter.demo_workers import plugin_worker
-from arbiter.protocol import DISCONNECT, MDPC01, MDPW01
-from arbiter.snapshot import build_snapshot
+from arbiter.project.snapshot import build_snapshot
+from arbiter.sdk.client import Client
+from arbiter.sdk.demo_workers import plugin_worker
+from arbiter.store import database as state
+from arbiter.store import decisions as record
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import DISCONNECT, MDPC01, MDPW01
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ import zmq
 from broker_helpers import dealer
 from test_sdk_harness import free_port, make_project
 
-from arbiter import envelope as env
-from arbiter.daemon import build_broker, close_broker
-from arbiter.protocol import MDPC01, MDPW01, PACKED, READY, TOKEN_BYTES
+from arbiter.broker.daemon import build_broker, close_broker
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import MDPC01, MDPW01, PACKED, READY, TOKEN_BYTES
 
 pytestmark = pytest.mark.e2e  # the broker's recorder is a process of its own
 

@@ -12,9 +12,9 @@ import pytest
 from broker_helpers import broker_with, wait_until
 from test_sdk_harness import WORKER_OPTIONS, Broker
 
-from arbiter import envelope as env
-from arbiter.client import Client
-from arbiter.worker import Worker
+from arbiter.sdk.client import Client
+from arbiter.sdk.worker import Worker
+from arbiter.wire import envelope as env
 
 pytestmark = pytest.mark.e2e
 

@@ -12,12 +12,12 @@ import yaml
 from broker_helpers import wait_until
 from test_sdk_harness import HEARTBEAT_S, LIVENESS, WORKER_OPTIONS, free_port
 
-from arbiter import envelope as env
-from arbiter.client import Client, RequestTimeout
-from arbiter.demo_workers import demo_workers
-from arbiter.pipeline import Request, Router
-from arbiter.resilience import CLIENT_ERRORS
-from arbiter.snapshot import build_snapshot
+from arbiter.broker.resilience import CLIENT_ERRORS
+from arbiter.project.snapshot import build_snapshot
+from arbiter.routing.pipeline import Request, Router
+from arbiter.sdk.client import Client, RequestTimeout
+from arbiter.sdk.demo_workers import demo_workers
+from arbiter.wire import envelope as env
 
 pytestmark = pytest.mark.e2e
 

@@ -17,13 +17,14 @@ import pytest
 import zmq
 from click.testing import CliRunner, Result
 
-from arbiter import dlq, state
-from arbiter import envelope as env
 from arbiter.cli.common import Context
 from arbiter.cli.dlq_commands import dlq as dlq_cli
 from arbiter.cli.dlq_commands import parse_duration
-from arbiter.client import RequestTimeout
-from arbiter.protocol import MDPC01
+from arbiter.sdk.client import RequestTimeout
+from arbiter.store import database as state
+from arbiter.store import dead_letters as dlq
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import MDPC01
 
 PG = {"host": "127.0.0.1", "port": 5432, "dbname": "test", "user": "postgres"}
 BINARY = [bytes(range(256)), b"", b"\xff\xfe\x00\x80 not utf-8", "héllo, wörld ✓".encode()]

@@ -23,12 +23,12 @@ import zmq
 from broker_helpers import RawWorker, broker_with, dealer, recv, state_rows, status, wait_until
 from test_sdk_harness import WORKER_OPTIONS, Broker
 
-from arbiter import envelope as env
-from arbiter.client import Client, RequestTimeout
-from arbiter.demo_workers import plugin_worker
-from arbiter.protocol import DISCONNECT, MDPC01, MDPW01
-from arbiter.snapshot import build_snapshot
-from arbiter.worker import Worker
+from arbiter.project.snapshot import build_snapshot
+from arbiter.sdk.client import Client, RequestTimeout
+from arbiter.sdk.demo_workers import plugin_worker
+from arbiter.sdk.worker import Worker
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import DISCONNECT, MDPC01, MDPW01
 
 pytestmark = pytest.mark.e2e
 

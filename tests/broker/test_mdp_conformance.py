@@ -20,20 +20,9 @@ import pytest
 import zmq
 from test_sdk_harness import HEARTBEAT_S, LIVENESS, Broker, launch_broker, wait_for
 
-from arbiter import envelope as env
-from arbiter.client import Client
-from arbiter.protocol import (
-    BATCHED,
-    DISCONNECT,
-    HEARTBEAT,
-    MDPC01,
-    MDPW01,
-    PACKED,
-    READY,
-    REPLY,
-    REQUEST,
-    TOKEN_BYTES,
-)
+from arbiter.sdk.client import Client
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import BATCHED, DISCONNECT, HEARTBEAT, MDPC01, MDPW01, PACKED, READY, REPLY, REQUEST, TOKEN_BYTES
 
 pytestmark = pytest.mark.e2e
 

@@ -15,10 +15,10 @@ import pytest
 import zmq
 from test_sdk_harness import WORKER_OPTIONS, Broker, launch_broker, wait_for
 
-from arbiter import envelope as env
-from arbiter.client import Client, build_request
-from arbiter.protocol import MDPC01
-from arbiter.worker import Worker
+from arbiter.sdk.client import Client, build_request
+from arbiter.sdk.worker import Worker
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import MDPC01
 
 pytestmark = pytest.mark.e2e
 

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from arbiter.protocol import (
-    BATCHED,
-    PACKED,
-    TOKEN_BYTES,
-    ProtocolError,
-    pack,
-    parse_ready_options,
-    unbatch,
-    unpack,
-)
+from arbiter.wire.mdp import BATCHED, PACKED, TOKEN_BYTES, ProtocolError, pack, parse_ready_options, unbatch, unpack
 
 
 @pytest.mark.parametrize(

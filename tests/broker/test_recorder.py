@@ -12,9 +12,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from arbiter import record, state
-from arbiter.pipeline import Request
-from arbiter.recorder import Recorder, sweep_stale_sockets
+from arbiter.routing.pipeline import Request
+from arbiter.store import database as state
+from arbiter.store import decisions as record
+from arbiter.store.recorder import Recorder, sweep_stale_sockets
 
 WAIT_S = 30.0
 

@@ -14,10 +14,10 @@ import pytest
 from broker_helpers import broker_with, status, wait_counter, wait_until
 from test_sdk_harness import WORKER_OPTIONS
 
-from arbiter import envelope as env
-from arbiter.client import Client, RequestTimeout
-from arbiter.demo_workers import plugin_worker
-from arbiter.snapshot import build_snapshot
+from arbiter.project.snapshot import build_snapshot
+from arbiter.sdk.client import Client, RequestTimeout
+from arbiter.sdk.demo_workers import plugin_worker
+from arbiter.wire import envelope as env
 
 pytestmark = pytest.mark.e2e
 

@@ -14,14 +14,14 @@ import zmq
 from click.testing import CliRunner
 from test_sdk_harness import WORKER_OPTIONS, Broker, launch_broker, wait_for
 
-from arbiter import envelope as env
 from arbiter.cli import main
 from arbiter.cli.sdk_commands import request as request_command
-from arbiter.client import AsyncClient, Client, RequestTimeout, build_request
-from arbiter.demo_workers import plugin_worker
-from arbiter.protocol import MDPC01
-from arbiter.snapshot import build_snapshot
-from arbiter.worker import CommandError, Worker
+from arbiter.project.snapshot import build_snapshot
+from arbiter.sdk.client import AsyncClient, Client, RequestTimeout, build_request
+from arbiter.sdk.demo_workers import plugin_worker
+from arbiter.sdk.worker import CommandError, Worker
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import MDPC01
 
 pytestmark = pytest.mark.e2e
 

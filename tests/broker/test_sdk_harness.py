@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
-from arbiter.client import Client, RequestTimeout
+from arbiter.sdk.client import Client, RequestTimeout
 
 REPO = Path(__file__).resolve().parents[2]
 HEARTBEAT_S = 0.5

@@ -7,10 +7,10 @@ from typing import Any, Iterator
 import pytest
 import zmq
 
-from arbiter import envelope as env
-from arbiter.client import build_request
-from arbiter.protocol import BATCHED, DISCONNECT, HEARTBEAT, MDPW01, PACKED, READY, REPLY, REQUEST, credit_frame
-from arbiter.worker import Worker
+from arbiter.sdk.client import build_request
+from arbiter.sdk.worker import Worker
+from arbiter.wire import envelope as env
+from arbiter.wire.mdp import BATCHED, DISCONNECT, HEARTBEAT, MDPW01, PACKED, READY, REPLY, REQUEST, credit_frame
 
 RECV_MS = 20_000
 

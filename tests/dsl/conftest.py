@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from arbiter.loader import load_plugins
+from arbiter.project.plugins import load_plugins
 
 
 @pytest.fixture(scope="session")

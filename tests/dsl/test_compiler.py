@@ -6,7 +6,7 @@ import pytest
 from arbiter.dsl import ir
 from arbiter.dsl.compiler import condition
 from arbiter.dsl.parser import parse
-from arbiter.dsl.project import load_rules
+from arbiter.dsl.program import load_rules
 
 
 def cond_of(text: str) -> ir.Condition:

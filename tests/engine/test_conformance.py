@@ -8,7 +8,8 @@ import threading
 import pytest
 from arbiter.dsl import ir
 
-from arbiter.rules_engine import RuleLoopError, durable_available, make_engine
+from arbiter.routing.engine.engines import durable_available, make_engine
+from arbiter.routing.engine.semantics import RuleLoopError
 
 ENGINES = ["python", pytest.param("durable", marks=pytest.mark.skipif(not durable_available(), reason="no durable"))]
 R = ir.Rule

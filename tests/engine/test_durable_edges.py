@@ -11,7 +11,8 @@ import time
 import pytest
 from arbiter.dsl import ir
 
-from arbiter.rules_engine import ActionError, CompileError, durable_available, make_engine
+from arbiter.routing.engine.engines import durable_available, make_engine
+from arbiter.routing.engine.semantics import ActionError, CompileError
 
 pytestmark = pytest.mark.skipif(not durable_available(), reason="durable-rules not installed")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from arbiter.dsl import ir
 
-from arbiter.decide import DecideSettings, RankedPlugin, RuleAsks, acl_allows, decide
-from arbiter.model import Component, ErrorHandling, FallbackPolicy, Plugin, Routing
+from arbiter.project.model import Component, ErrorHandling, FallbackPolicy, Plugin, Routing
+from arbiter.routing.decide import DecideSettings, RankedPlugin, RuleAsks, acl_allows, decide
 
 
 def plugin(name, can=None, accepts=None, fallbacks=(), model="sonnet"):

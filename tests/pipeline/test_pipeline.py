@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from arbiter.classify import classify
-from arbiter.match import Health
-from arbiter.pipeline import Request, Router
-from arbiter.snapshot import build_snapshot
+from arbiter.project.snapshot import build_snapshot
+from arbiter.routing.classify import classify
+from arbiter.routing.match import Health
+from arbiter.routing.pipeline import Request, Router
 
 APPENDIX_A = "Build a FastAPI endpoint with MongoDB and Keycloak auth"
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from arbiter import record, state
-from arbiter.pipeline import Request
+from arbiter.routing.pipeline import Request
+from arbiter.store import database as state
+from arbiter.store import decisions as record
 
 
 def test_writer_batches_and_drains_on_close(shipped_router, tmp_path):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from arbiter import record, state
 from arbiter.cli import main
+from arbiter.store import database as state
+from arbiter.store import decisions as record
 
 HA_TEXT = "write a Home Assistant automation for the porch lights at sunset"
 

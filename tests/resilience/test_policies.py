@@ -7,16 +7,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arbiter.model import CircuitBreakerPolicy, RetryPolicy
-from arbiter.resilience import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    CircuitBreaker,
-    backoff_ms,
-    base_delay_ms,
-    is_retryable,
-)
+from arbiter.broker.resilience import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, backoff_ms, base_delay_ms, is_retryable
+from arbiter.project.model import CircuitBreakerPolicy, RetryPolicy
 
 POLICY = CircuitBreakerPolicy(threshold=3, timeout_ms=1000, half_open_retries=2, window_ms=5000, slow_call_ms=500)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from arbiter.pipeline import Request
+from arbiter.routing.pipeline import Request
 
 HERE = Path(__file__).parent
 

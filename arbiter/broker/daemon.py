@@ -1,0 +1,94 @@
+"""Running the broker as a process: load the project, open the store, start the writers and the
+reloader, install the signal handlers, serve, and shut everything down in order.
+
+``arbiter broker`` and ``python broker.py`` both end up in :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from arbiter.broker.loop import Broker, Settings
+from arbiter.broker.reload import Reloader
+from arbiter.project.snapshot import build_snapshot
+from arbiter.routing.pipeline import Router
+from arbiter.store import database as state
+from arbiter.store.dead_letters import DeadLetterWriter
+from arbiter.store.recorder import Recorder
+
+log = logging.getLogger("arbiter.broker")
+
+
+class StartupError(RuntimeError):
+    """The project cannot be served; the message says what to fix."""
+
+
+def build_broker(
+    root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: str | None
+) -> tuple[Broker, Reloader]:
+    """Everything :func:`serve` runs, bound and ready; raises :class:`StartupError` on a bad project."""
+    snapshot = build_snapshot(root, plugin_dirs)
+    if not snapshot.ok:
+        lines = "\n".join(d.format() for d in snapshot.errors[:20])
+        raise StartupError(f"the project has errors; fix them (arbiter check-config, arbiter lint):\n{lines}")
+    database_url = snapshot.configs["state"]["database"]
+    state.open_store(database_url, snapshot.project.root)
+    settings = Settings.of(snapshot.configs["broker"], **endpoints)
+    batch_s = snapshot.configs["state"]["batch_ms"] / 1000
+    broker = Broker(
+        snapshot,
+        Router(snapshot),
+        settings,
+        decisions=Recorder(database_url, snapshot.project.root, interval_s=batch_s),
+        dead_letters=DeadLetterWriter(interval_s=batch_s),
+    )
+    reload_config = snapshot.configs["broker"]["reload"]
+    reloader = Reloader(
+        snapshot.project,
+        snapshot.fingerprint,
+        on_ready=lambda snap, router: broker.post(lambda: broker.swap(snap, router)),
+        on_error=lambda errors: broker.post(lambda: broker.reload_failed(errors)),
+        debounce_ms=reload_config["debounce_ms"],
+        watch=reload_config["watch"],
+    )
+    try:
+        broker.bind()
+    except Exception as exc:
+        broker.decisions.close(timeout=2)  # type: ignore[union-attr]  # its process must not outlive us
+        raise StartupError(f"cannot bind: {exc} (is another broker running on these endpoints?)") from exc
+    return broker, reloader
+
+
+def serve(root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: str | None) -> int:
+    """Run the broker in this process until SIGTERM/SIGINT; SIGHUP reloads. Returns an exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        broker, reloader = build_broker(root, plugin_dirs, **endpoints)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    signal.signal(signal.SIGINT, lambda *_: broker.stop())
+    signal.signal(signal.SIGHUP, lambda *_: reloader.request("on SIGHUP"))
+    reloader.start()
+    log.info("serving %d plugins; pid %d", len(broker.snapshot.plugins), os.getpid())
+    try:
+        broker.run()
+    finally:
+        close_broker(broker, reloader)
+    return 0
+
+
+def close_broker(broker: Broker, reloader: Reloader) -> None:
+    """After :meth:`Broker.run` returned: stop what :func:`build_broker` started, writing
+    everything the writers still hold."""
+    reloader.close()
+    for writer in (broker.decisions, broker.dead_letters):
+        if writer is not None:
+            writer.close()
+    state.close_store()

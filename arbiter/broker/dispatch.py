@@ -1,0 +1,362 @@
+"""Routed dispatch with graceful degradation: primary → retries → fallbacks in order → the last good
+result of a cacheable command → dead letter, every step written down.
+
+One :class:`Routed` follows a request from its decision to its answer. Each try at a plugin is an
+:class:`Attempt` with its own deadline; the request as a whole has the client's deadline. The
+broker runs this on its loop thread: it calls :meth:`Dispatcher.start` after deciding,
+:meth:`Dispatcher.on_reply` when a worker answers an attempt, and the timers set here fire
+through the broker's timer heap.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from arbiter.broker import messages as svc
+from arbiter.broker import resilience as rz
+from arbiter.project.model import Plugin
+from arbiter.wire import envelope as env
+
+if TYPE_CHECKING:
+    from arbiter.broker.loop import Broker, Pending
+
+RESULT_CACHE_SIZE = 2048
+CHOSEN_CACHE_SIZE = 4096
+
+
+def _iso_at(epoch: float) -> str:
+    return env.iso(datetime.fromtimestamp(epoch, timezone.utc))
+
+
+@dataclass(eq=False, slots=True)
+class Routed:
+    """A routed request from decision to answer; it holds the client's in-flight slot."""
+
+    client: bytes
+    service_frame: bytes
+    route: svc.RouteInput
+    decided: svc.Decided
+    request_id: str
+    cached: bool
+    deadline: float  # monotonic: the client's patience
+    received: float
+    stage: int = 0
+    retries: int = 0  # retries on the current plugin
+    attempts: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    current: Attempt | None = None
+    done: bool = False
+
+    @property
+    def message_id(self) -> str | None:
+        return self.route.envelope.get("messageId")
+
+    @property
+    def plan(self) -> tuple[str, ...]:
+        """Primary, then fallbacks in order."""
+        return self.decided.plan
+
+    @property
+    def decision(self) -> orjson.Fragment:
+        return self.decided.json_for(self.request_id)
+
+
+@dataclass(eq=False, slots=True)
+class Attempt:
+    routed: Routed
+    plugin: str
+    command: str
+    started: float
+    deadline: float
+    pending: Pending | None = None
+    finished: bool = False
+
+
+class Dispatcher:
+    """Runs routed requests for one broker; all state lives on the broker's loop thread."""
+
+    def __init__(self, broker: Broker, attempt_timeout_s: float, rng: random.Random | None = None):
+        self.broker = broker
+        self.attempt_timeout_s = attempt_timeout_s
+        self.rng = rng or random.Random()
+        self.breakers: dict[str, rz.CircuitBreaker] = {}
+        self.results: OrderedDict[tuple[str, str, bytes], tuple[Any, float]] = OrderedDict()
+        self.chosen: dict[tuple[str, str], str | None] = {}  # (plugin, text) -> command, per snapshot
+        self.adopt(broker.snapshot.plugins)
+
+    # -- breakers -----------------------------------------------------------------------
+
+    def adopt(self, plugins: dict[str, Plugin] | Any) -> None:
+        """New snapshot: keep the state of breakers whose policy did not change."""
+        fresh: dict[str, rz.CircuitBreaker] = {}
+        for name, plugin in plugins.items():
+            policy = plugin.error_handling.circuit_breaker
+            old = self.breakers.get(name)
+            fresh[name] = old if old is not None and old.policy == policy else rz.CircuitBreaker(name, policy)
+        self.breakers = fresh
+        self.chosen.clear()
+
+    def tick(self, now: float) -> None:
+        for breaker in self.breakers.values():
+            self._announce(breaker.tick(now))
+
+    def circuits(self) -> dict[str, str]:
+        return {name: b.state for name, b in self.breakers.items() if b.state != rz.CLOSED}
+
+    def _announce(self, change: rz.Transition | None) -> None:
+        if change is not None:
+            self.broker.circuit_changed(change)
+
+    # -- the flow -----------------------------------------------------------------------
+
+    def start(self, routed: Routed) -> None:
+        self._next(routed)
+
+    def _plugin(self, name: str) -> Plugin | None:
+        return self.broker.snapshot.plugins.get(name)
+
+    def _command_for(self, routed: Routed, plugin: Plugin) -> str | None:
+        """The requested command where this plugin has it, else its best match for the text."""
+        wanted = routed.route.command
+        if wanted and (routed.stage == 0 or any(c.name == wanted for c in svc.invocable(plugin))):
+            return wanted
+        key = (plugin.name, routed.route.text)
+        if key not in self.chosen:  # scoring every command costs ~80 µs; repeats are common
+            if len(self.chosen) >= CHOSEN_CACHE_SIZE:
+                self.chosen.clear()
+            self.chosen[key] = svc.choose_command(plugin, routed.route.text)
+        return self.chosen[key]
+
+    def _next(self, routed: Routed) -> None:
+        """Try the plugin at ``routed.stage``, or move on until one takes the request."""
+        if routed.done:
+            return
+        if self.broker.stopping:
+            self.fail(routed, "SHUTTING_DOWN", "the broker is stopping", "shutdown")
+            return
+        now = time.monotonic()
+        while routed.stage < len(routed.plan):
+            name = routed.plan[routed.stage]
+            plugin = self._plugin(name)
+            command = self._command_for(routed, plugin) if plugin else None
+            if plugin is None or command is None:
+                self._step(routed, name, None, "skipped", "the plugin is gone or has no command", now)
+                self._advance(routed)
+                continue
+            deadline = min(routed.deadline, now + self.attempt_timeout_s)
+            attempt = Attempt(routed, name, command, now, deadline)
+            breaker = self.breakers.get(name)
+            if breaker is not None:
+                allowed, change = breaker.allow(now, attempt, deadline)
+                self._announce(change)
+                if not allowed:
+                    self._step(routed, name, command, "circuit-open", "the circuit breaker is open", now)
+                    self._advance(routed)
+                    continue
+            if not self.broker.has_workers(name):
+                if breaker is not None:
+                    breaker.forget(attempt)
+                self._failed(attempt, rz.UNAVAILABLE, "NO_WORKER", f"no worker serves '{name}'", count=False)
+                return
+            self._send(attempt)
+            return
+        self._exhausted(routed)
+
+    def _advance(self, routed: Routed) -> None:
+        routed.stage += 1
+        routed.retries = 0
+
+    def _send(self, attempt: Attempt) -> None:
+        routed = attempt.routed
+        routed.current = attempt
+        body = svc.dispatch_body(
+            routed.route,
+            attempt.plugin,
+            attempt.command,
+            routed.request_id,
+            routed.decided.collaborators,
+            routed.attempts,
+        )
+        routed.attempts += 1
+        attempt.pending = self.broker.send_attempt(attempt, body)
+
+    def check_deadlines(self, now: float) -> None:
+        """Time out the tries whose time is up (called by the broker every tick)."""
+        for routed in [r for r in self.broker.routed if r.current and r.current.deadline <= now]:
+            self._timed_out(routed.current)  # type: ignore[arg-type]
+
+    def _timed_out(self, attempt: Attempt) -> None:
+        if attempt.finished or attempt.routed.done:
+            return
+        self.broker.withdraw(attempt)
+        waited = time.monotonic() - attempt.started
+        self._failed(attempt, rz.TIMEOUT, "TIMEOUT", f"no answer from '{attempt.plugin}' within {waited:.1f}s")
+
+    def on_reply(self, attempt: Attempt, body: list[bytes]) -> None:
+        """A worker answered ``attempt``. A late success still wins if the request is open."""
+        routed = attempt.routed
+        was_finished = attempt.finished
+        attempt.finished = True
+        if routed.done:
+            self.broker.dropped["late-reply"] += 1
+            return
+        now = time.monotonic()
+        duration_ms = (now - attempt.started) * 1000
+        answer = svc.WorkerAnswer.read(body)
+        code, message = answer.error_code, answer.error_message
+        breaker = self.breakers.get(attempt.plugin)
+        if code is None:
+            if breaker is not None and not was_finished:
+                self._announce(breaker.success(now, attempt, duration_ms))
+            self._step(routed, attempt.plugin, attempt.command, "success", None, attempt.started)
+            self._remember(attempt, answer)
+            self._finish_with_reply(routed, attempt, answer)
+            return
+        if was_finished:
+            self.broker.dropped["late-reply"] += 1
+            return
+        if code in rz.CLIENT_ERRORS:
+            if breaker is not None:
+                breaker.forget(attempt)
+            self._step(routed, attempt.plugin, attempt.command, "rejected", f"{code}: {message}", attempt.started)
+            self._finish_with_reply(routed, attempt, answer)
+            return
+        self._failed(attempt, rz.ERROR, code, message)
+
+    def _failed(self, attempt: Attempt, kind: str, code: str, message: str, count: bool = True) -> None:
+        """Record the failure, then retry the same plugin after a backoff or move to the next."""
+        attempt.finished = True
+        routed = attempt.routed
+        now = time.monotonic()
+        breaker = self.breakers.get(attempt.plugin)
+        if count and breaker is not None:
+            self._announce(breaker.failure(now, attempt, f"{code}: {message}"))
+        self._step(routed, attempt.plugin, attempt.command, kind, f"{code}: {message}", attempt.started)
+        plugin = self._plugin(attempt.plugin)
+        policy = plugin.error_handling.retry if plugin else None
+        if policy and rz.is_retryable(policy, kind, code) and routed.retries < policy.max_retries:
+            delay = rz.backoff_ms(policy, routed.retries + 1, self.rng) / 1000
+            if now + delay < routed.deadline:
+                routed.retries += 1
+                routed.steps[-1]["retryInMs"] = round(delay * 1000, 1)
+                self.broker.call_at(now + delay, lambda: self._next(routed))
+                return
+        self._advance(routed)
+        self._next(routed)
+
+    def _step(
+        self, routed: Routed, plugin: str, command: str | None, outcome: str, detail: str | None, started: float
+    ) -> None:
+        step: dict[str, Any] = {
+            "plugin": plugin,
+            "command": command,
+            "outcome": outcome,
+            "attempt": routed.attempts,
+            "ms": round((time.monotonic() - started) * 1000, 1),
+        }
+        if detail:
+            step["detail"] = detail
+        routed.steps.append(step)
+
+    # -- endings ------------------------------------------------------------------------
+
+    def _finish_with_reply(self, routed: Routed, attempt: Attempt, answer: svc.WorkerAnswer) -> None:
+        degraded = attempt.plugin != routed.plan[0]
+        reply = svc.routed_reply(
+            routed.route,
+            attempt.plugin,
+            attempt.command,
+            routed.decision,
+            answer,
+            steps=routed.steps,
+            degraded=degraded,
+        )
+        status = "success" if answer.error_code is None else "error"
+        self._finish(
+            routed,
+            [reply],
+            {"status": status, "plugin": attempt.plugin, "command": attempt.command, "degraded": degraded},
+            status == "success",
+        )
+
+    def _exhausted(self, routed: Routed) -> None:
+        """Nothing answered: serve the last good result of a cacheable command, or dead-letter."""
+        now = time.time()
+        for name in routed.plan:
+            plugin = self._plugin(name)
+            if plugin is None:
+                continue
+            command = self._command_for(routed, plugin)
+            hit = self.results.get(self._cache_key(routed, name, command)) if command else None
+            if hit is None or now - hit[1] > plugin.error_handling.fallback.cache_ttl_ms / 1000:
+                continue
+            self._step(routed, name, command, "cached", f"last good result from {_iso_at(hit[1])}", time.monotonic())
+            result = {
+                "plugin": name,
+                "command": command,
+                "decision": routed.decision,
+                "result": hit[0],
+                "steps": routed.steps,
+                "degraded": True,
+                "fromCache": True,
+                "cachedAt": _iso_at(hit[1]),
+            }
+            body = svc.success_body(routed.route.envelope, result)
+            self._finish(
+                routed, [body], {"status": "cached", "plugin": name, "command": command, "degraded": True}, True
+            )
+            return
+        detail = "; ".join(f"{s['plugin']}: {s['outcome']}" for s in routed.steps) or "no plugin to try"
+        body = svc.error_body(
+            routed.route.envelope,
+            "EXHAUSTED",
+            f"every plugin failed ({detail})",
+            decision=routed.decision,
+            steps=routed.steps,
+        )
+        self.broker.dead_letter_routed(routed, "exhausted", f"EXHAUSTED: {detail}")
+        self._finish(routed, [body], {"status": "exhausted", "plugin": None}, False)
+
+    def fail(self, routed: Routed, code: str, message: str, reason: str) -> None:
+        """The broker gives up on the request (shutdown, the client's deadline)."""
+        if routed.done:
+            return
+        if routed.current is not None:
+            self.broker.withdraw(routed.current)
+        body = svc.error_body(routed.route.envelope, code, message, decision=routed.decision, steps=routed.steps)
+        self.broker.dead_letter_routed(routed, reason, f"{code}: {message}")
+        self._finish(routed, [body], {"status": reason, "plugin": None, "error": code}, False)
+
+    def _finish(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
+        routed.done = True
+        routed.current = None  # the last try points back at the request: no cycle left for the collector
+        outcome.update(
+            steps=routed.steps,
+            attempts=routed.attempts,
+            cachedDecision=routed.cached,
+            durationMs=round((time.monotonic() - routed.received) * 1000, 2),
+        )
+        self.broker.finish_routed(routed, reply, outcome, success)
+
+    # -- the last good results ----------------------------------------------------------
+
+    def _cache_key(self, routed: Routed, plugin: str, command: str) -> tuple[str, str, bytes]:
+        params = orjson.dumps(routed.route.parameters, option=orjson.OPT_SORT_KEYS)
+        return (plugin, command, params + b"\0" + routed.route.text.encode())
+
+    def _remember(self, attempt: Attempt, answer: svc.WorkerAnswer) -> None:
+        plugin = self._plugin(attempt.plugin)
+        if plugin is None or attempt.command not in plugin.error_handling.fallback.cacheable:
+            return
+        key = self._cache_key(attempt.routed, attempt.plugin, attempt.command)
+        self.results[key] = (answer.result, time.time())
+        self.results.move_to_end(key)
+        if len(self.results) > RESULT_CACHE_SIZE:
+            self.results.popitem(last=False)

@@ -1,0 +1,286 @@
+"""Cerberus schemas for plugin manifests and ``configs/*.yaml``, and located validation.
+
+A validation error becomes ``path:line: field: message`` using the positions kept by
+:mod:`arbiter.documents`. Unknown keys are split off as warnings: manifests in the wild carry
+extra keys, and refusing them would make real ecosystems unloadable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cerberus import Validator, errors
+
+from arbiter.project.documents import Document
+from arbiter.project.model import Diagnostic
+
+_STR_LIST = {"type": "list", "schema": {"type": "string"}}
+_NAME = {"type": "string", "regex": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"}
+_NAME_LIST = {"type": "list", "schema": _NAME}
+_MS = {"type": "integer", "min": 0}
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": {"type": "string"},
+    "name": {**_NAME, "required": True, "empty": False},
+    "version": {"type": "string", "regex": r"^\d+(\.\d+){0,2}([-+][\w.\-]+)?$"},
+    "apiVersion": {"type": "string", "allowed": ["v1"]},
+    "description": {"type": "string"},
+    "keywords": _STR_LIST,
+    "author": {"type": ["string", "dict"]},
+    "license": {"type": "string"},
+    "homepage": {"type": "string"},
+    "repository": {"type": ["string", "dict"]},
+    "provides": {
+        "type": "dict",
+        "schema": {k: {"type": "integer", "min": 0} for k in ("agents", "commands", "skills")},
+    },
+    "capabilities": {
+        "type": "dict",
+        "schema": {k: _STR_LIST for k in ("domains", "contexts", "patterns", "integrations")},
+    },
+    "routing": {
+        "type": "dict",
+        "schema": {
+            "priority": {"type": "integer", "min": 0, "max": 1000},
+            "keywords": _STR_LIST,
+            "contextPatterns": _STR_LIST,
+            "acceptsRoutingFrom": {"type": "list", "schema": {"type": "string"}},
+            "canRouteTo": {"type": "list", "schema": {"type": "string"}},
+        },
+    },
+    "communication": {
+        "type": "dict",
+        "schema": {
+            "messagebus": {
+                "type": "dict",
+                "schema": {"enabled": {"type": "boolean"}, "topics": _STR_LIST, "subscriptions": _STR_LIST},
+            },
+            "rpc": {
+                "type": "dict",
+                "schema": {
+                    "enabled": {"type": "boolean"},
+                    "endpoint": {"type": "string"},
+                    "methods": _STR_LIST,
+                },
+            },
+        },
+    },
+    "stateManagement": {
+        "type": "dict",
+        "schema": {
+            "persistence": {
+                "type": "dict",
+                "schema": {
+                    "type": {"type": "string", "allowed": ["sqlite", "postgres", "memory", "none"]},
+                    "path": {"type": "string"},
+                    "schema": {"type": "string"},
+                },
+            },
+            "sharing": {"type": "dict", "schema": {"exports": _STR_LIST, "imports": _STR_LIST}},
+        },
+    },
+    "orchestration": {
+        "type": "dict",
+        "schema": {
+            "enabled": {"type": "boolean"},
+            "mandatory": {"type": "boolean"},
+            "protocol": {
+                "type": "dict",
+                "schema": {
+                    "version": {"type": "string"},
+                    "supportedPatterns": {
+                        "type": "list",
+                        "schema": {"type": "string", "allowed": ["sequential", "parallel", "conditional", "saga"]},
+                    },
+                },
+            },
+        },
+    },
+    "errorHandling": {
+        "type": "dict",
+        "schema": {
+            "circuitBreaker": {
+                "type": "dict",
+                "schema": {
+                    "enabled": {"type": "boolean"},
+                    "threshold": {"type": "integer", "min": 1},
+                    "timeout": _MS,
+                    "halfOpenRetries": {"type": "integer", "min": 1},
+                    "monitoringWindow": _MS,
+                    "slowCallDuration": _MS,
+                },
+            },
+            "retryPolicy": {
+                "type": "dict",
+                "schema": {
+                    "maxRetries": {"type": "integer", "min": 0, "max": 100},
+                    "backoff": {"type": "string", "allowed": ["linear", "exponential", "fibonacci"]},
+                    "initialDelay": _MS,
+                    "maxDelay": _MS,
+                    "jitter": {"type": "number", "min": 0, "max": 1},
+                    "retryableErrors": _STR_LIST,
+                },
+            },
+            "fallback": {
+                "type": "dict",
+                "schema": {
+                    "strategy": {"type": "string"},
+                    "fallbackPlugin": _NAME,
+                    "fallbackPlugins": _NAME_LIST,
+                    "cacheableCommands": _STR_LIST,
+                    "cacheTtl": _MS,
+                },
+            },
+        },
+    },
+}
+
+# Keys of Claude Code's own plugin.json: a plain plugin uses these and nothing of ours.
+CLAUDE_MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": {"type": "string"},
+    "name": {"type": "string", "required": True, "empty": False},
+    "version": {"type": "string"},
+    "description": {"type": "string"},
+    "author": {"type": ["string", "dict"]},
+    "homepage": {"type": "string"},
+    "repository": {"type": ["string", "dict"]},
+    "license": {"type": "string"},
+    "keywords": {"type": ["list", "string"]},
+    "capabilities": {"type": ["dict", "list"]},
+    **{k: {} for k in ("commands", "agents", "skills", "hooks", "mcpServers", "outputStyles", "lspServers")},
+}
+
+_ENDPOINT = {"type": "string", "regex": r"^(tcp|ipc|inproc)://.+$"}
+
+CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
+    "broker": {
+        "endpoints": {
+            "type": "dict",
+            "default": {},
+            "schema": {
+                "frontend": {**_ENDPOINT, "default": "tcp://127.0.0.1:5555"},
+                "events_pub": {**_ENDPOINT, "default": "tcp://127.0.0.1:5556"},
+                "events_sub": {**_ENDPOINT, "default": "tcp://127.0.0.1:5557"},
+            },
+        },
+        "heartbeat": {
+            "type": "dict",
+            "default": {},
+            "schema": {
+                "interval_ms": {"type": "integer", "min": 10, "default": 2500},
+                "liveness": {"type": "integer", "min": 1, "default": 3},
+            },
+        },
+        "limits": {
+            "type": "dict",
+            "default": {},
+            "schema": {
+                "max_message_bytes": {"type": "integer", "min": 1024, "default": 1_048_576},
+                "client_inflight": {"type": "integer", "min": 1, "default": 1000},
+                "service_queue": {"type": "integer", "min": 1, "default": 10_000},
+                "total_pending": {"type": "integer", "min": 1, "default": 100_000},
+            },
+        },
+        "request_timeout_ms": {"type": "integer", "min": 1, "default": 30_000},
+        "dispatch": {
+            "type": "dict",
+            "default": {},
+            "schema": {"attempt_timeout_ms": {"type": "integer", "min": 1, "default": 10_000}},
+        },
+        "reload": {
+            "type": "dict",
+            "default": {},
+            "schema": {
+                "watch": {"type": "boolean", "default": True},
+                "debounce_ms": {"type": "integer", "min": 0, "default": 300},
+            },
+        },
+    },
+    "state": {
+        "database": {"type": "string", "default": "sqlite:///.arbiter/state.db"},
+        "batch_ms": {"type": "integer", "min": 0, "default": 50},
+    },
+    "routing": {
+        "weights": {
+            "type": "dict",
+            "default": {},
+            "schema": {
+                "domain": {"type": "number", "min": 0, "default": 30},
+                "context": {"type": "number", "min": 0, "default": 20},
+                "pattern": {"type": "number", "min": 0, "default": 15},
+            },
+        },
+        "min_score": {"type": "number", "min": 0, "default": 0.0},
+        "max_fallbacks": {"type": "integer", "min": 0, "max": 10, "default": 3},
+        "coordinator": {"type": "string", "default": "jira-orchestrator"},
+        "engine": {"type": "string", "allowed": ["auto", "durable", "python"], "default": "auto"},
+        "capability_matrix": {
+            "type": "dict",
+            "default": {},
+            "keysrules": {"type": "string"},
+            "valuesrules": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "number"}},
+        },
+    },
+}
+
+
+def _flatten(errs: Any) -> list[Any]:
+    """Leaf errors only: cerberus nests errors of sub-documents inside group errors."""
+    out: list[Any] = []
+    for err in errs:
+        if err.is_group_error:
+            out.extend(_flatten(err.child_errors))
+        else:
+            out.append(err)
+    return out
+
+
+def _message(err: Any) -> str:
+    if err.code == errors.UNKNOWN_FIELD.code:
+        return "unknown key"
+    handler = errors.BasicErrorHandler()
+    return handler._format_message(err.field, err)
+
+
+def validate(doc: Document, schema: dict[str, Any], code: str, unknown_code: str) -> tuple[Any, list[Diagnostic]]:
+    """Validate and normalize ``doc.data``; return (normalized data or None, diagnostics).
+
+    Unknown keys give one warning per file listing them all; every other problem is an error
+    at the line of the offending key.
+    """
+    if not isinstance(doc.data, dict):
+        got = "empty file" if doc.data is None else f"a {type(doc.data).__name__}"
+        return None, [Diagnostic(doc.path, 1, 1, "error", code, f"expected a mapping at top level, got {got}")]
+    validator = Validator(schema, allow_unknown=False)
+    ok = validator.validate(doc.data)
+    diags: list[Diagnostic] = []
+    unknown: list[tuple[Any, ...]] = []
+    for err in _flatten(validator._errors):
+        keypath = tuple(err.document_path)
+        if err.code == errors.UNKNOWN_FIELD.code:
+            unknown.append(keypath)
+            continue
+        line, col = doc.where(keypath)
+        field = ".".join(str(p) for p in keypath) or "(top)"
+        diags.append(
+            Diagnostic(doc.path, line, col, "error", code, f"{field}: {_message(err)}", source_line=doc.line_text(line))
+        )
+    if unknown:
+        line, col = doc.where(unknown[0])
+        names = ", ".join(".".join(str(p) for p in kp) for kp in unknown)
+        diags.append(
+            Diagnostic(
+                doc.path,
+                line,
+                col,
+                "warning",
+                unknown_code,
+                f"unknown keys ignored: {names}",
+                source_line=doc.line_text(line),
+            )
+        )
+    if ok or not any(d.severity == "error" for d in diags):
+        # Normalize without unknown keys so defaults apply even when extra keys were present.
+        lenient = Validator(schema, allow_unknown=True)
+        return lenient.normalized(doc.data) or dict(doc.data), diags
+    return None, diags

@@ -1,0 +1,291 @@
+"""The decision: primary plugin, fallbacks, collaboration plan, strategy, cost and duration.
+
+Input is the matcher's ranked scores plus what the rules asked for (required plugins,
+collaborations, a strategy). The decision never forces a request onto a plugin that does not
+fit: when the matcher says there is no route, the primary is ``None`` and the nearest
+candidates are kept for the user to see.
+
+Estimates follow the seed's shape with explicit, documented constants:
+- duration: the classification's estimate for the primary phase, plus half of it for each
+  sequential collaborating phase (parallel phases overlap the longest sequential one);
+- cost: per phase, the model cost of the agent model the plugin mostly uses, scaled by
+  complexity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from arbiter.dsl import ir
+from arbiter.project.model import Plugin
+
+MODEL_COST = {"opus": 0.10, "sonnet": 0.05, "haiku": 0.01}
+COMPLEXITY_FACTOR = {"simple": 1.0, "moderate": 1.5, "complex": 2.5}
+
+
+@dataclass(frozen=True)
+class Phase:
+    domain: str
+    plugin: str
+    dependencies: tuple[str, ...] = ()
+    parallel: bool = False
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "plugin": self.plugin,
+            "dependencies": list(self.dependencies),
+            "parallel": self.parallel,
+        }
+
+
+@dataclass(frozen=True)
+class CollaborationPlan:
+    phases: tuple[Phase, ...]
+    coordinator: str
+    estimated_duration: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "phases": [p.to_json() for p in self.phases],
+            "coordinator": self.coordinator,
+            "estimatedDuration": self.estimated_duration,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    primary_plugin: str | None
+    fallback_plugins: tuple[str, ...] = ()
+    collaboration_plan: CollaborationPlan | None = None
+    execution_strategy: str = "single_plugin"
+    estimated_cost: float = 0.0
+    estimated_duration: int = 0
+    candidates: tuple[str, ...] = ()  # nearest plugins when there is no route
+    notes: tuple[str, ...] = ()  # why something asked for was not done (ACLs, exclusions)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "primaryPlugin": self.primary_plugin,
+            "fallbackPlugins": list(self.fallback_plugins),
+            "collaborationPlan": self.collaboration_plan.to_json() if self.collaboration_plan else None,
+            "executionStrategy": self.execution_strategy,
+            "estimatedCost": self.estimated_cost,
+            "estimatedDuration": self.estimated_duration,
+        }
+        if self.primary_plugin is None:
+            out["nearestCandidates"] = list(self.candidates)
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+
+@dataclass(frozen=True)
+class RankedPlugin:
+    """What the decision needs of a matcher score."""
+
+    plugin: str
+    score: float
+    domains: tuple[str, ...]  # domains this plugin matched, strongest first
+    eligible: bool = True
+
+
+@dataclass(frozen=True)
+class RuleAsks:
+    """The decision-level outcome of the rules: requirements, collaborations, strategy."""
+
+    required: tuple[str, ...] = ()
+    collaborations: tuple[ir.Collaborate, ...] = ()
+    strategy: str | None = None
+
+    @classmethod
+    def from_actions(cls, actions: Iterable[ir.Action]) -> RuleAsks:
+        required: list[str] = []
+        collaborations: list[ir.Collaborate] = []
+        strategy = None
+        for action in actions:
+            if isinstance(action, ir.Require) and action.plugin not in required:
+                required.append(action.plugin)
+            elif isinstance(action, ir.Collaborate):
+                collaborations.append(action)
+            elif isinstance(action, ir.SetStrategy):
+                strategy = action.strategy
+        return cls(tuple(required), tuple(collaborations), strategy)
+
+
+@dataclass(frozen=True)
+class DecideSettings:
+    max_fallbacks: int = 3
+    coordinator: str = "jira-orchestrator"
+    fallback_ratio: float = 0.3  # a fallback scores at least this share of the primary
+
+
+@dataclass
+class _Plan:
+    phases: list[Phase] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def has(self, plugin: str) -> bool:
+        return any(p.plugin == plugin for p in self.phases)
+
+
+def acl_allows(source: Plugin | None, target: Plugin | None) -> bool:
+    """May ``source`` hand work to ``target``? ``None`` ACLs mean no restriction."""
+    if source is None or target is None:
+        return True
+    can = source.routing.can_route_to
+    accepts = target.routing.accepts_routing_from
+    return (can is None or target.name in can) and (accepts is None or source.name in accepts)
+
+
+def _choose_primary(ranked: Sequence[RankedPlugin], asks: RuleAsks, routable: bool) -> tuple[str | None, list[str]]:
+    eligible = {r.plugin for r in ranked if r.eligible}
+    notes = [f"required plugin {p} is not available" for p in asks.required if p not in eligible]
+    required = [r.plugin for r in ranked if r.eligible and r.plugin in asks.required]
+    if required:
+        return required[0], notes
+    best = next((r for r in ranked if r.eligible), None)
+    if routable and best is not None:
+        return best.plugin, notes
+    return None, notes
+
+
+def _fallbacks(
+    primary: str, ranked: Sequence[RankedPlugin], plugins: Mapping[str, Plugin], settings: DecideSettings
+) -> tuple[str, ...]:
+    eligible = [r for r in ranked if r.eligible and r.plugin != primary]
+    top = next((r.score for r in ranked if r.plugin == primary), 0.0)
+    strong = [r.plugin for r in eligible if r.score > 0 and r.score >= settings.fallback_ratio * top]
+    declared = [p for p in plugins[primary].error_handling.fallback.plugins if p in plugins and p != primary]
+    rest = [r.plugin for r in eligible if r.score > 0]
+    ordered = list(dict.fromkeys(strong + declared + rest))
+    usable = {r.plugin for r in eligible}
+    return tuple(p for p in ordered if p in usable)[: settings.max_fallbacks]
+
+
+def _primary_domain(primary: RankedPlugin | None, domains: Sequence[str]) -> str:
+    if primary and primary.domains:
+        for domain in domains:
+            if domain in primary.domains:
+                return domain
+        return primary.domains[0]
+    return domains[0] if domains else "general"
+
+
+def _plan(
+    primary: str,
+    ranked: Sequence[RankedPlugin],
+    domains: Sequence[str],
+    asks: RuleAsks,
+    plugins: Mapping[str, Plugin],
+) -> _Plan:
+    """Primary phase first; a phase per other plugin covering a domain the primary lacks; then
+    the collaborations rules asked for (ACLs permitting)."""
+    by_name = {r.plugin: r for r in ranked}
+    lead = _primary_domain(by_name.get(primary), domains)
+    plan = _Plan([Phase(lead, primary, (), False, "primary")])
+    covered = set(by_name[primary].domains) if primary in by_name else set()
+    for domain in domains:
+        if domain in covered:
+            continue
+        owner = next((r for r in ranked if r.eligible and r.plugin != primary and domain in r.domains), None)
+        if owner is None:
+            continue
+        covered.add(domain)
+        if plan.has(owner.plugin):
+            continue
+        if not acl_allows(plugins.get(primary), plugins.get(owner.plugin)):
+            plan.notes.append(f"{owner.plugin} covers {domain}, but {primary} may not route to it")
+            continue
+        plan.phases.append(Phase(domain, owner.plugin, (lead,), False, f"covers {domain}"))
+    for ask in asks.collaborations:
+        _add_collaboration(plan, ask, primary, lead, by_name, plugins)
+    for plugin in asks.required:
+        if plugin != primary and plugin in by_name and by_name[plugin].eligible and not plan.has(plugin):
+            domain = by_name[plugin].domains[0] if by_name[plugin].domains else plugin
+            plan.phases.append(Phase(domain, plugin, (lead,), False, "required by a rule"))
+    return plan
+
+
+def _add_collaboration(
+    plan: _Plan,
+    ask: ir.Collaborate,
+    primary: str,
+    lead: str,
+    by_name: Mapping[str, RankedPlugin],
+    plugins: Mapping[str, Plugin],
+) -> None:
+    ranked = by_name.get(ask.plugin)
+    if ask.plugin not in plugins or ranked is None or not ranked.eligible:
+        plan.notes.append(f"collaboration with {ask.plugin} skipped: not available")
+        return
+    if not acl_allows(plugins.get(primary), plugins.get(ask.plugin)):
+        plan.notes.append(f"collaboration with {ask.plugin} skipped: {primary} may not route to it")
+        return
+    domain = ask.domain or (ranked.domains[0] if ranked.domains else ask.plugin)
+    after = tuple(ask.after) or ((lead,) if ask.plugin != primary else ())
+    phase = Phase(domain, ask.plugin, after, ask.parallel, "asked for by a rule")
+    plan.phases = [p for p in plan.phases if not (p.plugin == ask.plugin and p.reason != "primary")]
+    if ask.plugin != primary:
+        plan.phases.append(phase)
+
+
+def _strategy(plan: CollaborationPlan | None, asked: str | None) -> str:
+    if asked:
+        return asked
+    if plan is None:
+        return "single_plugin"
+    others = plan.phases[1:]
+    return "parallel_collaboration" if others and all(p.parallel for p in others) else "sequential_collaboration"
+
+
+def _duration(base: int, phases: Sequence[Phase]) -> int:
+    sequential = sum(1 for p in phases[1:] if not p.parallel)
+    return int(base + base * 0.5 * sequential) if phases else base
+
+
+def _plugin_model(plugin: Plugin | None) -> str:
+    models = [a.model for a in plugin.agents if a.model] if plugin else []
+    return max(set(models), key=models.count) if models else "sonnet"
+
+
+def _cost(plugins: Mapping[str, Plugin], names: Sequence[str], complexity: str) -> float:
+    factor = COMPLEXITY_FACTOR.get(complexity, 1.5)
+    total = sum(MODEL_COST.get(_plugin_model(plugins.get(n)), 0.05) for n in names) * factor
+    return round(total, 4)
+
+
+def decide(
+    ranked: Sequence[RankedPlugin],
+    domains: Sequence[str],
+    complexity: str,
+    base_duration: int,
+    routable: bool,
+    asks: RuleAsks,
+    plugins: Mapping[str, Plugin],
+    settings: DecideSettings = DecideSettings(),
+) -> Decision:
+    """Make the decision from ranked plugins (best first) and the rules' asks."""
+    primary, notes = _choose_primary(ranked, asks, routable)
+    if primary is None:
+        nearest = tuple(r.plugin for r in ranked if r.eligible and r.score > 0)[:3]
+        return Decision(None, candidates=nearest, execution_strategy="none", notes=tuple(notes))
+    plan = _plan(primary, ranked, domains, asks, plugins)
+    notes.extend(plan.notes)
+    collaboration = None
+    duration = base_duration
+    if len(plan.phases) > 1:
+        duration = _duration(base_duration, plan.phases)
+        collaboration = CollaborationPlan(tuple(plan.phases), settings.coordinator, duration)
+    involved = [p.plugin for p in plan.phases]
+    return Decision(
+        primary_plugin=primary,
+        fallback_plugins=_fallbacks(primary, ranked, plugins, settings),
+        collaboration_plan=collaboration,
+        execution_strategy=_strategy(collaboration, asks.strategy),
+        estimated_cost=_cost(plugins, involved, complexity),
+        estimated_duration=duration,
+        notes=tuple(notes),
+    )

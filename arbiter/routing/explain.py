@@ -1,0 +1,144 @@
+"""The human rendering of a routing result: facts with evidence, rules in firing order, the score
+table, the decision and the agent team — what a rule author reads to understand a route."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from arbiter.routing.pipeline import RoutingResult
+
+
+def _ms(value: int) -> str:
+    minutes = value / 60_000
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def facts_section(r: RoutingResult) -> list[str]:
+    c = r.classification
+    lines = ["Facts"]
+    if not c.domains:
+        lines.append("  domains      (none)")
+    for d in c.domains:
+        lines.append(f"  domain       {d.name:<22} {d.score:.2f}  from: {', '.join(d.evidence)}")
+    for x in c.contexts:
+        lines.append(f"  context      {x.name:<22}       from: {', '.join(x.evidence)}")
+    for p in c.patterns:
+        lines.append(f"  pattern      {p.name:<22}       from: {', '.join(p.evidence)}")
+    lines.append(f"  complexity   {c.complexity} ({c.complexity_reason})")
+    lines.append(f"  urgency      {c.urgency}/10")
+    lines.append(f"  duration     ~{_ms(c.estimated_duration)}")
+    if c.files:
+        lines.append(f"  files        {', '.join(c.files)}")
+    if c.caller:
+        lines.append(f"  caller       {c.caller}")
+    return lines
+
+
+def rules_section(r: RoutingResult) -> list[str]:
+    engine = r.evaluation.engine if r.evaluation else "-"
+    lines = [f"Rules fired (in order; engine: {engine})"]
+    if r.rule_error:
+        lines.append(f"  ! rules were not applied: {r.rule_error}")
+    firings = r.evaluation.firings if r.evaluation else ()
+    if not firings:
+        lines.append("  (none)")
+    for n, f in enumerate(firings, 1):
+        lines.append(f"  {n}. {f.rule}  [priority {f.priority}]  {f.source.path}:{f.source.line}")
+        if f.reason:
+            lines.append(f"     because: {f.reason}")
+        for action in f.actions:
+            lines.append(f"     -> {type(action).__name__.lower()} {_action_args(action)}")
+    return lines
+
+
+def _action_args(action: object) -> str:
+    return " ".join(f"{k}={v}" for k, v in vars(action).items() if v not in (None, (), False))
+
+
+def scores_section(r: RoutingResult, limit: int = 8) -> list[str]:
+    lines = ["Scores", f"  {'plugin':<26} {'score':>8}  matched"]
+    shown = [s for s in r.scores if s.score > 0 or not s.eligible][:limit]
+    if not shown:
+        lines.append("  (no plugin has any evidence)")
+    for s in shown:
+        matched = ", ".join(f"{m.type}:{m.value}(+{m.weight:.0f})" for m in s.capabilities)
+        flag = "" if s.eligible else f"  [not eligible: {s.reason}]"
+        lines.append(f"  {s.plugin:<26} {s.score:>8.1f}  {matched}{flag}")
+    return lines
+
+
+def decision_section(r: RoutingResult) -> list[str]:
+    d = r.decision
+    lines = ["Decision"]
+    if d.primary_plugin is None:
+        lines.append("  no route: no plugin fits this request well")
+        if d.candidates:
+            lines.append(f"  nearest candidates: {', '.join(d.candidates)}")
+    else:
+        lines.append(f"  primary      {d.primary_plugin}")
+        lines.append(f"  fallbacks    {', '.join(d.fallback_plugins) or '(none)'}")
+        lines.append(f"  strategy     {d.execution_strategy}")
+        if d.collaboration_plan:
+            lines.append(f"  plan         (coordinator {d.collaboration_plan.coordinator})")
+            for n, phase in enumerate(d.collaboration_plan.phases, 1):
+                after = f" after {', '.join(phase.dependencies)}" if phase.dependencies else ""
+                par = " (parallel)" if phase.parallel else ""
+                lines.append(f"    {n}. {phase.domain}: {phase.plugin}{after}{par}")
+        lines.append(f"  estimate     {_ms(d.estimated_duration)}, cost {d.estimated_cost:.2f}")
+    for note in d.notes:
+        lines.append(f"  note: {note}")
+    return lines
+
+
+def team_section(r: RoutingResult) -> list[str]:
+    team = r.team
+    lines = ["Agent team"]
+    if team.coordinator:
+        lines.append(f"  coordinator  {team.coordinator.agent.id}")
+    for domain, m in team.specialists:
+        lines.append(f"  {domain:<12} {m.agent.id}  ({', '.join(m.matched[:4])})")
+    if not team.coordinator and not team.specialists:
+        lines.append("  (none)")
+    return lines
+
+
+def render(r: RoutingResult) -> str:
+    sections = [facts_section(r), rules_section(r), scores_section(r), decision_section(r), team_section(r)]
+    head = [f'Request {r.request.request_id}: "{r.request.text}"', ""]
+    return "\n".join(head + ["\n".join(s) + "\n" for s in sections]).rstrip() + "\n"
+
+
+def dispatch_lines(outcome: Mapping[str, Any] | None) -> list[str]:
+    """How the broker carried a decision out: each try, fallback, cache hit or dead letter."""
+    if not outcome:
+        return ["Dispatch", "  (not dispatched: decided by the command line, or still in flight)"]
+    flags = [outcome.get("status", "?")]
+    if outcome.get("durationMs") is not None:
+        flags.append(f"{outcome['durationMs']} ms")
+    if outcome.get("degraded"):
+        flags.append("degraded")
+    lines = [f"Dispatch ({', '.join(str(f) for f in flags)})"]
+    for n, step in enumerate(outcome.get("steps") or (), 1):
+        detail = f"  {step['detail']}" if step.get("detail") else ""
+        retry = f"  (retry in {step['retryInMs']} ms)" if step.get("retryInMs") is not None else ""
+        lines.append(f"  {n}. {step['plugin']} {step.get('command') or ''}: {step['outcome']}{detail}{retry}")
+    return lines
+
+
+def render_recorded(d: Mapping[str, Any]) -> str:
+    """A decision read back from the state store, with what dispatch did with it."""
+    head = f'Request {d["requestId"]} ({d.get("origin") or "?"}, {d["createdAt"]}): "{d.get("userInput") or ""}"'
+    classification = d.get("classification") or {}
+    lines = [head, "", "Facts (as recorded)"]
+    lines.append(f"  domains      {', '.join(classification.get('domain') or []) or '(none)'}")
+    lines.append(f"  complexity   {classification.get('complexity', '?')}")
+    lines += ["", "Scores (as recorded)"]
+    for s in d.get("capabilityScores") or []:
+        flag = "" if s.get("eligible", True) else f"  [not eligible: {s.get('reason')}]"
+        lines.append(f"  {s['plugin']:<26} {s.get('score', 0):>8.1f}{flag}")
+    lines += ["", "Decision"]
+    lines.append(f"  primary      {d.get('primaryPlugin') or 'no route'}")
+    lines.append(f"  fallbacks    {', '.join(d.get('fallbackPlugins') or []) or '(none)'}")
+    lines.append(f"  rules hash   {str(d.get('rulesHash') or '')[:12]}")
+    lines += [""] + dispatch_lines(d.get("outcome"))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,219 @@
+"""Stage 3 of the pipeline: every plugin's score for a request, with the reasons.
+
+The seed's formula — 30 per matched domain, 20 per context, 15 per pattern, weighted by the
+capability matrix, times priority/100, times availability — applies to plugins that declare
+capabilities. Every plugin also earns points for text relevance (see :mod:`arbiter.vocabulary`),
+so plain plugins without capabilities are routable too, and rules add their prefer/avoid weights.
+
+A plugin that is down, whose circuit is open, that a rule excluded, or that the caller may not
+route to (``acceptsRoutingFrom`` / ``canRouteTo``) is scored but not eligible, and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from arbiter.dsl import ir
+from arbiter.project.model import Plugin
+from arbiter.routing.classify import Classification
+from arbiter.routing.engine.semantics import glob_regex
+
+RELEVANCE_POINTS = 12.0  # points per unit of text relevance
+# A request is routable when the best eligible plugin matched a declared domain, or has strong
+# text relevance, or fair relevance resting on at least two solid terms. Below that the evidence
+# is one or two common words: better "no route" with candidates than a guess.
+STRONG_RELEVANCE = 1.6
+FAIR_RELEVANCE = 1.2
+FAIR_SUPPORT = 2
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str = "up"  # up | degraded | down
+    circuit: str = "closed"  # closed | open | half-open
+    availability: float = 1.0
+    latency_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "circuit": self.circuit}
+        if self.latency_ms is not None:
+            out["latency"] = self.latency_ms
+        return out
+
+
+UP = Health()
+
+
+@dataclass(frozen=True)
+class Matched:
+    type: str  # domain | context | pattern | file | relevance | rule
+    value: str
+    weight: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "value": self.value, "weight": round(self.weight, 2)}
+
+
+@dataclass(frozen=True)
+class RuleEffects:
+    """What the rules said about plugins: score adjustments, requirements, exclusions."""
+
+    weights: Mapping[str, float] = field(default_factory=dict)
+    reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    excluded: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_actions(cls, actions: Iterable[ir.Action]) -> RuleEffects:
+        weights: dict[str, float] = {}
+        required, excluded = set(), set()
+        for action in actions:
+            if isinstance(action, ir.Prefer):
+                weights[action.plugin] = weights.get(action.plugin, 0.0) + action.weight
+            elif isinstance(action, ir.Require):
+                required.add(action.plugin)
+            elif isinstance(action, ir.Exclude):
+                excluded.add(action.plugin)
+        return cls(weights, {}, frozenset(required), frozenset(excluded))
+
+
+NO_EFFECTS = RuleEffects()
+
+
+@dataclass(frozen=True)
+class PluginScore:
+    plugin: str
+    score: float
+    capabilities: tuple[Matched, ...]
+    relevance: float
+    evidence: tuple[str, ...]
+    health: Health
+    support: int = 0
+    eligible: bool = True
+    reason: str = ""
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(m.value for m in self.capabilities if m.type == "domain")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "plugin": self.plugin,
+            "score": round(self.score, 2),
+            "capabilities": [m.to_json() for m in self.capabilities],
+            "health": self.health.to_json(),
+            "availability": self.health.availability,
+            "relevance": round(self.relevance, 3),
+            "evidence": list(self.evidence),
+            "eligible": self.eligible,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class Weights:
+    domain: float = 30.0
+    context: float = 20.0
+    pattern: float = 15.0
+    matrix: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def of(self, plugin: str, capability: str, base: float) -> float:
+        return base * self.matrix.get(plugin, {}).get(capability, 1.0)
+
+
+def acl_block(plugin: Plugin, caller: Plugin | None) -> str:
+    if caller is None or caller.name == plugin.name:
+        return ""
+    accepts, can = plugin.routing.accepts_routing_from, caller.routing.can_route_to
+    if accepts is not None and caller.name not in accepts:
+        return f"does not accept routing from {caller.name}"
+    if can is not None and plugin.name not in can:
+        return f"{caller.name} may not route to it"
+    return ""
+
+
+def _capabilities(plugin: Plugin, c: Classification, weights: Weights) -> list[Matched]:
+    caps = plugin.capabilities
+    found: list[Matched] = []
+    for domain in c.domain_names:
+        if domain in caps.domains:
+            found.append(Matched("domain", domain, weights.of(plugin.name, domain, weights.domain)))
+    declared_contexts = set(caps.contexts) | set(caps.integrations)
+    for context in c.contexts:
+        if context.name in declared_contexts:
+            found.append(Matched("context", context.name, weights.of(plugin.name, context.name, weights.context)))
+    for pattern in c.patterns:
+        if pattern.name in caps.patterns:
+            found.append(Matched("pattern", pattern.name, weights.of(plugin.name, pattern.name, weights.pattern)))
+    globs = [g for g in plugin.routing.context_patterns if any(glob_regex(g).match(f) for f in c.files)]
+    if globs:
+        found.append(Matched("file", globs[0], weights.context))
+    return found
+
+
+def _eligibility(plugin: Plugin, health: Health, effects: RuleEffects, caller: Plugin | None) -> str:
+    if health.status == "down":
+        return "plugin is down"
+    if health.circuit == "open":
+        return "circuit breaker is open"
+    if plugin.name in effects.excluded:
+        return "excluded by a rule"
+    return acl_block(plugin, caller)
+
+
+def match(
+    c: Classification,
+    plugins: Mapping[str, Plugin],
+    weights: Weights = Weights(),
+    effects: RuleEffects = NO_EFFECTS,
+    health: Mapping[str, Health] | None = None,
+    caller: str | None = None,
+) -> tuple[PluginScore, ...]:
+    """Score every plugin; eligible plugins first, best score first."""
+    health = health or {}
+    relevance = {r.name: r for r in c.relevance}
+    calling = plugins.get(caller) if caller else None
+    scores = []
+    for plugin in plugins.values():
+        state = health.get(plugin.name, UP)
+        matched = _capabilities(plugin, c, weights)
+        rel = relevance.get(plugin.name)
+        rel_score = rel.score if rel else 0.0
+        if rel_score:
+            matched.append(Matched("relevance", ", ".join(rel.evidence[:3]), RELEVANCE_POINTS * rel_score))
+        rule_weight = effects.weights.get(plugin.name, 0.0)
+        if rule_weight:
+            matched.append(Matched("rule", "prefer" if rule_weight > 0 else "avoid", rule_weight))
+        raw = sum(m.weight for m in matched)
+        score = max(raw, 0.0) * plugin.routing.priority / 100 * state.availability
+        reason = _eligibility(plugin, state, effects, calling)
+        scores.append(
+            PluginScore(
+                plugin.name,
+                score,
+                tuple(matched),
+                rel_score,
+                rel.evidence if rel else (),
+                state,
+                rel.support if rel else 0,
+                not reason,
+                reason,
+            )
+        )
+    return tuple(sorted(scores, key=lambda s: (not s.eligible, -s.score, s.plugin)))
+
+
+def routable(scores: Sequence[PluginScore], effects: RuleEffects = NO_EFFECTS) -> bool:
+    """Is there a plugin that really fits? (Rules requiring a plugin always make it routable.)"""
+    if effects.required:
+        return True
+    eligible = [s for s in scores if s.eligible and s.score > 0]
+    if not eligible:
+        return False
+    best = eligible[0]
+    if any(m.type in ("domain", "rule") and m.weight > 0 for m in best.capabilities):
+        return True
+    return best.relevance >= STRONG_RELEVANCE or (best.relevance >= FAIR_RELEVANCE and best.support >= FAIR_SUPPORT)

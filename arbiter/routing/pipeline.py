@@ -1,0 +1,242 @@
+"""One request through the pipeline: classify → rules → match → decide (→ record, by the caller).
+
+A :class:`Router` is built once per snapshot — text index, lexicon, agent registry, compiled
+rules — and then routes any number of requests; each stage is a pure function over that
+precomputed state and the request. The broker builds a new Router when it swaps snapshots, so
+a request keeps the router (and snapshot) it started with.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from arbiter.dsl import ir
+from arbiter.project.snapshot import Snapshot
+from arbiter.routing.classify import Classification, build_classifier, classify
+from arbiter.routing.decide import DecideSettings, Decision, Phase, RankedPlugin, RuleAsks, decide
+from arbiter.routing.engine.engines import make_engine
+from arbiter.routing.engine.semantics import EngineError, Evaluation
+from arbiter.routing.match import Health, PluginScore, RuleEffects, Weights, match, routable
+from arbiter.routing.team import AgentRegistry, AgentTeam, build_team
+from arbiter.routing.text_index import normalize
+
+
+def new_request_id() -> str:
+    """``req_`` and 21 hex digits that sort by time (microseconds, then 32 bits from the PRNG):
+    request ids are indexed in the decision log, where ordered keys append instead of
+    scattering writes over the index."""
+    return f"req_{time.time_ns() // 1000:013x}{random.getrandbits(32):08x}"
+
+
+@dataclass(frozen=True)
+class Request:
+    text: str
+    files: tuple[str, ...] = ()
+    caller: str | None = None
+    request_id: str = field(default_factory=new_request_id)
+
+
+@dataclass(frozen=True)
+class RoutingResult:
+    request: Request
+    classification: Classification
+    evaluation: Evaluation | None
+    rule_error: str | None
+    scores: tuple[PluginScore, ...]
+    decision: Decision
+    team: AgentTeam
+    timings_us: Mapping[str, float]
+    rules_hash: str
+
+    def score_of(self, plugin: str) -> PluginScore | None:
+        return next((s for s in self.scores if s.plugin == plugin), None)
+
+    def collaborators(self) -> tuple[str, ...]:
+        plan = self.decision.collaboration_plan
+        return tuple(p.plugin for p in plan.phases[1:]) if plan else ()
+
+    def trace(self) -> dict[str, Any]:
+        fired = []
+        for f in self.evaluation.firings if self.evaluation else ():
+            fired.append(
+                {
+                    "rule": f.rule,
+                    "priority": f.priority,
+                    "source": f"{f.source.path}:{f.source.line}",
+                    "reason": f.reason,
+                    "actions": [_action_text(a) for a in f.actions],
+                    "facts": dict(f.facts),
+                }
+            )
+        return {
+            "engine": self.evaluation.engine if self.evaluation else None,
+            "rulesFired": fired,
+            "ruleError": self.rule_error,
+            "facts": {k: v for k, v in self.classification.facts().items() if k != "text"},
+        }
+
+    def to_json(self, trace: bool = True) -> dict[str, Any]:
+        shown = [s for s in self.scores if s.score > 0 or not s.eligible][:10]
+        out: dict[str, Any] = {
+            "requestId": self.request.request_id,
+            "userInput": self.request.text,
+            "classification": self.classification.to_json(),
+            "capabilityScores": [s.to_json() for s in shown],
+            "routingDecision": self.decision.to_json(),
+            "agentTeam": self.team.to_json(),
+            "rulesHash": self.rules_hash,
+            "timings": {k: round(v, 1) for k, v in self.timings_us.items()},
+        }
+        if self.request.files:
+            out["files"] = list(self.request.files)
+        if self.request.caller:
+            out["caller"] = self.request.caller
+        if trace:
+            out["trace"] = self.trace()
+        return out
+
+
+def _works_against(action: ir.Action, plugin: str) -> bool:
+    if isinstance(action, ir.Exclude):
+        return action.plugin == plugin
+    return isinstance(action, ir.Prefer) and action.plugin == plugin and action.weight < 0
+
+
+def _action_text(action: Any) -> str:
+    name = type(action).__name__
+    fields = ", ".join(f"{k}={v!r}" for k, v in vars(action).items() if v not in (None, (), False))
+    return f"{name}({fields})"
+
+
+def _weights(snapshot: Snapshot) -> Weights:
+    routing = snapshot.configs["routing"]
+    matrix: dict[str, dict[str, float]] = {p: dict(w) for p, w in snapshot.rules.capability_weights.items()}
+    for plugin, caps in routing.get("capability_matrix", {}).items():
+        matrix.setdefault(plugin, {}).update(caps)
+    w = routing["weights"]
+    return Weights(w["domain"], w["context"], w["pattern"], matrix)
+
+
+class Router:
+    """Routes requests over one snapshot. Thread-safe: all state is read-only after build."""
+
+    def __init__(self, snapshot: Snapshot, engine: str | None = None):
+        self.snapshot = snapshot
+        plugins = list(snapshot.plugins.values())
+        self.classifier = build_classifier(plugins, snapshot.rules.vocabulary)
+        self.registry = AgentRegistry.build(plugins, normalize)
+        self.engine = make_engine(engine or snapshot.configs["routing"]["engine"])
+        self.compiled = self.engine.compile(snapshot.rules.ruleset)
+        self.weights = _weights(snapshot)
+        routing = snapshot.configs["routing"]
+        self.settings = DecideSettings(max_fallbacks=routing["max_fallbacks"], coordinator=routing["coordinator"])
+        self.min_score = float(routing["min_score"])
+
+    def close(self) -> None:
+        self.engine.release(self.compiled)
+
+    def plugin_facts(self, health: Mapping[str, Health]) -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        for name in self.snapshot.plugins:
+            state = health.get(name, Health())
+            facts[f"plugin.{name}.health"] = state.status
+            facts[f"plugin.{name}.circuit"] = state.circuit
+            facts[f"plugin.{name}.available"] = state.status != "down" and state.circuit != "open"
+        return facts
+
+    def _rules(self, facts: Mapping[str, Any]) -> tuple[Evaluation | None, str | None]:
+        try:
+            return self.engine.evaluate(self.compiled, facts), None
+        except EngineError as exc:  # a broken rule set must not lose the request: route without it
+            return None, str(exc)
+
+    def route(self, request: Request, health: Mapping[str, Health] | None = None) -> RoutingResult:
+        health = health or {}
+        t0 = time.perf_counter()
+        c = classify(request.text, request.files, self.classifier, request.caller)
+        t1 = time.perf_counter()
+        evaluation, rule_error = self._rules({**c.facts(), **self.plugin_facts(health)})
+        actions = evaluation.actions if evaluation else ()
+        t2 = time.perf_counter()
+        effects = RuleEffects.from_actions(actions)
+        scores = match(c, self.snapshot.plugins, self.weights, effects, health, request.caller)
+        t3 = time.perf_counter()
+        ranked = [RankedPlugin(s.plugin, s.score, s.domains, s.eligible) for s in scores]
+        fits = routable(scores, effects) and (not scores or scores[0].score >= self.min_score)
+        decision = decide(
+            ranked,
+            c.domain_names,
+            c.complexity,
+            c.estimated_duration,
+            fits,
+            RuleAsks.from_actions(actions),
+            self.snapshot.plugins,
+            self.settings,
+        )
+        team = self._team(c, decision)
+        t4 = time.perf_counter()
+        timings = {
+            "classifyUs": (t1 - t0) * 1e6,
+            "rulesUs": (t2 - t1) * 1e6,
+            "matchUs": (t3 - t2) * 1e6,
+            "decideUs": (t4 - t3) * 1e6,
+            "totalUs": (t4 - t0) * 1e6,
+        }
+        return RoutingResult(
+            request, c, evaluation, rule_error, scores, decision, team, timings, self.snapshot.rules.hash
+        )
+
+    def _team(self, c: Classification, decision: Decision) -> AgentTeam:
+        if decision.primary_plugin is None:
+            return AgentTeam(None, (), 0.0)
+        plan = decision.collaboration_plan
+        phases: Sequence[Phase] = (
+            plan.phases
+            if plan
+            else (Phase(c.domain_names[0] if c.domain_names else "general", decision.primary_plugin),)
+        )
+        capabilities = list(c.domain_names) + [x.name for x in c.contexts]
+        return build_team(self.registry, phases, c.terms, capabilities, c.files, self.settings.coordinator)
+
+    def why_not(self, result: RoutingResult, plugin: str) -> list[str]:
+        """Plain sentences on what kept ``plugin`` from winning."""
+        if plugin not in self.snapshot.plugins:
+            return [f"there is no plugin named {plugin}"]
+        score = result.score_of(plugin)
+        primary = result.decision.primary_plugin
+        if plugin == primary:
+            return [f"{plugin} is the primary plugin"]
+        lines = []
+        if score is not None and not score.eligible:
+            lines.append(f"{plugin} was not eligible: {score.reason}")
+        fired = result.evaluation.firings if result.evaluation else ()
+        for f in fired:
+            for action in f.actions:
+                target = getattr(action, "plugin", None)
+                if (
+                    target == plugin
+                    and type(action).__name__ in ("Exclude", "Prefer")
+                    and (type(action).__name__ == "Exclude" or getattr(action, "weight", 0) < 0)
+                ):
+                    lines.append(f"rule {f.rule} ({f.source.path}:{f.source.line}) worked against it: {f.reason}")
+        best = result.score_of(primary) if primary else None
+        if score is not None and best is not None:
+            lines.append(f"it scored {score.score:.1f}; {primary} scored {best.score:.1f}")
+            mine = {(m.type, m.value) for m in score.capabilities}
+            missing = [
+                m
+                for m in best.capabilities
+                if (m.type, m.value) not in mine and m.type in ("domain", "context", "pattern")
+            ]
+            if missing:
+                lines.append("it lacks: " + ", ".join(f"{m.type} {m.value}" for m in missing))
+        if primary is None and score is not None:
+            lines.append(f"no plugin fitted well enough; {plugin} had relevance {score.relevance:.2f}")
+        declared = self.snapshot.plugins[plugin].capabilities.domains
+        wanted = [d for d in result.classification.domain_names if d not in declared]
+        if declared and wanted:
+            lines.append("its manifest does not declare the domains: " + ", ".join(wanted))
+        return lines or [f"{plugin} had no evidence in this request"]

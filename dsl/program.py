@@ -1,0 +1,89 @@
+"""All ``rules/*.arb`` of a project as one program, compiled, with every finding located.
+
+Meaning of several files: every ``.arb`` file of the rules folder is read, in file-name order,
+and they form one program — a rule may prefer a plugin, use a domain or call a chain step
+declared in any file. Names (rules, chains, domains, patterns) are global and must be unique.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from arbiter.project.model import Diagnostic, Plugin
+
+from . import ast, compiler, ir
+from .chains import ChainPlan, compile_chain
+from .lint import check_program, syntax_diagnostics
+from .parser import parse
+
+
+@dataclass(frozen=True)
+class RulesBundle:
+    modules: tuple[ast.Module, ...] = ()
+    ruleset: ir.RuleSet = ir.RuleSet(())
+    vocabulary: Mapping[str, Any] = field(default_factory=lambda: {"domains": {}, "patterns": {}})
+    capability_weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    chains: Mapping[str, ChainPlan] = field(default_factory=dict)
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def hash(self) -> str:
+        return self.ruleset.hash
+
+
+def rule_files(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(path.glob("*.arb")))
+        elif path.is_file():
+            found.append(path)
+    return found
+
+
+def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
+    try:
+        return path.read_text(encoding="utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, Diagnostic(str(path), 1, exc.start + 1, "error", "E001", "file is not valid UTF-8")
+    except OSError as exc:
+        return None, Diagnostic(str(path), 1, 1, "error", "E001", f"cannot read file: {exc.strerror}")
+
+
+def load_rules(paths: Sequence[Path], plugins: Mapping[str, Plugin]) -> RulesBundle:
+    """Parse, check and compile every rule file under ``paths``. Never raises on bad input."""
+    files = rule_files([Path(p) for p in paths])
+    digest = hashlib.sha256()
+    modules: list[ast.Module] = []
+    sources: dict[str, str] = {}
+    diags: list[Diagnostic] = []
+    for path in files:
+        text, problem = read_source(path)
+        if problem:
+            diags.append(problem)
+            continue
+        assert text is not None
+        digest.update(str(path.name).encode() + b"\0" + text.encode())
+        module, problems = parse(text, str(path))
+        sources[str(path)] = text
+        diags.extend(syntax_diagnostics(str(path), text, problems))
+        modules.append(module)
+    program = tuple(modules)
+    diags.extend(check_program(program, sources, plugins))
+    rules = tuple(compiler.rule(d, m.path) for m in program for d in m.decls if isinstance(d, ast.Rule))
+    chains = {d.name: compile_chain(d, m.path) for m in program for d in m.decls if isinstance(d, ast.Chain)}
+    return RulesBundle(
+        modules=program,
+        ruleset=ir.RuleSet(rules, digest.hexdigest()),
+        vocabulary=compiler.vocabulary(program),
+        capability_weights=compiler.capability_weights(program),
+        chains=chains,
+        diagnostics=tuple(diags),
+    )
