@@ -160,18 +160,3 @@ def steps(items: tuple[ChainItem, ...]) -> list[Step]:
             out.extend(steps(item.then))
             out.extend(steps(item.otherwise))
     return out
-
-
-def duration_ms(text: str) -> int:
-    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-    for unit in ("ms", "s", "m", "h"):
-        if text.endswith(unit):
-            return int(text[: -len(unit)]) * units[unit]
-    return int(text)
-
-
-def format_duration(ms: int) -> str:
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0 and ms >= size:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"

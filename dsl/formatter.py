@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from . import ast
+from .durations import format_ms
 from .parser import parse
 
 INDENT = "  "
@@ -152,7 +153,7 @@ def _step(s: ast.Step) -> str:
     if s.when is not None:
         text += " when " + cond(s.when)
     if s.timeout_ms is not None:
-        text += " timeout " + ast.format_duration(s.timeout_ms)
+        text += " timeout " + format_ms(s.timeout_ms)
     if s.retry is not None:
         text += f" retry {s.retry}"
     if s.compensate:
@@ -186,7 +187,7 @@ def _chain(c: ast.Chain) -> list[Line]:
     if c.params:
         head += " (" + ", ".join(_param(p) for p in c.params) + ")"
     if c.timeout_ms is not None:
-        head += " timeout " + ast.format_duration(c.timeout_ms)
+        head += " timeout " + format_ms(c.timeout_ms)
     return [(c.pos.line, head + " {")] + _items(c.items, 1) + [(None, "}")]
 
 

@@ -26,7 +26,7 @@ A missing fact compares false with everything except ``Not(Exists(...))``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Union
 
 Scalar = Union[str, int, float, bool, None]
 
@@ -200,16 +200,3 @@ def condition_facts(cond: Condition) -> set[str]:
     if isinstance(cond, Not):
         return condition_facts(cond.item)
     return {cond.fact}
-
-
-def describe(value: Any) -> str:
-    """Render an IR value the way the DSL writes it (for traces and messages)."""
-    if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if value is None:
-        return "none"
-    return str(value)

@@ -21,10 +21,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from arbiter.project.model import Diagnostic, Plugin
-
 from . import ast, compiler, ir
+from .diagnostics import Diagnostic
 from .parser import SyntaxProblem
+from .plugin_view import PluginView
+from .satisfiability import conflicts_or_repeats, literal_sets, never, weaker
 
 MAX_RULES_PER_FACT = 512
 STRATEGIES = ("single_plugin", "sequential_collaboration", "parallel_collaboration", "saga", "broadcast")
@@ -54,7 +55,7 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 class _Checker:
     modules: tuple[ast.Module, ...]
     sources: Mapping[str, str]
-    plugins: Mapping[str, Plugin]
+    plugins: Mapping[str, PluginView]
 
     def __post_init__(self) -> None:
         self.out: list[Diagnostic] = []
@@ -67,7 +68,7 @@ class _Checker:
             pat for p in self.plugins.values() for pat in p.capabilities.patterns
         }
         self.contexts = {
-            c for p in self.plugins.values() for c in p.capabilities.contexts + p.capabilities.integrations
+            c for p in self.plugins.values() for c in (*p.capabilities.contexts, *p.capabilities.integrations)
         }
         self.asserted = {a.target for _, d in decls if isinstance(d, ast.Rule) for a in d.then if a.op == "assert"}
 
@@ -137,7 +138,7 @@ class _Checker:
         else:
             for atom in _atoms(rule.when):
                 self.check_atom(path, atom)
-            if _never(rule.when):
+            if never(rule.when):
                 self.report(
                     path,
                     rule.when.pos,
@@ -229,32 +230,35 @@ class _Checker:
             if act.op != "collaborate" or act.target not in self.plugins:
                 continue
             for lead in leads:
-                if lead != act.target and not _acl(self.plugins[lead], self.plugins[act.target]):
+                refusal = self.refusal(lead, act.target)
+                if refusal:
                     self.report(
                         path,
                         act.pos,
                         "error",
                         "E401",
-                        f"{lead} may not route to {act.target} (canRouteTo/acceptsRoutingFrom)",
-                        f"allow it in the manifests of {lead} and {act.target}, or drop the collaboration",
+                        refusal,
+                        "allow the route in the manifest named above, or drop the collaboration",
                     )
         callers = [a.args[0] for a in _atoms(rule.when) if a.op == "caller_is"] if rule.when else []
         for caller in callers:
             for act in rule.then:
-                if (
-                    act.op in ("require", "prefer", "collaborate")
-                    and caller in self.plugins
-                    and act.target in self.plugins
-                ):
-                    if not _acl(self.plugins[caller], self.plugins[act.target]) and caller != act.target:
-                        self.report(
-                            path,
-                            act.pos,
-                            "error",
-                            "E401",
-                            f"requests from {caller} may not be routed to {act.target}",
-                            "check acceptsRoutingFrom/canRouteTo in both manifests",
-                        )
+                refusal = self.refusal(caller, act.target) if act.op in ("require", "prefer", "collaborate") else None
+                if refusal:
+                    self.report(
+                        path,
+                        act.pos,
+                        "error",
+                        "E401",
+                        f"requests from {caller} may not be routed to {act.target}: {refusal}",
+                        "allow the route in the manifest named above, or drop the rule's caller condition",
+                    )
+
+    def refusal(self, source: str, target: str) -> str | None:
+        """Why the manifests forbid ``source`` to hand work to ``target`` (None: allowed or unknown)."""
+        if source not in self.plugins or target not in self.plugins:
+            return None
+        return self.plugins[source].route_refusal(self.plugins[target])
 
     def check_fact_fanout(self) -> None:
         """durable-rules' compiler hangs past 512 rules on one property: refuse that here."""
@@ -279,7 +283,7 @@ class _Checker:
 
     def check_shadowing(self) -> None:
         """Compare each rule only with higher-priority rules sharing a literal (or with none)."""
-        rules = [(p, d, _literal_set(d.when)) for p, d in self.decls if isinstance(d, ast.Rule) and d.when is not None]
+        rules = [(p, d, literal_sets(d.when)) for p, d in self.decls if isinstance(d, ast.Rule) and d.when is not None]
         by_literal: dict[Any, set[int]] = {}
         unconditional: set[int] = set()
         for index, (_, _, sets) in enumerate(rules):
@@ -298,7 +302,7 @@ class _Checker:
                 _, a, sets_a = rules[index]
                 if a.priority <= b.priority or a.name == b.name or sets_a is None:
                     continue
-                if _weaker(sets_a, sets_b) and _conflicts_or_repeats(a, b):
+                if weaker(sets_a, sets_b) and conflicts_or_repeats(a, b):
                     self.report(
                         path_b,
                         b.pos,
@@ -349,19 +353,17 @@ class _Checker:
         for step in all_steps:
             for value in _step_values(step):
                 source = owner.get(str(value.value).split(".")[0]) if value.kind == "ref" else None
-                if source is None or source == step.plugin:
-                    continue
-                if source in self.plugins and step.plugin in self.plugins:
-                    if not _acl(self.plugins[source], self.plugins[step.plugin]):
-                        self.report(
-                            path,
-                            value.pos,
-                            "error",
-                            "E401",
-                            f"step '{step.name}' passes a result of {source} to {step.plugin}, a route the "
-                            "manifests forbid",
-                            f"allow {source} -> {step.plugin} in canRouteTo/acceptsRoutingFrom",
-                        )
+                refusal = self.refusal(source, step.plugin) if source is not None else None
+                if refusal:
+                    self.report(
+                        path,
+                        value.pos,
+                        "error",
+                        "E401",
+                        f"step '{step.name}' passes a result of {source} to {step.plugin}, a route the "
+                        f"manifests forbid: {refusal}",
+                        "allow the route in the manifest named above",
+                    )
 
     def check_step(
         self, path: str, chain: ast.Chain, step: ast.Step, params: set[str], done: list[str], names: list[str]
@@ -464,11 +466,6 @@ def _step_values(step: ast.Step) -> Iterator[ast.Value]:
             yield from _cond_values(atom)
 
 
-def _acl(source: Plugin, target: Plugin) -> bool:
-    can, accepts = source.routing.can_route_to, target.routing.accepts_routing_from
-    return (can is None or target.name in can) and (accepts is None or source.name in accepts)
-
-
 def _atoms(cond: ast.Cond | None) -> list[ast.Cond]:
     if cond is None:
         return []
@@ -477,103 +474,8 @@ def _atoms(cond: ast.Cond | None) -> list[ast.Cond]:
     return [cond]
 
 
-# ------------------------------------------------------------ satisfiability
-
-
-Literal = tuple[bool, ast.Cond]  # (positive, atom)
-MAX_CONJUNCTS = 256
-
-
-def _dnf(cond: ast.Cond, positive: bool = True) -> list[list[Literal]] | None:
-    """Disjunctive normal form as lists of literals; None when it would grow too large."""
-    if cond.op == "not":
-        return _dnf(cond.children[0], not positive)
-    if cond.op in ("and", "or"):
-        conj = (cond.op == "and") == positive
-        parts = [_dnf(c, positive) for c in cond.children]
-        if any(p is None for p in parts):
-            return None
-        if not conj:
-            return [c for p in parts for c in p]  # type: ignore[union-attr]
-        result: list[list[Literal]] = [[]]
-        for p in parts:
-            result = [a + b for a in result for b in p]  # type: ignore[union-attr]
-            if len(result) > MAX_CONJUNCTS:
-                return None
-        return result
-    return [[(positive, cond)]]
-
-
-def _key(atom: ast.Cond) -> tuple[str, Any]:
-    """The fact an atom tests, and a comparable form of what it requires."""
-    ir_cond = compiler.condition(atom)
-    return getattr(ir_cond, "fact", ""), ir_cond
-
-
-def _contradicts(conjunct: list[Literal]) -> bool:
-    positives: dict[str, list[Any]] = {}
-    for positive, atom in conjunct:
-        fact, cond = _key(atom)
-        if (not positive, atom.op, atom.args) in {(p, a.op, a.args) for p, a in conjunct}:
-            return True
-        if positive:
-            positives.setdefault(fact, []).append(cond)
-    for conds in positives.values():
-        equal = {c.value for c in conds if isinstance(c, ir.Compare) and c.op == "=="}
-        if len(equal) > 1:
-            return True
-        low, high = float("-inf"), float("inf")
-        for c in conds:
-            if isinstance(c, ir.Compare) and isinstance(c.value, (int, float)) and not isinstance(c.value, bool):
-                if c.op in (">", ">="):
-                    low = max(low, c.value + (1e-9 if c.op == ">" else 0))
-                elif c.op in ("<", "<="):
-                    high = min(high, c.value - (1e-9 if c.op == "<" else 0))
-                elif c.op == "==":
-                    low, high = max(low, c.value), min(high, c.value)
-        if low > high:
-            return True
-    return False
-
-
-def _never(cond: ast.Cond) -> bool:
-    dnf = _dnf(cond)
-    return dnf is not None and bool(dnf) and all(_contradicts(c) for c in dnf)
-
-
-def _literal_set(cond: ast.Cond) -> list[frozenset[tuple[bool, str, tuple]]] | None:
-    dnf = _dnf(cond)
-    if dnf is None:
-        return None
-    return [frozenset((p, a.op, _hashable(a.args)) for p, a in conj) for conj in dnf]
-
-
-def _hashable(args: tuple) -> tuple:
-    return tuple(repr(a) if not isinstance(a, (str, int, float, bool)) else a for a in args)
-
-
-def _weaker(sa: list[frozenset], sb: list[frozenset]) -> bool:
-    """Does ``a`` hold whenever ``b`` does? (Each conjunct of b contains some conjunct of a.)"""
-    return all(any(ca <= cb for ca in sa) for cb in sb)
-
-
-def _conflicts_or_repeats(a: ast.Rule, b: ast.Rule) -> bool:
-    strip = [(x.op, x.target, x.weight, x.on, x.after) for x in b.then]
-    if strip == [(x.op, x.target, x.weight, x.on, x.after) for x in a.then]:
-        return True
-    excluded = {x.target for x in a.then if x.op == "exclude"}
-    return any(x.op in ("prefer", "require", "collaborate") and x.target in excluded for x in b.then)
-
-
 def check_program(
-    modules: tuple[ast.Module, ...], sources: Mapping[str, str], plugins: Mapping[str, Plugin]
+    modules: tuple[ast.Module, ...], sources: Mapping[str, str], plugins: Mapping[str, PluginView]
 ) -> list[Diagnostic]:
+    """Every finding of meaning in a parsed program (syntax findings come from the parser)."""
     return _Checker(modules, sources, plugins).run()
-
-
-def lint(paths: Sequence[Any], plugins: Mapping[str, Plugin]) -> list[Diagnostic]:
-    """Every finding for the rule files under ``paths``, sorted by file and position."""
-    from arbiter.dsl.program import load_rules
-
-    bundle = load_rules(paths, plugins)
-    return sorted(bundle.diagnostics, key=lambda d: (d.path, d.line, d.col, d.code))

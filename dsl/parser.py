@@ -18,6 +18,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
+from .durations import parse_ms
 
 GRAMMAR = Path(__file__).with_name("arbiter.lark")
 TOP_KEYWORDS = ("domain", "pattern", "rule", "capabilities", "chain")
@@ -35,7 +36,7 @@ TERMINAL_WORDS = {
     "NUMBER": "a number",
     "SIGNED_INT": "a whole number",
     "INT": "a whole number",
-    "DURATION": "a duration (e.g. 500ms, 30s, 2m)",
+    "DURATION": "a duration (e.g. 500ms, 30s, 2m, 1h30m)",
     "CMP": "a comparison (==, !=, <, <=, >, >=)",
     "CHAIN_KIND": "sequential, parallel or saga",
     "$END": "the end of the file",
@@ -290,7 +291,7 @@ class _ToAst(Transformer):
         return tuple(c)
 
     def chain_timeout(self, meta, c):
-        return ("timeout", ast.duration_ms(str(c[0])))
+        return ("timeout", parse_ms(str(c[0])))
 
     def arg(self, meta, c):
         return (str(c[0]), c[1])
@@ -302,7 +303,7 @@ class _ToAst(Transformer):
         return ("when", c[0])
 
     def step_timeout(self, meta, c):
-        return ("timeout_ms", ast.duration_ms(str(c[0])))
+        return ("timeout_ms", parse_ms(str(c[0])))
 
     def step_retry(self, meta, c):
         return ("retry", int(c[0]))

@@ -3,6 +3,9 @@
 Meaning of several files: every ``.arb`` file of the rules folder is read, in file-name order,
 and they form one program — a rule may prefer a plugin, use a domain or call a chain step
 declared in any file. Names (rules, chains, domains, patterns) are global and must be unique.
+
+This is the entry point of the language: :func:`load_rules` for the project snapshot, :func:`lint`
+for ``arbiter lint``. Both run the parser and :mod:`.lint`'s checks, which import nothing back.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from arbiter.project.model import Diagnostic, Plugin
-
 from . import ast, compiler, ir
 from .chains import ChainPlan, compile_chain
+from .diagnostics import Diagnostic
 from .lint import check_program, syntax_diagnostics
 from .parser import parse
+from .plugin_view import PluginView
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
         return None, Diagnostic(str(path), 1, 1, "error", "E001", f"cannot read file: {exc.strerror}")
 
 
-def load_rules(paths: Sequence[Path], plugins: Mapping[str, Plugin]) -> RulesBundle:
+def load_rules(paths: Sequence[Path], plugins: Mapping[str, PluginView]) -> RulesBundle:
     """Parse, check and compile every rule file under ``paths``. Never raises on bad input."""
     files = rule_files([Path(p) for p in paths])
     digest = hashlib.sha256()
@@ -87,3 +90,9 @@ def load_rules(paths: Sequence[Path], plugins: Mapping[str, Plugin]) -> RulesBun
         chains=chains,
         diagnostics=tuple(diags),
     )
+
+
+def lint(paths: Sequence[Path], plugins: Mapping[str, PluginView]) -> list[Diagnostic]:
+    """Every finding for the rule files under ``paths``, sorted by file and position."""
+    bundle = load_rules(paths, plugins)
+    return sorted(bundle.diagnostics, key=lambda d: (d.path, d.line, d.col, d.code))

@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from arbiter.broker.loop import Broker, Settings
+from arbiter.broker.loop import Broker
 from arbiter.broker.reload import Reloader
+from arbiter.broker.settings import Settings
+from arbiter.dsl.durations import parse_ms
 from arbiter.project.snapshot import build_snapshot
 from arbiter.routing.pipeline import Router
 from arbiter.store import database as state
-from arbiter.store.dead_letters import DeadLetterWriter
 from arbiter.store.recorder import Recorder
+from arbiter.store.retention import Retention
 
 log = logging.getLogger("arbiter.broker")
 
@@ -40,12 +42,14 @@ def build_broker(
     state.open_store(database_url, snapshot.project.root)
     settings = Settings.of(snapshot.configs["broker"], **endpoints)
     batch_s = snapshot.configs["state"]["batch_ms"] / 1000
+    retention = Retention.of(snapshot.configs["state"]["retention"], parse_ms)
+    recorder = Recorder(database_url, snapshot.project.root, interval_s=batch_s, retention=retention)
     broker = Broker(
         snapshot,
         Router(snapshot),
         settings,
-        decisions=Recorder(database_url, snapshot.project.root, interval_s=batch_s),
-        dead_letters=DeadLetterWriter(interval_s=batch_s),
+        decisions=recorder,
+        dead_letters=recorder.dead_letters,  # one process writes both, in order
     )
     reload_config = snapshot.configs["broker"]["reload"]
     reloader = Reloader(
@@ -72,9 +76,7 @@ def serve(root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: st
     except StartupError as exc:
         log.error("%s", exc)
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
-    signal.signal(signal.SIGINT, lambda *_: broker.stop())
-    signal.signal(signal.SIGHUP, lambda *_: reloader.request("on SIGHUP"))
+    install_signal_handlers(broker, reloader)
     reloader.start()
     log.info("serving %d plugins; pid %d", len(broker.snapshot.plugins), os.getpid())
     try:
@@ -82,6 +84,15 @@ def serve(root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: st
     finally:
         close_broker(broker, reloader)
     return 0
+
+
+def install_signal_handlers(broker: Broker, reloader: Reloader) -> None:
+    """SIGTERM and SIGINT stop, SIGHUP reloads. A handler only posts to the loop (a deque append
+    and a write to its wake-up pipe): logging, or anything else that takes a lock or writes to a
+    stream, from signal context could re-enter what the interrupted code was doing."""
+    signal.signal(signal.SIGTERM, lambda *_: broker.stop())
+    signal.signal(signal.SIGINT, lambda *_: broker.stop())
+    signal.signal(signal.SIGHUP, lambda *_: broker.post(lambda: reloader.request("on SIGHUP")))
 
 
 def close_broker(broker: Broker, reloader: Reloader) -> None:

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Mapping, Protocol
 
 import orjson
 
 from arbiter.broker import messages as svc
 from arbiter.broker import resilience as rz
+from arbiter.broker.decision_cache import Decided
+from arbiter.broker.workers import Pending
 from arbiter.project.model import Plugin
+from arbiter.routing.commands import choose_command
 from arbiter.wire import envelope as env
-
-if TYPE_CHECKING:
-    from arbiter.broker.loop import Broker, Pending
 
 RESULT_CACHE_SIZE = 2048
 CHOSEN_CACHE_SIZE = 4096
@@ -42,7 +42,7 @@ class Routed:
     client: bytes
     service_frame: bytes
     route: svc.RouteInput
-    decided: svc.Decided
+    decided: Decided
     request_id: str
     cached: bool
     deadline: float  # monotonic: the client's patience
@@ -78,22 +78,60 @@ class Attempt:
     pending: Pending | None = None
     finished: bool = False
 
+    @property
+    def settled(self) -> bool:
+        """Answered or given up, or its request ended: the worker holding it no longer matters."""
+        return self.finished or self.routed.done
+
+
+class DispatchHost(Protocol):
+    """What the dispatcher asks of the broker."""
+
+    dropped: Counter[str]
+
+    @property
+    def plugins(self) -> Mapping[str, Plugin]: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def has_workers(self, plugin: str) -> bool: ...
+
+    def send_try(self, attempt: Attempt, body: bytes) -> Pending:
+        """Queue or deliver one try to a worker of ``attempt.plugin``."""
+        ...
+
+    def withdraw(self, attempt: Attempt) -> None:
+        """Take a try still waiting in its queue back out."""
+        ...
+
+    def finish_routed(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
+        """Answer the client, release its slot and record the outcome."""
+        ...
+
+    def dead_letter_routed(self, routed: Routed, reason: str, detail: str) -> None: ...
+
+    def circuit_changed(self, change: rz.Transition) -> None: ...
+
+    def call_at(self, when: float, action: Callable[[], None]) -> None: ...
+
 
 class Dispatcher:
     """Runs routed requests for one broker; all state lives on the broker's loop thread."""
 
-    def __init__(self, broker: Broker, attempt_timeout_s: float, rng: random.Random | None = None):
-        self.broker = broker
+    def __init__(self, host: DispatchHost, attempt_timeout_s: float, rng: random.Random | None = None):
+        self.host = host
         self.attempt_timeout_s = attempt_timeout_s
+        self.inflight: set[Routed] = set()  # routed requests not yet answered
         self.rng = rng or random.Random()
         self.breakers: dict[str, rz.CircuitBreaker] = {}
         self.results: OrderedDict[tuple[str, str, bytes], tuple[Any, float]] = OrderedDict()
         self.chosen: dict[tuple[str, str], str | None] = {}  # (plugin, text) -> command, per snapshot
-        self.adopt(broker.snapshot.plugins)
+        self.adopt(host.plugins)
 
     # -- breakers -----------------------------------------------------------------------
 
-    def adopt(self, plugins: dict[str, Plugin] | Any) -> None:
+    def adopt(self, plugins: Mapping[str, Plugin]) -> None:
         """New snapshot: keep the state of breakers whose policy did not change."""
         fresh: dict[str, rz.CircuitBreaker] = {}
         for name, plugin in plugins.items():
@@ -112,33 +150,34 @@ class Dispatcher:
 
     def _announce(self, change: rz.Transition | None) -> None:
         if change is not None:
-            self.broker.circuit_changed(change)
+            self.host.circuit_changed(change)
 
     # -- the flow -----------------------------------------------------------------------
 
     def start(self, routed: Routed) -> None:
+        self.inflight.add(routed)
         self._next(routed)
 
     def _plugin(self, name: str) -> Plugin | None:
-        return self.broker.snapshot.plugins.get(name)
+        return self.host.plugins.get(name)
 
     def _command_for(self, routed: Routed, plugin: Plugin) -> str | None:
         """The requested command where this plugin has it, else its best match for the text."""
         wanted = routed.route.command
-        if wanted and (routed.stage == 0 or any(c.name == wanted for c in svc.invocable(plugin))):
+        if wanted and (routed.stage == 0 or any(c.name == wanted for c in plugin.invocable)):
             return wanted
         key = (plugin.name, routed.route.text)
         if key not in self.chosen:  # scoring every command costs ~80 µs; repeats are common
             if len(self.chosen) >= CHOSEN_CACHE_SIZE:
                 self.chosen.clear()
-            self.chosen[key] = svc.choose_command(plugin, routed.route.text)
+            self.chosen[key] = choose_command(plugin, routed.route.text)
         return self.chosen[key]
 
     def _next(self, routed: Routed) -> None:
         """Try the plugin at ``routed.stage``, or move on until one takes the request."""
         if routed.done:
             return
-        if self.broker.stopping:
+        if self.host.stopping:
             self.fail(routed, "SHUTTING_DOWN", "the broker is stopping", "shutdown")
             return
         now = time.monotonic()
@@ -160,7 +199,7 @@ class Dispatcher:
                     self._step(routed, name, command, "circuit-open", "the circuit breaker is open", now)
                     self._advance(routed)
                     continue
-            if not self.broker.has_workers(name):
+            if not self.host.has_workers(name):
                 if breaker is not None:
                     breaker.forget(attempt)
                 self._failed(attempt, rz.UNAVAILABLE, "NO_WORKER", f"no worker serves '{name}'", count=False)
@@ -185,17 +224,17 @@ class Dispatcher:
             routed.attempts,
         )
         routed.attempts += 1
-        attempt.pending = self.broker.send_attempt(attempt, body)
+        attempt.pending = self.host.send_try(attempt, body)
 
     def check_deadlines(self, now: float) -> None:
         """Time out the tries whose time is up (called by the broker every tick)."""
-        for routed in [r for r in self.broker.routed if r.current and r.current.deadline <= now]:
+        for routed in [r for r in self.inflight if r.current and r.current.deadline <= now]:
             self._timed_out(routed.current)  # type: ignore[arg-type]
 
     def _timed_out(self, attempt: Attempt) -> None:
         if attempt.finished or attempt.routed.done:
             return
-        self.broker.withdraw(attempt)
+        self.host.withdraw(attempt)
         waited = time.monotonic() - attempt.started
         self._failed(attempt, rz.TIMEOUT, "TIMEOUT", f"no answer from '{attempt.plugin}' within {waited:.1f}s")
 
@@ -205,7 +244,7 @@ class Dispatcher:
         was_finished = attempt.finished
         attempt.finished = True
         if routed.done:
-            self.broker.dropped["late-reply"] += 1
+            self.host.dropped["late-reply"] += 1
             return
         now = time.monotonic()
         duration_ms = (now - attempt.started) * 1000
@@ -220,7 +259,7 @@ class Dispatcher:
             self._finish_with_reply(routed, attempt, answer)
             return
         if was_finished:
-            self.broker.dropped["late-reply"] += 1
+            self.host.dropped["late-reply"] += 1
             return
         if code in rz.CLIENT_ERRORS:
             if breaker is not None:
@@ -246,7 +285,7 @@ class Dispatcher:
             if now + delay < routed.deadline:
                 routed.retries += 1
                 routed.steps[-1]["retryInMs"] = round(delay * 1000, 1)
-                self.broker.call_at(now + delay, lambda: self._next(routed))
+                self.host.call_at(now + delay, lambda: self._next(routed))
                 return
         self._advance(routed)
         self._next(routed)
@@ -321,7 +360,7 @@ class Dispatcher:
             decision=routed.decision,
             steps=routed.steps,
         )
-        self.broker.dead_letter_routed(routed, "exhausted", f"EXHAUSTED: {detail}")
+        self.host.dead_letter_routed(routed, "exhausted", f"EXHAUSTED: {detail}")
         self._finish(routed, [body], {"status": "exhausted", "plugin": None}, False)
 
     def fail(self, routed: Routed, code: str, message: str, reason: str) -> None:
@@ -329,13 +368,14 @@ class Dispatcher:
         if routed.done:
             return
         if routed.current is not None:
-            self.broker.withdraw(routed.current)
+            self.host.withdraw(routed.current)
         body = svc.error_body(routed.route.envelope, code, message, decision=routed.decision, steps=routed.steps)
-        self.broker.dead_letter_routed(routed, reason, f"{code}: {message}")
+        self.host.dead_letter_routed(routed, reason, f"{code}: {message}")
         self._finish(routed, [body], {"status": reason, "plugin": None, "error": code}, False)
 
     def _finish(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
         routed.done = True
+        self.inflight.discard(routed)
         routed.current = None  # the last try points back at the request: no cycle left for the collector
         outcome.update(
             steps=routed.steps,
@@ -343,7 +383,7 @@ class Dispatcher:
             cachedDecision=routed.cached,
             durationMs=round((time.monotonic() - routed.received) * 1000, 2),
         )
-        self.broker.finish_routed(routed, reply, outcome, success)
+        self.host.finish_routed(routed, reply, outcome, success)
 
     # -- the last good results ----------------------------------------------------------
 

@@ -14,7 +14,6 @@ Events are at-most-once: when nobody listens, the broker does not even build the
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -22,27 +21,11 @@ import orjson
 import zmq
 
 from arbiter.wire.envelope import iso, new_id, utc_now
+from arbiter.wire.topics import is_pattern, topic_matches
 
 POLLIN = int(zmq.POLLIN)
 SUBSCRIBE = 1
 UNSUBSCRIBE = 0
-
-
-def is_pattern(topic: str) -> bool:
-    return "*" in topic
-
-
-@lru_cache(maxsize=1024)
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` matches within one path segment, ``**`` any number of whole segments, none included
-    (``a/**/b`` matches ``a/b`` and ``a/x/y/b``)."""
-    regex = re.escape(pattern).replace(r"/\*\*/", "/(?:[^/]+/)*").replace(r"/\*\*", "(?:/.*)?")
-    regex = regex.replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
-    return re.compile(regex + r"\Z")
-
-
-def topic_matches(pattern: str, topic: str) -> bool:
-    return pattern_regex(pattern).match(topic) is not None
 
 
 def event_envelope(topic: str, data: Mapping[str, Any], source: str = "arbiter") -> dict[str, Any]:

@@ -1,29 +1,20 @@
-"""Arbiter's own services on the broker (``arbiter.route``, ``arbiter.explain``, ``arbiter.status``):
-reading their requests and writing their replies.
+"""The envelopes the broker reads and writes: requests to its own services, the request a routed
+plugin's worker receives, the worker's answer, and every reply and error the broker sends.
 
-The broker's loop does the socket work; what a request means and what a reply says is here, as
-plain functions over envelopes, so it can be read and tested without sockets.
+Plain functions over envelopes, so what a request means and what a reply says can be read and
+tested without sockets.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import orjson
 
-from arbiter.project.model import Component, Plugin
-from arbiter.routing.text_index import terms
-from arbiter.store.decisions import RowTemplate
 from arbiter.wire import envelope as env
 
 SOURCE = "arbiter"
-ROUTE = "arbiter.route"
-EXPLAIN = "arbiter.explain"
-STATUS = "arbiter.status"
-OWN_SERVICES = (ROUTE, EXPLAIN, STATUS)
-RESERVED_PREFIXES = ("mmi.", "arbiter.")
 
 
 class BadRequest(ValueError):
@@ -49,35 +40,6 @@ class RouteInput:
     @property
     def cache_key(self) -> tuple[str, tuple[str, ...], str | None]:
         return (self.text, self.files, self.caller)
-
-
-@dataclass(frozen=True)
-class Decided:
-    """A decision as the broker reuses it for every request with the same text: its JSON is
-    encoded once, and each request splices in its own ``requestId`` (the first key)."""
-
-    data: dict[str, Any]
-    primary: str | None
-    plan: tuple[str, ...]  # primary, then fallbacks in order
-    collaborators: tuple[str, ...]
-    tail: bytes  # the encoded decision after the requestId value
-    row: RowTemplate  # its row in the decision log, converted once
-
-    @classmethod
-    def of(cls, data: dict[str, Any], row: RowTemplate) -> Decided:
-        routing = data.get("routingDecision") or {}
-        primary = routing.get("primaryPlugin")
-        phases = (routing.get("collaborationPlan") or {}).get("phases") or []
-        head = b'{"requestId":' + orjson.dumps(data["requestId"])
-        encoded = orjson.dumps(data)
-        if not encoded.startswith(head):
-            raise ValueError("a decision's JSON must start with its requestId")
-        plan = (primary, *routing.get("fallbackPlugins", ())) if primary else ()
-        return cls(data, primary, plan, tuple(p["plugin"] for p in phases[1:]), encoded[len(head) :], row)
-
-    def json_for(self, request_id: str) -> orjson.Fragment:
-        """The decision as it reads for one request, ready to embed in a reply."""
-        return orjson.Fragment(b'{"requestId":' + orjson.dumps(request_id) + self.tail)
 
 
 def read_envelope(body: Sequence[bytes]) -> dict[str, Any]:
@@ -109,37 +71,6 @@ def read_route_input(body: Sequence[bytes]) -> RouteInput:
         raise BadRequest("BAD_REQUEST", "payload.parameters must be an object")
     caller = payload.get("from") or payload.get("caller")
     return RouteInput(envelope, text, tuple(files), caller if isinstance(caller, str) else None, command, parameters)
-
-
-def invocable(plugin: Plugin) -> tuple[Component, ...]:
-    """What a routed request can ask a plugin's worker to run: its commands; a plugin that
-    declares none (many plain Claude Code plugins only ship skills or agents) is asked by the
-    name of a skill, else of an agent."""
-    return plugin.commands or plugin.skills or plugin.agents
-
-
-def choose_command(plugin: Plugin, text: str) -> str | None:
-    """The plugin command whose name, description and keywords best share the request's terms.
-
-    A routed request need not name a command; the worker still needs one. Terms are weighed by
-    how few of the plugin's commands use them, so "model" in "add a Beanie model" counts for
-    more than "add", which half the commands start with."""
-    wanted = set(terms(text))
-    vocab = {
-        c.name: set(terms(" ".join((c.name.replace("-", " "), c.description, *c.keywords)))) for c in invocable(plugin)
-    }
-    if not vocab:
-        return None
-    count = len(vocab)
-    frequency: dict[str, int] = {}
-    for words in vocab.values():
-        for word in words & wanted:
-            frequency[word] = frequency.get(word, 0) + 1
-
-    def score(name: str) -> float:
-        return sum(math.log(1 + count / frequency[w]) for w in vocab[name] & wanted)
-
-    return max(vocab, key=lambda name: (score(name), -list(vocab).index(name)))
 
 
 def dispatch_body(
@@ -237,3 +168,9 @@ def error_body(request: Sequence[bytes] | Mapping[str, Any] | None, code: str, m
 
 def success_body(request: Mapping[str, Any], result: Any) -> bytes:
     return orjson.dumps(env.success_reply(request, SOURCE, result))
+
+
+def seconds_left(envelope: Mapping[str, Any], default_s: float) -> float:
+    """How long the client will wait: its envelope's ``metadata.expiresAt``, else ``default_s``."""
+    moment = env.expires_at(envelope)
+    return default_s if moment is None else (moment - env.utc_now()).total_seconds()

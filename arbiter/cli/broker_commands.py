@@ -12,7 +12,17 @@ import click
 import orjson
 import zmq
 
-from .common import Context, echo_json, json_option, pass_context, project_options
+from .common import (
+    Context,
+    broker_endpoint,
+    echo_json,
+    endpoint_option,
+    events_endpoint_option,
+    json_option,
+    pass_context,
+    project_options,
+)
+from .tables import printable, table
 
 endpoint_options = [
     click.option("--frontend", metavar="ENDPOINT", help="MDP endpoint for clients and workers (ROUTER)."),
@@ -64,12 +74,8 @@ def broker_main(
     _serve(root, list(plugin_dirs) or None, frontend, events_pub, events_sub)
 
 
-def _frontend(ctx: Context, endpoint: str | None) -> str:
-    return endpoint or str(ctx.snapshot().configs["broker"]["endpoints"]["frontend"])
-
-
 @click.command("status")
-@click.option("--endpoint", metavar="URL", help="Broker frontend (default: configs/broker.yaml).")
+@endpoint_option
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for the broker.")
 @json_option
 @pass_context
@@ -81,7 +87,7 @@ def status(ctx: Context, endpoint: str | None, timeout: float, as_json: bool) ->
     from arbiter.sdk.client import Client, RequestTimeout
     from arbiter.wire.envelope import new_request
 
-    url = _frontend(ctx, endpoint)
+    url = broker_endpoint(ctx, endpoint)
     with Client(url, timeout=timeout, retries=0) as client:
         try:
             reply = client.request("arbiter.status", new_request("arbiter.status", "status", source="arbiter-cli"))
@@ -113,11 +119,9 @@ def render_status(data: dict[str, Any]) -> str:
         lines += [f"  {e}" for e in error["errors"]]
     lines.append(f"{data.get('workers')} worker(s), {data.get('pending')} request(s) pending")
     lines.append("")
-    lines.append(f"{'service':32} {'workers':>7} {'credit':>6} {'queued':>6} {'inflight':>8} {'requests':>9}")
-    for name, s in sorted(data.get("services", {}).items()):
-        lines.append(
-            f"{name:32} {s['workers']:>7} {s['credit']:>6} {s['queued']:>6} {s['inflight']:>8} {s['requests']:>9}"
-        )
+    counts = ["workers", "credit", "queued", "inflight", "requests"]
+    services = [[name, *(s[key] for key in counts)] for name, s in sorted(data.get("services", {}).items())]
+    lines += table(["service", *counts], services, numeric=counts)
     unhealthy = {n: c for n, c in data.get("circuits", {}).items() if c["state"] != "closed"}
     lines.append("")
     if unhealthy:
@@ -145,7 +149,7 @@ def _render_writer(name: str, writer: dict[str, Any]) -> str:
 
 @click.command("events")
 @click.argument("topics", nargs=-1)
-@click.option("--endpoint", metavar="URL", help="The broker's subscriber endpoint (default: configs/broker.yaml).")
+@events_endpoint_option
 @click.option("--count", type=int, default=0, help="Stop after this many events (0: run until Ctrl-C).")
 @click.option("--timeout", type=float, default=0.0, help="Stop after this many seconds without an event.")
 @json_option
@@ -163,7 +167,7 @@ def events(
       arbiter events routing/decision system/  decisions, health, reloads, dead letters
       arbiter events 'plugin/*/circuit-breaker' --json
     """
-    url = endpoint or str(ctx.snapshot().configs["broker"]["endpoints"]["events_sub"])
+    url = broker_endpoint(ctx, endpoint, "events_sub")
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     for topic in topics or ("",):
@@ -200,4 +204,4 @@ def _event_line(frames: list[bytes], as_json: bool) -> str:
         return json.dumps({"topic": topic, "event": event}, ensure_ascii=False)
     payload = event.get("payload", event) if isinstance(event, dict) else event
     summary = " ".join(f"{k}={v}" for k, v in payload.items()) if isinstance(payload, dict) else str(payload)
-    return f"{event.get('timestamp', '') if isinstance(event, dict) else ''} {topic} {summary}".strip()
+    return printable(f"{event.get('timestamp', '') if isinstance(event, dict) else ''} {topic} {summary}".strip())

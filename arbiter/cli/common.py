@@ -7,12 +7,14 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import click
 
-from arbiter.project.model import Diagnostic
-from arbiter.project.snapshot import Snapshot, build_snapshot
+from arbiter.dsl.diagnostics import Diagnostic
+from arbiter.project.configs import load_configs
+from arbiter.project.schemas import CONFIG_SCHEMAS
+from arbiter.project.snapshot import Project, Snapshot, build_snapshot
 
 
 @dataclass
@@ -22,11 +24,19 @@ class Context:
     root: Path
     plugin_dirs: list[Path] | None = None
     _snapshot: Snapshot | None = field(default=None, repr=False)
+    _configs: tuple[Mapping[str, Any], tuple[Diagnostic, ...]] | None = field(default=None, repr=False)
 
     def snapshot(self) -> Snapshot:
         if self._snapshot is None:
             self._snapshot = build_snapshot(self.root, self.plugin_dirs)
         return self._snapshot
+
+    def configs(self) -> tuple[Mapping[str, Any], tuple[Diagnostic, ...]]:
+        """configs/*.yaml with defaults, and their problems: without loading plugins or rules, so a
+        command that only talks to the broker starts fast."""
+        if self._configs is None:
+            self._configs = load_configs(Project(self.root).config_dir)
+        return self._configs
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -49,6 +59,46 @@ def project_options(command: Any) -> Any:
         show_default=True,
         help="Project directory holding rules/, plugins/ and configs/.",
     )(command)
+
+
+_ENDPOINT_ROLES = {
+    "frontend": "The broker's frontend, where clients and workers connect",
+    "events_sub": "The broker's event endpoint for subscribers",
+}
+
+
+def default_endpoint(which: str = "frontend") -> str:
+    """The endpoint a project without configs/broker.yaml uses (from the config schema)."""
+    return str(CONFIG_SCHEMAS["broker"]["endpoints"]["schema"][which]["default"])
+
+
+def broker_endpoint_option(which: str = "frontend", help_: str | None = None) -> Callable[[Any], Any]:
+    """``--endpoint URL``, with a help text that says where the default comes from."""
+    role = help_ or _ENDPOINT_ROLES[which]
+    return click.option(
+        "--endpoint",
+        metavar="URL",
+        help=f"{role}. Default: endpoints.{which} of configs/broker.yaml, else {default_endpoint(which)}.",
+    )
+
+
+endpoint_option = broker_endpoint_option()
+events_endpoint_option = broker_endpoint_option("events_sub")
+
+
+def broker_endpoint(ctx: Context, endpoint: str | None, which: str = "frontend") -> str:
+    """``--endpoint`` if given, else the project's configs/broker.yaml, else the default: one rule
+    for every command that talks to the broker, so they all find the same one."""
+    if endpoint:
+        return endpoint
+    sections, problems = ctx.configs()
+    if any(p.severity == "error" and Path(p.path).stem == "broker" for p in problems):
+        click.echo(
+            f"note: configs/broker.yaml has errors (`arbiter check-config` shows them); using the default {which}",
+            err=True,
+        )
+    configured = (sections.get("broker") or {}).get("endpoints") or {}
+    return str(configured.get(which) or default_endpoint(which))
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")

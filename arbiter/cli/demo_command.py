@@ -21,7 +21,8 @@ from arbiter.routing.cases import case_files, load_cases
 from arbiter.sdk.client import Client, RequestTimeout
 from arbiter.wire import envelope as env
 
-from .common import Context, echo_json, json_option, pass_context
+from .common import Context, broker_endpoint, broker_endpoint_option, echo_json, json_option, pass_context
+from .tables import printable
 
 STARTUP_S = 30.0
 
@@ -91,19 +92,20 @@ def _error_text(error: dict[str, Any]) -> str:
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
+    """What each request did; what a worker answered is escaped, it is not the demo's own text."""
     for row in rows:
-        click.echo(f"\n> {row['text']}")
+        click.echo(f"\n> {printable(row['text'])}")
         if row["plugin"]:
             team = f" (then {', '.join(row['collaborators'])})" if row["collaborators"] else ""
-            click.echo(f"  {row['plugin']}{team} ran {row['command']} in {row['ms']} ms: {row['status']}")
+            click.echo(printable(f"  {row['plugin']}{team} ran {row['command']} in {row['ms']} ms: {row['status']}"))
             result = row["result"]
             if row["error"]:
-                click.echo(f"  {row['error']}: {row['message']}")
+                click.echo(printable(f"  {row['error']}: {row['message']}"))
             elif isinstance(result, dict):
-                click.echo("  " + ", ".join(f"{k}={v}" for k, v in list(result.items())[:5]))
+                click.echo(printable("  " + ", ".join(f"{k}={v}" for k, v in list(result.items())[:5])))
         else:
             nearest = f"; nearest: {', '.join(row['nearest'])}" if row["nearest"] else ""
-            click.echo(f"  no plugin fits ({row['error']}){nearest}")
+            click.echo(printable(f"  no plugin fits ({row['error']}){nearest}"))
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -121,22 +123,26 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 @click.argument("texts", nargs=-1)
 @click.option("--count", default=8, show_default=True, help="How many of the project's routing test cases to send.")
 @click.option("--keep", is_flag=True, help="Leave broker and workers running until Ctrl-C.")
+@broker_endpoint_option(help_="Where the demo's broker listens and its workers connect")
 @json_option
 @pass_context
-def demo(ctx: Context, texts: tuple[str, ...], count: int, keep: bool, as_json: bool) -> None:
+def demo(ctx: Context, texts: tuple[str, ...], count: int, keep: bool, endpoint: str | None, as_json: bool) -> None:
     """Start the broker and a demo worker per plugin, route requests end to end, stop again.
 
     \b
     TEXT... are the requests to route; by default the first --count cases of the project's
     rules/*.test.yaml. Every request goes client -> broker (arbiter.route: classify, rules,
     match, decide, record) -> the chosen plugin's worker -> back. Endpoints come from
-    configs/broker.yaml. Decisions land in the state database (`arbiter decisions`).
+    configs/broker.yaml unless --endpoint moves the frontend (e.g. beside a running broker).
+    Decisions land in the state database (`arbiter decisions`).
     \b
       arbiter demo
       arbiter demo "deploy the release to production on kubernetes with helm"
+      arbiter demo --endpoint tcp://127.0.0.1:6000
     """
     snapshot = ctx.snapshot()
-    frontend = snapshot.configs["broker"]["endpoints"]["frontend"]
+    frontend = broker_endpoint(ctx, endpoint)
+    moved = ["--endpoint", frontend] if endpoint else []
     requests = list(texts) or _sample_texts(ctx, count)
     log_dir = snapshot.project.state_dir
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -145,9 +151,10 @@ def demo(ctx: Context, texts: tuple[str, ...], count: int, keep: bool, as_json: 
     # Children start in the state directory: `python -m` puts its working directory on the import
     # path, and in a checkout the source tree there would shadow the installed package.
     spawn = {"stderr": subprocess.STDOUT, "env": environment, "cwd": log_dir}
-    processes = [subprocess.Popen(_arbiter(ctx, "broker"), stdout=logs[0], **spawn)]
+    broker_args = ["broker", "--frontend", frontend] if endpoint else ["broker"]
+    processes = [subprocess.Popen(_arbiter(ctx, *broker_args), stdout=logs[0], **spawn)]
     try:
-        processes.append(subprocess.Popen(_arbiter(ctx, "workers"), stdout=logs[1], **spawn))
+        processes.append(subprocess.Popen(_arbiter(ctx, "workers", *moved), stdout=logs[1], **spawn))
         click.echo(f"broker on {frontend}, {len(snapshot.plugins)} workers; logs in {Path(log_dir)}", err=True)
         _wait_for_services(frontend, sorted(snapshot.plugins), processes)
         with Client(frontend, timeout=10, retries=1) as client:

@@ -18,16 +18,15 @@ from typing import Any, Iterator
 
 import click
 
-from arbiter.sdk.client import Reply, RequestTimeout
+from arbiter.dsl.durations import parse_timedelta as parse_duration
+from arbiter.sdk.client import Client, Reply, RequestTimeout
 from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
 from arbiter.wire import envelope as env
 
-from .common import Context, echo_json, json_option, pass_context
-from .sdk_commands import broker_endpoint, endpoint_option
+from .common import Context, broker_endpoint, echo_json, endpoint_option, json_option, pass_context
+from .tables import printable, table
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SHOW_LIMIT = 4000  # characters of a frame shown to people; --json has everything
 
@@ -41,15 +40,6 @@ def _store(ctx: Context) -> Iterator[None]:
         yield
     finally:
         state.close_store()
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """``7d``, ``12h``, ``30m``, ``45s``, ``2w`` or a sum such as ``1h30m``."""
-    cleaned = text.strip().lower()
-    parts = DURATION.findall(cleaned)
-    if not parts or "".join(number + unit for number, unit in parts) != cleaned:
-        raise ValueError(f"'{text}' is not a duration like 7d, 12h, 30m or 1h30m")
-    return dt.timedelta(seconds=sum(float(number) * DURATION_UNITS[unit] for number, unit in parts))
 
 
 def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
@@ -97,13 +87,21 @@ def list_cmd(ctx: Context, service: str | None, reason: str | None, last: int, a
     if not rows:
         click.echo("no dead letters")
         return
-    click.echo(f"{'ID':<12}  {'SERVICE':<24} {'REASON':<13} {'COUNT':>5}  {'FIRST':<19}  {'LAST':<19}  MESSAGE ID")
-    for row in rows:
-        replayed = "  (replayed)" if row["replayedAt"] else ""
-        click.echo(
-            f"{row['id'][:12]:<12}  {row['service'][:24]:<24} {row['reason'][:13]:<13} {row['count']:>5}  "
-            f"{_short_time(row['firstAt']):<19}  {_short_time(row['lastAt']):<19}  {row['messageId'] or '-'}{replayed}"
-        )
+    columns = ["ID", "SERVICE", "REASON", "COUNT", "FIRST", "LAST", "MESSAGE ID"]
+    cells = [
+        [
+            row["id"][:12],
+            row["service"],
+            row["reason"],
+            row["count"],
+            _short_time(row["firstAt"]),
+            _short_time(row["lastAt"]),
+            (row["messageId"] or "-") + ("  (replayed)" if row["replayedAt"] else ""),
+        ]
+        for row in rows
+    ]
+    for line in table(columns, cells, numeric={"COUNT"}, limits={"SERVICE": 24, "REASON": 13}):
+        click.echo(line)
 
 
 def _frame_text(frame: dict[str, Any]) -> str:
@@ -134,17 +132,16 @@ def show(ctx: Context, letter_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(letter)
         return
-    for label, key in (("id", "id"), ("message id", "messageId"), ("service", "service"), ("reason", "reason")):
-        click.echo(f"{label + ':':<12} {letter[key] or '-'}")
-    click.echo(f"{'detail:':<12} {letter['detail'] or '-'}")
-    click.echo(f"{'count:':<12} {letter['count']}")
-    click.echo(f"{'client:':<12} {letter['client'] or '-'}")
-    click.echo(f"{'first:':<12} {letter['firstAt']}")
-    click.echo(f"{'last:':<12} {letter['lastAt']}")
-    click.echo(f"{'replayed:':<12} {letter['replayedAt'] or 'never'}")
+    labels = {"id": "id", "messageId": "message id", "service": "service", "reason": "reason", "detail": "detail"}
+    fields = [[f"{label}:", letter[key] or "-"] for key, label in labels.items()]
+    fields += [["count:", letter["count"]], ["client:", letter["client"] or "-"]]
+    fields += [["first:", letter["firstAt"]], ["last:", letter["lastAt"]]]
+    fields += [["replayed:", letter["replayedAt"] or "never"]]
+    for line in table(["FIELD", "VALUE"], fields, header=False):
+        click.echo(line)
     for index, frame in enumerate(letter["body"]):
         click.echo(f"\nframe {index} ({frame['size']} bytes, {frame['encoding']}):")
-        click.echo(_frame_text(frame))
+        click.echo(printable(_frame_text(frame), keep="\n\t"))
 
 
 def _reply_json(reply: Reply) -> Any:
@@ -154,10 +151,28 @@ def _reply_json(reply: Reply) -> Any:
         return letters.preview(reply.body)
 
 
-def _replay_one(letter_id: str, url: str, timeout: float, retries: int) -> dict[str, Any]:
+def replay_letter(client: Client, letter_id: str) -> Reply:
+    """Send a stored letter (ID or a unique prefix) to its service through the broker, with the
+    client's Lazy Pirate retries, and mark it replayed once a reply comes.
+
+    An envelope first frame goes out refreshed (:func:`letters.refreshed_envelope`), any further
+    frames byte for byte. Raises LookupError for an unknown id and ``RequestTimeout`` when nothing
+    answers; the letter is then left as it was.
+    """
+    row = letters.find(letter_id)
+    frames = letters.frames_of(row)
+    first, rest = (frames[0], frames[1:]) if frames else (b"", [])
+    envelope = env.as_envelope(first)
+    body = letters.refreshed_envelope(envelope, client.timeout, client.retries) if envelope else first
+    reply = client.request(row.service, body, more_frames=rest)
+    letters.mark_replayed(row.id)
+    return reply
+
+
+def _replay_one(client: Client, letter_id: str) -> dict[str, Any]:
     """One letter's replay outcome, as a dict whether it worked or not."""
     try:
-        reply = letters.replay(letter_id, url, timeout, retries)
+        reply = replay_letter(client, letter_id)
     except (LookupError, RequestTimeout) as exc:
         return {"id": letter_id, "ok": False, "error": str(exc)}
     return {"id": letter_id, "ok": reply.ok, "attempts": reply.attempts, "reply": _reply_json(reply)}
@@ -180,8 +195,8 @@ def replay(
     gets no reply or gets an error reply.
     """
     url = broker_endpoint(ctx, endpoint)
-    with _store(ctx):
-        outcomes = [_replay_one(letter_id, url, timeout, retries) for letter_id in letter_ids]
+    with _store(ctx), Client(url, timeout=timeout, retries=retries, source="arbiter-dlq") as client:
+        outcomes = [_replay_one(client, letter_id) for letter_id in letter_ids]
     if as_json:
         echo_json(outcomes)
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from arbiter.dsl.formatter import FormatError, format_source
-from arbiter.dsl.lint import lint as lint_rules
+from arbiter.dsl.program import lint as lint_rules
 from arbiter.dsl.program import read_source, rule_files
 from arbiter.project.plugins import load_plugins
 

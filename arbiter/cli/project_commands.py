@@ -17,19 +17,9 @@ from .common import (
     summarize_diagnostics,
     unknown_name,
 )
+from .tables import table
 
-
-def _table(rows: list[list[str]], headers: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    click.echo(line.rstrip())
-    click.echo("  ".join("-" * w for w in widths))
-    for row in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+DESCRIPTION_WIDTH = 60
 
 
 @click.group()
@@ -47,19 +37,11 @@ def plugins_list(ctx: Context, as_json: bool) -> None:
     if as_json:
         echo_json(summaries)
     else:
-        rows = [
-            [
-                s["name"],
-                s["version"],
-                s["kind"],
-                s["agents"],
-                s["commands"],
-                s["skills"],
-                _shorten(s["description"], 60),
-            ]
-            for s in summaries
-        ]
-        _table(rows, ["NAME", "VERSION", "KIND", "AGENTS", "COMMANDS", "SKILLS", "DESCRIPTION"])
+        columns = ["NAME", "VERSION", "KIND", "AGENTS", "COMMANDS", "SKILLS", "DESCRIPTION"]
+        rows = [[s[name.lower()] for name in columns] for s in summaries]
+        counts = {"AGENTS", "COMMANDS", "SKILLS"}
+        limits = {"DESCRIPTION": DESCRIPTION_WIDTH}
+        click.echo("\n".join(table(columns, rows, numeric=counts, limits=limits, rule=True)))
         click.echo(f"\n{len(rows)} plugins")
     summarize_diagnostics(snap)
 
@@ -119,10 +101,13 @@ def plugins_show(ctx: Context, name: str, as_json: bool) -> None:
         if values:
             click.echo(f"  {key}: {', '.join(values)}")
     click.echo(f"  priority: {plugin.routing.priority}")
-    for label, comps in (("agents", plugin.agents), ("commands", plugin.commands), ("skills", plugin.skills)):
+    sections = (("agents", plugin.agents), ("commands", plugin.commands), ("skills", plugin.skills))
+    rows = [[c.name, c.description] for _, comps in sections for c in comps]
+    lines = iter(table(["NAME", "DESCRIPTION"], rows, limits={"DESCRIPTION": 70}, header=False))
+    for label, comps in sections:  # one table cut into sections, so all descriptions line up
         click.echo(f"\n{label} ({len(comps)}):")
-        for comp in comps:
-            click.echo(f"  {comp.name:32} {_shorten(comp.description, 70)}")
+        for _ in comps:
+            click.echo(f"  {next(lines)}")
 
 
 @click.group()
@@ -143,8 +128,9 @@ def agents_list(ctx: Context, plugin_name: str | None, as_json: bool) -> None:
     if as_json:
         echo_json([_component_json(a) for a in found])
         return
-    rows = [[a.plugin, a.name, a.model or "-", _shorten(a.description, 60)] for a in found]
-    _table(rows, ["PLUGIN", "AGENT", "MODEL", "DESCRIPTION"])
+    rows = [[a.plugin, a.name, a.model or "-", a.description] for a in found]
+    columns = ["PLUGIN", "AGENT", "MODEL", "DESCRIPTION"]
+    click.echo("\n".join(table(columns, rows, limits={"DESCRIPTION": DESCRIPTION_WIDTH}, rule=True)))
     click.echo(f"\n{len(rows)} agents")
     summarize_diagnostics(snap)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -9,14 +10,18 @@ from typing import Any, TextIO
 
 import click
 
+from arbiter.dsl.durations import DurationError, parse_ms, parse_timedelta
 from arbiter.routing.cases import load_cases, run_cases
 from arbiter.routing.explain import render, render_recorded
 from arbiter.routing.match import Health
 from arbiter.routing.pipeline import Request, Router
 from arbiter.store import database as state
 from arbiter.store import decisions as record
+from arbiter.store import retention
+from arbiter.store.recorder import Recorder
 
 from .common import Context, echo_json, json_option, pass_context, print_diagnostics
+from .tables import GAP, printable, printable_fields, table, width
 
 file_option = click.option(
     "--file", "files", multiple=True, metavar="PATH", help="A file the request is about (repeatable)."
@@ -79,8 +84,7 @@ def explain(
     if not text:
         raise click.UsageError("give the TEXT to route, or --request ID for a recorded decision")
     router = _router(ctx)
-    circuits = _saved_circuits(ctx)
-    health = {name: Health(circuit=info["circuit"]) for name, info in circuits.items()}
+    circuits, health = _circuit_health(ctx)
     result = router.route(Request(text, files, caller), health)
     data = result.to_json()
     data["circuits"] = circuits
@@ -92,8 +96,8 @@ def explain(
         echo_json(data)
         return
     click.echo(render(result), nl=False)
-    for name, info in sorted(circuits.items()):
-        click.echo(f"\nCircuit of {name} is {info['circuit']} since {info['at']}: {info['reason']}")
+    for line in _circuit_lines(circuits):
+        click.echo(f"\n{line}")
     if why_not:
         click.echo(f"\nWhy not {why_not}")
         for line in data["whyNot"]["reasons"]:
@@ -109,7 +113,7 @@ def _explain_recorded(ctx: Context, request_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(found)
     else:
-        click.echo(render_recorded(found), nl=False)
+        click.echo(render_recorded(printable_fields(found)), nl=False)
 
 
 def _saved_circuits(ctx: Context) -> dict[str, dict]:
@@ -122,10 +126,30 @@ def _saved_circuits(ctx: Context) -> dict[str, dict]:
         return {}
 
 
-def _batch(router: Router, stream: TextIO, record_: bool) -> int:
+def _circuit_health(ctx: Context) -> tuple[dict[str, dict], dict[str, Health]]:
+    """The circuits the broker last recorded as not closed, and the plugin health they mean:
+    explain, route and test all route with it, so they give one answer, the broker's."""
+    circuits = _saved_circuits(ctx)
+    return circuits, {name: Health(circuit=info["circuit"]) for name, info in circuits.items()}
+
+
+def _circuit_lines(circuits: dict[str, dict]) -> list[str]:
+    return [
+        f"Circuit of {name} is {info['circuit']} since {info['at']}: {info['reason']}"
+        for name, info in sorted(circuits.items())
+    ]
+
+
+def _decision_recorder(ctx: Context) -> Recorder:
+    """A recorder process for many decisions, as the broker has: the rows are written in batches
+    on another interpreter while this one routes."""
+    snap = ctx.snapshot()
+    return Recorder(snap.configs["state"]["database"], snap.project.root)
+
+
+def _batch(router: Router, stream: TextIO, writer: Recorder | None, health: dict[str, Health]) -> int:
     """JSON lines in, JSON lines out, in order; a bad line gets an error line, not an abort."""
     failures = 0
-    writer = record.DecisionWriter() if record_ else None
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
@@ -138,9 +162,10 @@ def _batch(router: Router, stream: TextIO, record_: bool) -> int:
             failures += 1
             click.echo(json.dumps({"line": number, "error": f"invalid request: {exc}"}))
             continue
-        data = router.route(request).to_json(trace=False)
+        data = router.route(request, health).to_json(trace=False)
         if writer:
-            writer.submit(data, origin="cli")
+            writer.submit_decision(data, origin="cli")
+            writer.flush_if_due()
         click.echo(json.dumps(data, default=str))
     if writer:
         writer.close()
@@ -172,11 +197,15 @@ def route(
     if (text is None) == (input_ is None):
         raise click.UsageError("give either TEXT or --input FILE")
     router = _router(ctx)
+    circuits, health = _circuit_health(ctx)
     if record_:
         _open_store(ctx)
     if input_ is not None:
-        raise SystemExit(1 if _batch(router, input_, record_) else 0)
-    data = router.route(Request(text or "", files, caller)).to_json(trace=False)
+        for line in _circuit_lines(circuits):
+            click.echo(f"note: {line}", err=True)
+        raise SystemExit(1 if _batch(router, input_, _decision_recorder(ctx) if record_ else None, health) else 0)
+    data = router.route(Request(text or "", files, caller), health).to_json(trace=False)
+    data["circuits"] = circuits
     if record_:
         record.record_decision(data, origin="cli")
     if as_json:
@@ -185,6 +214,8 @@ def route(
     decision = data["routingDecision"]
     if decision["primaryPlugin"] is None:
         click.echo(f"no route (nearest: {', '.join(decision.get('nearestCandidates', [])) or 'none'})")
+        for line in _circuit_lines(circuits):
+            click.echo(line)
         return
     plan = decision["collaborationPlan"]
     click.echo(f"primary: {decision['primaryPlugin']}")
@@ -193,6 +224,8 @@ def route(
         steps = " -> ".join(f"{p['plugin']} ({p['domain']})" for p in plan["phases"])
         click.echo(f"plan: {steps}")
     click.echo(f"strategy: {decision['executionStrategy']}")
+    for line in _circuit_lines(circuits):
+        click.echo(line)
 
 
 @click.command("test")
@@ -210,9 +243,10 @@ def test_cmd(ctx: Context, paths: tuple[Path, ...], as_json: bool, verbose: bool
         print_diagnostics(problems)
         raise SystemExit(1)
     router = _router(ctx)
+    circuits, health = _circuit_health(ctx)
 
     def run(case: Any) -> tuple[str | None, tuple[str, ...]]:
-        result = router.route(Request(case.text, case.files, case.caller))
+        result = router.route(Request(case.text, case.files, case.caller), health)
         return result.decision.primary_plugin, result.collaborators()
 
     outcomes = run_cases(cases, run)
@@ -222,6 +256,7 @@ def test_cmd(ctx: Context, paths: tuple[Path, ...], as_json: bool, verbose: bool
             {
                 "passed": len(outcomes) - len(failed),
                 "failed": len(failed),
+                "circuits": circuits,
                 "cases": [
                     {
                         "name": o.case.name,
@@ -236,6 +271,8 @@ def test_cmd(ctx: Context, paths: tuple[Path, ...], as_json: bool, verbose: bool
             }
         )
     else:
+        for line in _circuit_lines(circuits):
+            click.echo(f"note: {line} (its plugin is not eligible, as in the broker)", err=True)
         for o in outcomes:
             if o.passed and not verbose:
                 continue
@@ -247,27 +284,87 @@ def test_cmd(ctx: Context, paths: tuple[Path, ...], as_json: bool, verbose: bool
     raise SystemExit(1 if failed else 0)
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--last", "last", default=20, show_default=True, help="How many of the newest decisions.")
 @json_option
 @pass_context
 def decisions(ctx: Context, last: int, as_json: bool) -> None:
-    """List recorded routing decisions, newest first (from route, explain and the broker)."""
+    """List recorded routing decisions, newest first (from route, explain and the broker).
+
+    \b
+      arbiter decisions --last 10
+      arbiter decisions prune --older-than 30d --dry-run
+    """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     _open_store(ctx)
     rows = record.recent_decisions(last)
     if as_json:
         echo_json(rows)
         return
-    for row in rows:
-        primary = row["primaryPlugin"] or "no route"
-        took = (row["timings"] or {}).get("totalUs")
-        took_text = f"{took / 1000:.2f} ms" if took else "-"
-        click.echo(
-            f"{row['createdAt']}  {row['requestId']:<18} {primary:<24} {took_text:>9}  {row['origin'] or '-':<6} "
-            f"{(row['userInput'] or '')[:50]}"
-        )
-        for step in (row["outcome"] or {}).get("steps") or ():
-            detail = f" ({step['detail']})" if step.get("detail") else ""
-            click.echo(f"{'':26}-> {step['plugin']} {step.get('command') or ''}: {step['outcome']}{detail}")
+    for line in _decision_lines(rows):
+        click.echo(line)
     if not rows:
         click.echo("no decisions recorded yet")
+
+
+def _decision_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One table line per decision, each followed by the dispatch steps the broker took for it."""
+    cells = []
+    for row in rows:
+        took = (row["timings"] or {}).get("totalUs")
+        took_text = f"{took / 1000:.2f} ms" if took else "-"
+        primary = row["primaryPlugin"] or "no route"
+        cells.append([row["createdAt"], row["requestId"], primary, took_text, row["origin"], row["userInput"] or ""])
+    columns = ["AT", "REQUEST", "PRIMARY", "TOOK", "ORIGIN", "INPUT"]
+    lines = table(columns, cells, numeric={"TOOK"}, limits={"INPUT": 50}, header=False)
+    indent = " " * (max((width(printable(c[0])) for c in cells), default=0) + len(GAP))
+    out = []
+    for row, line in zip(rows, lines):
+        out.append(line)
+        for step in (row["outcome"] or {}).get("steps") or ():
+            detail = f" ({step['detail']})" if step.get("detail") else ""
+            text = f"-> {step['plugin']} {step.get('command') or ''}: {step['outcome']}{detail}"
+            out.append(indent + printable(text))
+    return out
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
+    try:
+        return None if value is None else parse_timedelta(value)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@decisions.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    callback=_duration_option,
+    help="Delete decisions older than this, e.g. 30d.",
+)
+@click.option("--keep", type=click.IntRange(min=0), metavar="N", help="Delete all but the newest N decisions.")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Only count what would be deleted.")
+@json_option
+@pass_context
+def prune_cmd(ctx: Context, older_than: dt.timedelta | None, keep: int | None, dry_run: bool, as_json: bool) -> None:
+    """Delete old routing decisions, oldest first: those older than --older-than and all but the
+    newest --keep. Without either, the retention of configs/state.yaml, which the broker also
+    applies by itself, a bounded number of rows at a time.
+
+    \b
+      arbiter decisions prune                      the configured retention, now
+      arbiter decisions prune --keep 100000 --dry-run
+    """
+    if older_than is None and keep is None:
+        configured = retention.Retention.of(ctx.snapshot().configs["state"]["retention"], parse_ms)
+        older_than, keep = configured.max_age, configured.max_rows
+        if older_than is None and keep is None:
+            raise click.UsageError("configs/state.yaml sets no retention; give --older-than DURATION or --keep N")
+    _open_store(ctx)
+    count = retention.prune(older_than, keep, dry_run=dry_run)
+    if as_json:
+        echo_json({"pruned": count, "dryRun": dry_run})
+    else:
+        click.echo(f"{'would prune' if dry_run else 'pruned'} {count} decision(s)")

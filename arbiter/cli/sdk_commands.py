@@ -18,19 +18,7 @@ import click
 from arbiter.sdk.client import Client, RequestTimeout, build_request
 from arbiter.wire import envelope as env
 
-from .common import Context, pass_context, unknown_name
-
-
-def broker_endpoint(ctx: Context, endpoint: str | None) -> str:
-    """``--endpoint`` wins; otherwise the frontend from configs/broker.yaml."""
-    if endpoint:
-        return endpoint
-    try:
-        return str(ctx.snapshot().configs["broker"]["endpoints"]["frontend"])
-    except (KeyError, TypeError) as exc:
-        raise click.UsageError(
-            "no broker endpoint configured (configs/broker.yaml endpoints.frontend); pass --endpoint"
-        ) from exc
+from .common import Context, broker_endpoint, endpoint_option, pass_context, unknown_name
 
 
 def heartbeat_settings(ctx: Context) -> dict[str, Any]:
@@ -40,9 +28,6 @@ def heartbeat_settings(ctx: Context) -> dict[str, Any]:
         return {"heartbeat_interval": float(beat["interval_ms"]) / 1000, "liveness": int(beat["liveness"])}
     except (KeyError, TypeError, ValueError):
         return {}
-
-
-endpoint_option = click.option("--endpoint", metavar="URL", help="Broker frontend (default: configs/broker.yaml).")
 
 
 def _envelope_for(service: str, data: Any, timeout: float, retries: int) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from typing import Any, Mapping
 
 from cerberus import Validator
 
+from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.project.documents import DocumentError, read_document
-from arbiter.project.model import Diagnostic, freeze
+from arbiter.project.model import freeze
 from arbiter.project.schemas import CONFIG_SCHEMAS, validate
 
 

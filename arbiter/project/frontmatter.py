@@ -17,7 +17,6 @@ _OPEN = re.compile(r"\A\ufeff?---[ \t]*\r?\n")
 _CLOSE = re.compile(r"^---[ \t]*\r?$", re.M)
 _KEY_LINE = re.compile(r"^([A-Za-z_][\w\-]*)\s*:(?:\s+(.*)|\s*)$")
 _ITEM_LINE = re.compile(r"^\s*-\s+(.*)$")
-LIST_FIELDS = ("tags", "keywords", "triggers", "trigger_phrases", "capabilities", "tools", "allowed-tools")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The immutable data the whole pipeline reads: plugins, their parts, diagnostics.
+"""The immutable data the whole pipeline reads: plugins and their parts.
 
 Everything here is a frozen dataclass holding tuples and read-only mappings, so a snapshot
 can be shared between threads and requests without copying, and a reload can only replace
@@ -31,41 +31,6 @@ def thaw(value: Any) -> Any:
 
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class Diagnostic:
-    """One finding about an input file, printed as ``path:line:col: severity[CODE]: message``."""
-
-    path: str
-    line: int
-    col: int
-    severity: str  # "error" | "warning"
-    code: str
-    message: str
-    hint: str = ""
-    source_line: str = ""
-
-    def format(self, show_source: bool = True) -> str:
-        where = f"{self.path}:{self.line}:{self.col}" if self.line else self.path
-        out = [f"{where}: {self.severity}[{self.code}]: {self.message}"]
-        if show_source and self.source_line and self.line:
-            out.append(f"    {self.source_line.rstrip()}")
-            out.append("    " + " " * max(self.col - 1, 0) + "^")
-        if self.hint:
-            out.append(f"  hint: {self.hint}")
-        return "\n".join(out)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "line": self.line,
-            "col": self.col,
-            "severity": self.severity,
-            "code": self.code,
-            "message": self.message,
-            "hint": self.hint,
-        }
 
 
 @dataclass(frozen=True)
@@ -109,6 +74,14 @@ class Routing:
     context_patterns: tuple[str, ...] = ()
     accepts_routing_from: tuple[str, ...] | None = None
     can_route_to: tuple[str, ...] | None = None
+
+    def accepts_from(self, plugin: str) -> bool:
+        """Does this plugin's ``acceptsRoutingFrom`` let ``plugin`` hand it work?"""
+        return self.accepts_routing_from is None or plugin in self.accepts_routing_from
+
+    def may_route_to(self, plugin: str) -> bool:
+        """Does this plugin's ``canRouteTo`` let it hand work to ``plugin``?"""
+        return self.can_route_to is None or plugin in self.can_route_to
 
 
 @dataclass(frozen=True)
@@ -166,6 +139,29 @@ class Plugin:
 
     def components(self) -> tuple[Component, ...]:
         return self.agents + self.commands + self.skills
+
+    @property
+    def invocable(self) -> tuple[Component, ...]:
+        """What a routed request can ask this plugin's worker to run: its commands; a plugin that
+        declares none (many plain Claude Code plugins ship only skills or agents) is asked by the
+        name of a skill, else of an agent."""
+        return self.commands or self.skills or self.agents
+
+    def route_refusal(self, target: Plugin) -> str | None:
+        """Why the manifests forbid this plugin to hand work to ``target``, or None when they
+        allow it. Both sides have a say — this plugin's ``canRouteTo`` and the target's
+        ``acceptsRoutingFrom`` — and the reason names the side (or both) that refused, so the
+        author knows which manifest to change. A plugin may always work with itself."""
+        if target.name == self.name:
+            return None
+        reasons = []
+        if not self.routing.may_route_to(target.name):
+            reasons.append(f"{self.name} may not route to {target.name} (canRouteTo of {self.name})")
+        if not target.routing.accepts_from(self.name):
+            reasons.append(
+                f"{target.name} does not accept routing from {self.name} (acceptsRoutingFrom of {target.name})"
+            )
+        return "; ".join(reasons) or None
 
     def command(self, name: str) -> Component | None:
         """Find a command by its declared name or its name without a ``prefix:``."""

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.project import frontmatter
 from arbiter.project.documents import DocumentError, read_document
 from arbiter.project.model import (
     Capabilities,
     CircuitBreakerPolicy,
     Component,
-    Diagnostic,
     ErrorHandling,
     FallbackPolicy,
     Plugin,

@@ -11,8 +11,9 @@ from typing import Any
 
 from cerberus import Validator, errors
 
+from arbiter.dsl.diagnostics import Diagnostic
+from arbiter.dsl.durations import DurationError, parse_ms
 from arbiter.project.documents import Document
-from arbiter.project.model import Diagnostic
 
 _STR_LIST = {"type": "list", "schema": {"type": "string"}}
 _NAME = {"type": "string", "regex": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"}
@@ -152,6 +153,19 @@ CLAUDE_MANIFEST_SCHEMA: dict[str, Any] = {
 
 _ENDPOINT = {"type": "string", "regex": r"^(tcp|ipc|inproc)://.+$"}
 
+
+def _duration(field: str, value: Any, error: Any) -> None:
+    """A duration as people write it (``30d``, ``12h``), read as everywhere else in Arbiter."""
+    if not isinstance(value, str):
+        return  # null where allowed; any other type is the "type" rule's error
+    try:
+        parse_ms(value)
+    except DurationError as exc:
+        error(field, str(exc))
+
+
+_DURATION = {"type": "string", "check_with": _duration}
+
 CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
     "broker": {
         "endpoints": {
@@ -179,6 +193,7 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
                 "client_inflight": {"type": "integer", "min": 1, "default": 1000},
                 "service_queue": {"type": "integer", "min": 1, "default": 10_000},
                 "total_pending": {"type": "integer", "min": 1, "default": 100_000},
+                "max_deliveries": {"type": "integer", "min": 1, "default": 3},
             },
         },
         "request_timeout_ms": {"type": "integer", "min": 1, "default": 30_000},
@@ -199,6 +214,15 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
     "state": {
         "database": {"type": "string", "default": "sqlite:///.arbiter/state.db"},
         "batch_ms": {"type": "integer", "min": 0, "default": 50},
+        # How long the routing-decision log keeps rows; null: no limit of that kind.
+        "retention": {
+            "type": "dict",
+            "default": {},
+            "schema": {
+                "max_age": {**_DURATION, "nullable": True, "default": "30d"},
+                "max_rows": {"type": "integer", "min": 1, "nullable": True, "default": 1_000_000},
+            },
+        },
     },
     "routing": {
         "weights": {

@@ -14,9 +14,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
+from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.dsl.program import RulesBundle, load_rules
 from arbiter.project.configs import config_files, load_configs
-from arbiter.project.model import Component, Diagnostic, Plugin
+from arbiter.project.model import Component, Plugin
 from arbiter.project.plugins import discover, load_plugins
 
 

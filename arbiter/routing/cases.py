@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.project.documents import DocumentError, read_document
-from arbiter.project.model import Diagnostic
 
 CASE_GLOB = "*.test.yaml"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from arbiter.project.model import Plugin
-from arbiter.routing.engine.semantics import glob_regex
+from arbiter.routing.globs import glob_regex
 from arbiter.routing.text_index import VocabularyIndex, build_index, path_terms, stem, terms, words
 
 SOLID_TERM = 0.3  # a term contributing this much relevance is real evidence, not noise

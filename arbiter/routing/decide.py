@@ -8,8 +8,9 @@ candidates are kept for the user to see.
 Estimates follow the seed's shape with explicit, documented constants:
 - duration: the classification's estimate for the primary phase, plus half of it for each
   sequential collaborating phase (parallel phases overlap the longest sequential one);
-- cost: per phase, the model cost of the agent model the plugin mostly uses, scaled by
-  complexity.
+- cost: the model of :mod:`arbiter.routing.cost` — one agent task per phase, plus the
+  coordinator's when there are several, on the model each plugin's agents mostly use (the
+  pipeline restates it from the agents of the team it picks).
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from arbiter.dsl import ir
 from arbiter.project.model import Plugin
-
-MODEL_COST = {"opus": 0.10, "sonnet": 0.05, "haiku": 0.01}
-COMPLEXITY_FACTOR = {"simple": 1.0, "moderate": 1.5, "complex": 2.5}
+from arbiter.routing import cost
 
 
 @dataclass(frozen=True)
@@ -131,13 +130,10 @@ class _Plan:
         return any(p.plugin == plugin for p in self.phases)
 
 
-def acl_allows(source: Plugin | None, target: Plugin | None) -> bool:
-    """May ``source`` hand work to ``target``? ``None`` ACLs mean no restriction."""
-    if source is None or target is None:
-        return True
-    can = source.routing.can_route_to
-    accepts = target.routing.accepts_routing_from
-    return (can is None or target.name in can) and (accepts is None or source.name in accepts)
+def _refusal(plugins: Mapping[str, Plugin], source: str, target: str) -> str | None:
+    """Why the manifests forbid ``source`` to hand work to ``target`` (None: allowed, or unknown)."""
+    a, b = plugins.get(source), plugins.get(target)
+    return a.route_refusal(b) if a is not None and b is not None else None
 
 
 def _choose_primary(ranked: Sequence[RankedPlugin], asks: RuleAsks, routable: bool) -> tuple[str | None, list[str]]:
@@ -196,8 +192,9 @@ def _plan(
         covered.add(domain)
         if plan.has(owner.plugin):
             continue
-        if not acl_allows(plugins.get(primary), plugins.get(owner.plugin)):
-            plan.notes.append(f"{owner.plugin} covers {domain}, but {primary} may not route to it")
+        refusal = _refusal(plugins, primary, owner.plugin)
+        if refusal:
+            plan.notes.append(f"{owner.plugin} covers {domain}, but {refusal}")
             continue
         plan.phases.append(Phase(domain, owner.plugin, (lead,), False, f"covers {domain}"))
     for ask in asks.collaborations:
@@ -221,8 +218,9 @@ def _add_collaboration(
     if ask.plugin not in plugins or ranked is None or not ranked.eligible:
         plan.notes.append(f"collaboration with {ask.plugin} skipped: not available")
         return
-    if not acl_allows(plugins.get(primary), plugins.get(ask.plugin)):
-        plan.notes.append(f"collaboration with {ask.plugin} skipped: {primary} may not route to it")
+    refusal = _refusal(plugins, primary, ask.plugin)
+    if refusal:
+        plan.notes.append(f"collaboration with {ask.plugin} skipped: {refusal}")
         return
     domain = ask.domain or (ranked.domains[0] if ranked.domains else ask.plugin)
     after = tuple(ask.after) or ((lead,) if ask.plugin != primary else ())
@@ -246,15 +244,9 @@ def _duration(base: int, phases: Sequence[Phase]) -> int:
     return int(base + base * 0.5 * sequential) if phases else base
 
 
-def _plugin_model(plugin: Plugin | None) -> str:
-    models = [a.model for a in plugin.agents if a.model] if plugin else []
-    return max(set(models), key=models.count) if models else "sonnet"
-
-
-def _cost(plugins: Mapping[str, Plugin], names: Sequence[str], complexity: str) -> float:
-    factor = COMPLEXITY_FACTOR.get(complexity, 1.5)
-    total = sum(MODEL_COST.get(_plugin_model(plugins.get(n)), 0.05) for n in names) * factor
-    return round(total, 4)
+def _cost(plugins: Mapping[str, Plugin], phases: Sequence[Phase], coordinator: str, complexity: str) -> float:
+    working = cost.working_plugins([p.plugin for p in phases], coordinator)
+    return cost.estimate([cost.usual_model(plugins.get(name)) for name in working], complexity)
 
 
 def decide(
@@ -279,13 +271,12 @@ def decide(
     if len(plan.phases) > 1:
         duration = _duration(base_duration, plan.phases)
         collaboration = CollaborationPlan(tuple(plan.phases), settings.coordinator, duration)
-    involved = [p.plugin for p in plan.phases]
     return Decision(
         primary_plugin=primary,
         fallback_plugins=_fallbacks(primary, ranked, plugins, settings),
         collaboration_plan=collaboration,
         execution_strategy=_strategy(collaboration, asks.strategy),
-        estimated_cost=_cost(plugins, involved, complexity),
+        estimated_cost=_cost(plugins, plan.phases, settings.coordinator, complexity),
         estimated_duration=duration,
         notes=tuple(notes),
     )

@@ -2,11 +2,13 @@
 
 The seed's formula — 30 per matched domain, 20 per context, 15 per pattern, weighted by the
 capability matrix, times priority/100, times availability — applies to plugins that declare
-capabilities. Every plugin also earns points for text relevance (see :mod:`arbiter.vocabulary`),
-so plain plugins without capabilities are routable too, and rules add their prefer/avoid weights.
+capabilities. Every plugin also earns points for text relevance (see
+:mod:`arbiter.routing.text_index`), so plain plugins without capabilities are routable too, and
+rules add their prefer/avoid weights.
 
 A plugin that is down, whose circuit is open, that a rule excluded, or that the caller may not
-route to (``acceptsRoutingFrom`` / ``canRouteTo``) is scored but not eligible, and says why.
+route to (``acceptsRoutingFrom`` / ``canRouteTo``) is scored but not eligible, and says why (for
+the ACLs, which manifest refused: :meth:`~arbiter.project.model.Plugin.route_refusal`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from arbiter.dsl import ir
 from arbiter.project.model import Plugin
 from arbiter.routing.classify import Classification
-from arbiter.routing.engine.semantics import glob_regex
+from arbiter.routing.globs import matches_any
 
 RELEVANCE_POINTS = 12.0  # points per unit of text relevance
 # A request is routable when the best eligible plugin matched a declared domain, or has strong
@@ -124,17 +126,6 @@ class Weights:
         return base * self.matrix.get(plugin, {}).get(capability, 1.0)
 
 
-def acl_block(plugin: Plugin, caller: Plugin | None) -> str:
-    if caller is None or caller.name == plugin.name:
-        return ""
-    accepts, can = plugin.routing.accepts_routing_from, caller.routing.can_route_to
-    if accepts is not None and caller.name not in accepts:
-        return f"does not accept routing from {caller.name}"
-    if can is not None and plugin.name not in can:
-        return f"{caller.name} may not route to it"
-    return ""
-
-
 def _capabilities(plugin: Plugin, c: Classification, weights: Weights) -> list[Matched]:
     caps = plugin.capabilities
     found: list[Matched] = []
@@ -148,7 +139,7 @@ def _capabilities(plugin: Plugin, c: Classification, weights: Weights) -> list[M
     for pattern in c.patterns:
         if pattern.name in caps.patterns:
             found.append(Matched("pattern", pattern.name, weights.of(plugin.name, pattern.name, weights.pattern)))
-    globs = [g for g in plugin.routing.context_patterns if any(glob_regex(g).match(f) for f in c.files)]
+    globs = [g for g in plugin.routing.context_patterns if matches_any(g, c.files)]
     if globs:
         found.append(Matched("file", globs[0], weights.context))
     return found
@@ -161,7 +152,7 @@ def _eligibility(plugin: Plugin, health: Health, effects: RuleEffects, caller: P
         return "circuit breaker is open"
     if plugin.name in effects.excluded:
         return "excluded by a rule"
-    return acl_block(plugin, caller)
+    return (caller.route_refusal(plugin) if caller is not None else None) or ""
 
 
 def match(

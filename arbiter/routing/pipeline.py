@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
-from arbiter.dsl import ir
 from arbiter.project.snapshot import Snapshot
 from arbiter.routing.classify import Classification, build_classifier, classify
 from arbiter.routing.decide import DecideSettings, Decision, Phase, RankedPlugin, RuleAsks, decide
@@ -99,12 +98,6 @@ class RoutingResult:
         return out
 
 
-def _works_against(action: ir.Action, plugin: str) -> bool:
-    if isinstance(action, ir.Exclude):
-        return action.plugin == plugin
-    return isinstance(action, ir.Prefer) and action.plugin == plugin and action.weight < 0
-
-
 def _action_text(action: Any) -> str:
     name = type(action).__name__
     fields = ", ".join(f"{k}={v!r}" for k, v in vars(action).items() if v not in (None, (), False))
@@ -177,6 +170,7 @@ class Router:
             self.settings,
         )
         team = self._team(c, decision)
+        decision = replace(decision, estimated_cost=team.total_cost)  # one cost: the team's (see cost.py)
         t4 = time.perf_counter()
         timings = {
             "classifyUs": (t1 - t0) * 1e6,
@@ -199,7 +193,9 @@ class Router:
             else (Phase(c.domain_names[0] if c.domain_names else "general", decision.primary_plugin),)
         )
         capabilities = list(c.domain_names) + [x.name for x in c.contexts]
-        return build_team(self.registry, phases, c.terms, capabilities, c.files, self.settings.coordinator)
+        return build_team(
+            self.registry, phases, c.terms, capabilities, c.files, self.settings.coordinator, c.complexity
+        )
 
     def why_not(self, result: RoutingResult, plugin: str) -> list[str]:
         """Plain sentences on what kept ``plugin`` from winning."""

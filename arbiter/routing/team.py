@@ -13,12 +13,13 @@ word form that routes a request also picks its agents.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from fnmatch import fnmatch
+from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 from arbiter.project.model import Component, Plugin
-from arbiter.routing.decide import MODEL_COST, Phase
+from arbiter.routing import cost
+from arbiter.routing.decide import Phase
+from arbiter.routing.globs import matches_any
 
 Normalizer = Callable[[str], Iterable[str]]
 
@@ -37,10 +38,6 @@ class AgentEntry:
     description: str
     success_rate: float = 1.0
     status: str = "available"
-
-    @property
-    def cost_per_task(self) -> float:
-        return MODEL_COST.get(self.model, 0.05)
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def _entry(agent: Component, normalize: Normalizer) -> AgentEntry:
         keywords=frozenset(keywords),
         words=frozenset(words),
         context_patterns=tuple(_strings(agent.meta.get("contextPatterns"))),
-        model=(agent.model or "sonnet").lower(),
+        model=(agent.model or cost.DEFAULT_MODEL).lower(),
         description=agent.description,
     )
 
@@ -107,9 +104,11 @@ class AgentRegistry:
 
     agents: tuple[AgentEntry, ...]
     rarity: Mapping[str, float]  # word -> weight in (0, 1], rare words near 1
+    usual_models: Mapping[str, str] = field(default_factory=dict)  # plugin -> model most agents use
 
     @classmethod
     def build(cls, plugins: Iterable[Plugin], normalize: Normalizer) -> AgentRegistry:
+        plugins = list(plugins)
         entries = tuple(_entry(a, normalize) for p in plugins for a in p.agents)
         df: dict[str, int] = {}
         for e in entries:
@@ -117,7 +116,11 @@ class AgentRegistry:
                 df[w] = df.get(w, 0) + 1
         n = max(len(entries), 1)
         rarity = {w: min(1.0, math.log(1 + n / c) / math.log(1 + n)) for w, c in df.items()}
-        return cls(entries, rarity)
+        return cls(entries, rarity, {p.name: cost.usual_model(p) for p in plugins})
+
+    def model_of(self, match: AgentMatch | None, plugin: str) -> str:
+        """The model a team slot runs on: its agent's, or its plugin's usual one when no agent fits."""
+        return match.agent.model if match else self.usual_models.get(plugin, cost.DEFAULT_MODEL)
 
     def score(
         self,
@@ -141,7 +144,7 @@ class AgentRegistry:
             score += 5 * self.rarity.get(word, 1.0)
             matched.append(f"word:{word}")
         for pattern in agent.context_patterns:
-            if any(fnmatch(f, pattern) for f in files):
+            if matches_any(pattern, files):
                 score += 15
                 matched.append(f"file:{pattern}")
         relevant = score > 0
@@ -170,13 +173,16 @@ def build_team(
     capabilities: Collection[str],
     files: Sequence[str],
     coordinator_plugin: str,
+    complexity: str,
 ) -> AgentTeam:
-    """A coordinator (the coordinator plugin's orchestration agent) and one specialist per phase."""
+    """A coordinator (the coordinator plugin's orchestration agent) when there is more than one
+    phase, and one specialist per phase; its cost follows :mod:`arbiter.routing.cost`."""
     coordinator = None
-    if len(phases) > 1 or not phases:
+    if len(phases) > 1:
         ranked = registry.find(terms, capabilities, files, coordinator_plugin, category="orchestration")
         coordinator = ranked[0] if ranked else None
     specialists: list[tuple[str, AgentMatch]] = []
+    models = [registry.model_of(coordinator, coordinator_plugin)] if len(phases) > 1 else []
     for phase in phases:
         wanted = set(capabilities) | {phase.domain}
         ranked = registry.find(terms, wanted, files, phase.plugin)
@@ -184,5 +190,5 @@ def build_team(
             ranked = [m for m in ranked if m.agent.id != coordinator.agent.id]
         if ranked:
             specialists.append((phase.domain, ranked[0]))
-    members = ([coordinator] if coordinator else []) + [m for _, m in specialists]
-    return AgentTeam(coordinator, tuple(specialists), sum(m.agent.cost_per_task for m in members))
+        models.append(registry.model_of(ranked[0] if ranked else None, phase.plugin))
+    return AgentTeam(coordinator, tuple(specialists), cost.estimate(models, complexity))

@@ -110,12 +110,14 @@ class _Outgoing:
     service: str
     body: bytes | None
     envelope: dict[str, Any] | None
+    more: tuple[bytes, ...] = ()  # body frames after the first, sent unchanged
 
     @classmethod
-    def of(cls, service: str, body: Body) -> _Outgoing:
+    def of(cls, service: str, body: Body, more: Sequence[bytes] = ()) -> _Outgoing:
+        rest = tuple(bytes(frame) for frame in more)
         if isinstance(body, Mapping):
-            return cls(service, None, copy.deepcopy(dict(body)))  # retries count on our copy
-        return cls(service, body.encode() if isinstance(body, str) else bytes(body), None)
+            return cls(service, None, copy.deepcopy(dict(body)), rest)  # retries count on our copy
+        return cls(service, body.encode() if isinstance(body, str) else bytes(body), None, rest)
 
     def frames(self, attempt: int) -> list[bytes]:
         if self.envelope is not None:
@@ -124,7 +126,7 @@ class _Outgoing:
             body = env.encode(self.envelope)
         else:
             body = self.body or b""
-        return [b"", MDPC01, self.service.encode(), body]
+        return [b"", MDPC01, self.service.encode(), body, *self.more]
 
     def matches(self, frames: list[bytes]) -> bool:
         """Is this reply ours? Stale replies (an earlier attempt's, a pipelined one) are skipped."""
@@ -208,10 +210,21 @@ class Client(_Defaults):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, service: str, body: Body, timeout: float | None = None, retries: int | None = None) -> Reply:
-        """Send ``body`` (bytes as-is, a mapping as a JSON envelope) and wait for the reply."""
+    def request(
+        self,
+        service: str,
+        body: Body,
+        timeout: float | None = None,
+        retries: int | None = None,
+        *,
+        more_frames: Sequence[bytes] = (),
+    ) -> Reply:
+        """Send ``body`` (bytes as-is, a mapping as a JSON envelope) and wait for the reply.
+
+        ``more_frames``: further body frames, for a body of several (MDP allows any number),
+        sent unchanged after ``body`` on every attempt; only an envelope ``body`` counts retries."""
         timeout, retries = self._limits(timeout, retries)
-        outgoing = _Outgoing.of(service, body)
+        outgoing = _Outgoing.of(service, body, more_frames)
         for attempt in range(retries + 1):
             sock = self._connect()
             sock.send_multipart(outgoing.frames(attempt))
@@ -352,10 +365,17 @@ class AsyncClient(_Defaults):
         self.close()
 
     async def request(
-        self, service: str, body: Body, timeout: float | None = None, retries: int | None = None
+        self,
+        service: str,
+        body: Body,
+        timeout: float | None = None,
+        retries: int | None = None,
+        *,
+        more_frames: Sequence[bytes] = (),
     ) -> Reply:
+        """As :meth:`Client.request`."""
         timeout, retries = self._limits(timeout, retries)
-        outgoing = _Outgoing.of(service, body)
+        outgoing = _Outgoing.of(service, body, more_frames)
         for attempt in range(retries + 1):
             sock = self._take()
             try:

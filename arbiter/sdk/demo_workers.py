@@ -14,7 +14,6 @@ import hashlib
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-from arbiter.broker.messages import invocable
 from arbiter.project.model import Plugin
 from arbiter.sdk.worker import CommandError, Worker
 
@@ -160,7 +159,7 @@ def plugin_worker(plugin: Plugin, endpoint: str, *, delay: float = 0.02, credit:
     """A worker for ``plugin`` with one handler per declared command (or, for a plugin without
     commands, per skill or agent: what the broker asks such a plugin to run)."""
     worker = Worker(endpoint, plugin.name, credit=credit, **options)
-    for component in invocable(plugin):
+    for component in plugin.invocable:
         worker.command(component.name)(_handler(plugin.name, component.name, delay))
     return worker
 

@@ -22,7 +22,7 @@ import peewee as pw
 from playhouse.db_url import connect
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 database = pw.DatabaseProxy()
 _open_lock = threading.Lock()
 
@@ -218,8 +218,23 @@ class DeadLetter(BaseModel):
         table_name = "dead_letters"
 
 
+class DeadLetterRepeat(BaseModel):
+    """A letter the broker handed in that was counted on an earlier one (same message, service and
+    reason), kept by the id the broker gave it: a batch the broker sends again after its recorder
+    died is then recognised and not counted twice. Only needed for a while (a day)."""
+
+    id = pw.CharField(primary_key=True)
+    letter = pw.ForeignKeyField(
+        DeadLetter, column_name="letter_id", backref="repeats", on_delete="CASCADE", on_update="CASCADE"
+    )
+    at = pw.DateTimeField(default=now, index=True)
+
+    class Meta:
+        table_name = "dead_letter_repeats"
+
+
 SEED_MODELS = [PluginRecord, Task, AgentRecord, SharedContext, RoutingDecision, DistributedLock, Event]
-MODELS = [Meta, *SEED_MODELS, DeadLetter]
+MODELS = [Meta, *SEED_MODELS, DeadLetter, DeadLetterRepeat]
 V2_DECISION_COLUMNS = ("user_input", "capability_scores", "agent_team", "rules_hash", "origin", "timings", "outcome")
 
 
@@ -263,7 +278,12 @@ def _to_v2(db: pw.Database) -> None:
         db.create_tables([DeadLetter])
 
 
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2}
+def _to_v3(db: pw.Database) -> None:
+    """Version 3 remembers the ids of repeated dead letters, so a re-sent batch does not count them twice."""
+    db.create_tables([DeadLetterRepeat])
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3}
 
 
 def schema_version(db: pw.Database) -> int:
@@ -286,32 +306,48 @@ class SchemaTooNew(RuntimeError):
 
 
 def open_store(url: str, root: Path = Path(".")) -> pw.Database:
-    """Open (creating or migrating as needed) the state database and bind the models to it."""
+    """Open the state database and bind the models to it, creating or migrating it first when
+    needed. A current database is only read: commands that only look (``arbiter dlq list``,
+    ``arbiter decisions``) never take the write lock from the broker."""
     with _open_lock:
         db = _connect(resolve_url(url, root))
         database.initialize(db)
         db.connect(reuse_if_open=True)
-        version = schema_version(db)
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"state database schema is version {version}; this Arbiter knows up to {SCHEMA_VERSION}. "
-                "Upgrade Arbiter or point configs/state.yaml at another database."
-            )
+        if _checked_version(db) < SCHEMA_VERSION:
+            with_retries(_upgrade, db)
+        return db
+
+
+def _checked_version(db: pw.Database) -> int:
+    version = schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"state database schema is version {version}; this Arbiter knows up to {SCHEMA_VERSION}. "
+            "Upgrade Arbiter or point configs/state.yaml at another database."
+        )
+    return version
+
+
+def _upgrade(db: pw.Database) -> None:
+    """Create or migrate in one write transaction; the version is read again inside it, so of two
+    processes opening the same old database at once (a broker and its recorder) one does the work."""
+    with writing():
+        version = _checked_version(db)
         if version == 0:
             db.create_tables(MODELS, safe=True)
-        else:
+        elif version < SCHEMA_VERSION:
             db.create_tables([Meta], safe=True)
             for step in range(version, SCHEMA_VERSION):
                 MIGRATIONS[step](db)
         _set_version(SCHEMA_VERSION)
-        return db
 
 
 def writing() -> Any:
     """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a
     transaction that reads first and writes later fails at once with "database is locked" when
-    another connection wrote in between, whatever busy_timeout says, and two writers (the
-    broker's recorder process and its dead-letter thread) would otherwise lose batches that way."""
+    another connection wrote in between, whatever busy_timeout says. Every write outside a plain
+    insert goes through here, with :func:`with_retries`: the broker's recorder process and the
+    command line (``arbiter dlq purge``, ``arbiter decisions prune``) write to the same database."""
     db = database.obj
     if isinstance(db, pw.SqliteDatabase):
         return db.atomic("IMMEDIATE")

@@ -1,14 +1,17 @@
 """The dead-letter queue: requests the broker could not deliver, kept so nothing is lost silently.
 
-A request that expires in a queue, names a service nobody serves, is refused, is cut short by a
-shutdown or runs out of attempts would otherwise vanish; here it becomes one ``dead_letters``
-row holding its exact body frames, so an operator can see what failed and why, and replay it
-once the cause is fixed. A retried request that dies again for the same reason is the same
-letter with a higher ``count``, not a new one, so the queue shows problems rather than noise.
+A request that expires in a queue, is refused, is cut short by a shutdown or runs out of
+attempts would otherwise vanish; here it becomes one ``dead_letters`` row holding its exact
+body frames, so an operator can see what failed and why, and replay it once the cause is fixed
+(``arbiter dlq replay`` sends it with the SDK client; :func:`refreshed_envelope` makes it
+sendable). A retried request that dies again for the same reason is the same letter with a
+higher ``count``, not a new one, so the queue shows problems rather than noise.
 
-The broker must never wait on the database in its poll loop, so it hands letters to
-:class:`DeadLetterWriter`, a thread that stores them in batches; the CLI uses the synchronous
-functions (:func:`record`, :func:`list_letters`, :func:`get`, :func:`purge`, :func:`replay`).
+The broker must never wait on the database in its poll loop: it hands letters to its recorder
+process (:mod:`.recorder`), in order with the decision log, under an id chosen on the broker.
+Storing skips an id the store already has (a letter row, or a repeat counted on one), so a batch
+sent again after the recorder died is not stored or counted twice. The CLI uses the synchronous
+functions (:func:`record`, :func:`list_letters`, :func:`get`, :func:`purge`, :func:`mark_replayed`).
 """
 
 from __future__ import annotations
@@ -18,24 +21,23 @@ import binascii
 import copy
 import datetime as dt
 import json
-import queue
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from arbiter.sdk.client import Client, Reply, RequestTimeout, _Outgoing
 from arbiter.store import database as state
 from arbiter.wire import envelope as env
 
-EXPIRED = "expired"  # metadata.expiresAt passed before a worker took the request
-UNDELIVERABLE = "undeliverable"  # no worker serves the service, or its queue is full
-REJECTED = "rejected"  # the broker refused the request (too large, malformed envelope, ...)
+# The reasons the broker gives (docs/PROTOCOL.md §6); ``arbiter dlq list --reason`` offers these.
+EXPIRED = "expired"  # its deadline (metadata.expiresAt, else request_timeout_ms) passed unanswered
+REJECTED = "rejected"  # the broker refused the request (load limits, malformed envelope, ...)
 SHUTDOWN = "shutdown"  # the broker stopped with the request still queued or in flight
 EXHAUSTED = "exhausted"  # every dispatch attempt (primary and fallbacks) failed
-REASONS = (EXPIRED, UNDELIVERABLE, REJECTED, SHUTDOWN, EXHAUSTED)
+POISON = "poison"  # every worker that took it was lost while holding it, limits.max_deliveries times
+REASONS = (EXPIRED, REJECTED, SHUTDOWN, EXHAUSTED, POISON)
 
 DeadLetter = state.DeadLetter
+Repeat = state.DeadLetterRepeat
+REPEAT_MEMORY = dt.timedelta(days=1)  # how long a repeat's id is kept: re-sends come within seconds
 
 
 class LetterNotFound(LookupError):
@@ -69,7 +71,7 @@ def frames_of(row: state.DeadLetter) -> list[bytes]:
     return decode_frames(row.body)
 
 
-def _as_frames(body: Sequence[bytes] | bytes) -> list[bytes]:
+def as_frames(body: Sequence[bytes] | bytes) -> list[bytes]:
     """Copy the frames as bytes; a lone bytes body is one frame, not a sequence of integers."""
     if isinstance(body, (bytes, bytearray, memoryview)):
         return [bytes(body)]
@@ -81,7 +83,8 @@ def _as_frames(body: Sequence[bytes] | bytes) -> list[bytes]:
 
 @dataclass(frozen=True)
 class Letter:
-    """One dead letter on its way to the database."""
+    """One dead letter on its way to the database. ``id``: the id the broker gave it (None: a new
+    one is drawn when stored); ``at``: when it died, in epoch seconds (None: when it is stored)."""
 
     service: str
     frames: list[bytes]
@@ -89,26 +92,41 @@ class Letter:
     detail: str | None = None
     message_id: str | None = None
     client: str | None = None
+    id: str | None = None
+    at: float | None = None
 
 
-def _letter(
+# A letter as the broker hands it to the recorder: (id, service, frames, reason, detail,
+# message id, client, epoch seconds). A plain tuple, cheap to pickle; :func:`submitted` reads it.
+Submitted = tuple[str, str, list[bytes], str, "str | None", "str | None", "str | None", float]
+
+
+def new_letter(
     service: str,
     body: Sequence[bytes] | bytes,
     reason: str,
-    detail: str | None,
-    message_id: str | None,
-    client: str | None,
+    detail: str | None = None,
+    message_id: str | None = None,
+    client: str | None = None,
+    letter_id: str | None = None,
+    at: float | None = None,
 ) -> Letter:
     """Validate and normalise; the message id defaults to the envelope's, so retries merge."""
     if not service:
         raise ValueError("a dead letter needs the service it was sent to")
     if not reason:
         raise ValueError("a dead letter needs a reason")
-    frames = _as_frames(body)
+    frames = as_frames(body)
     if message_id is None and frames:
         envelope = env.as_envelope(frames[0])
         message_id = envelope["messageId"] if envelope else None
-    return Letter(service, frames, reason, detail, message_id, client)
+    return Letter(service, frames, reason, detail, message_id, client, letter_id, at)
+
+
+def submitted(item: Submitted) -> Letter:
+    """The :class:`Letter` of what the broker handed in."""
+    letter_id, service, frames, reason, detail, message_id, client, at = item
+    return new_letter(service, frames, reason, detail, message_id, client, letter_id, at)
 
 
 def _pending_twin(letter: Letter) -> state.DeadLetter | None:
@@ -128,9 +146,26 @@ def _pending_twin(letter: Letter) -> state.DeadLetter | None:
     )
 
 
-def _store(letter: Letter) -> str:
-    """Insert the letter, or count it on its pending twin; call inside a transaction."""
-    moment = state.now()
+def _stored_as(letter_id: str) -> str | None:
+    """The letter an id already went to: its own row, or the letter it was counted on."""
+    if DeadLetter.select(DeadLetter.id).where(DeadLetter.id == letter_id).exists():
+        return letter_id
+    repeat = Repeat.select(Repeat.letter).where(Repeat.id == letter_id).first()
+    return None if repeat is None else str(repeat.letter_id)
+
+
+def _moment(letter: Letter) -> dt.datetime:
+    if letter.at is None:
+        return state.now()
+    return dt.datetime.fromtimestamp(letter.at, dt.timezone.utc).replace(tzinfo=None)
+
+
+def store(letter: Letter) -> str:
+    """Insert the letter, or count it on its pending twin; returns the id of the row it went to.
+    A letter whose id is already stored changes nothing. Call inside :func:`state.writing`."""
+    if letter.id is not None and (known := _stored_as(letter.id)) is not None:
+        return known
+    moment = _moment(letter)
     twin = _pending_twin(letter)
     if twin is not None:
         (
@@ -138,9 +173,12 @@ def _store(letter: Letter) -> str:
             .where(DeadLetter.id == twin.id)
             .execute()
         )
+        if letter.id is not None:
+            Repeat.insert(id=letter.id, letter=twin.id, at=moment).execute()
         return str(twin.id)
-    row = DeadLetter.create(
-        id=state.new_id(),
+    row_id = letter.id or state.new_id()
+    DeadLetter.insert(
+        id=row_id,
         message_id=letter.message_id,
         service=letter.service,
         reason=letter.reason,
@@ -149,105 +187,39 @@ def _store(letter: Letter) -> str:
         client=letter.client,
         first_at=moment,
         last_at=moment,
-    )
-    return str(row.id)
+    ).execute()
+    return row_id
 
 
 def write_letters(letters: Iterable[Letter]) -> list[str]:
     """Store several letters in one transaction; returns their row ids in order."""
     with state.writing():
-        return [_store(letter) for letter in letters]
+        return [store(item) for item in letters]
 
 
 def record(
     service: str,
-    body: list[bytes],
+    body: Sequence[bytes] | bytes,
     reason: str,
     detail: str | None = None,
     message_id: str | None = None,
     client: str | None = None,
 ) -> str:
     """Store one dead letter now and return its id (the existing letter's id when it repeats one)."""
-    return write_letters([_letter(service, body, reason, detail, message_id, client)])[0]
+    item = new_letter(service, body, reason, detail, message_id, client)
+    return state.with_retries(write_letters, [item])[0]
 
 
-class DeadLetterWriter:
-    """A thread that stores dead letters in batches, so the broker's loop never waits on the database.
+def forget_repeats(limit: int) -> int:
+    """Delete up to ``limit`` repeat ids older than ``REPEAT_MEMORY`` (the recorder's upkeep);
+    returns how many went."""
+    return int(state.with_retries(_forget_repeats, limit))
 
-    ``submit`` never blocks: when the queue is full the letter is counted in ``dropped`` rather
-    than stalling the broker. After the first letter of a batch the thread waits up to
-    ``interval_s`` for more (``batch_ms`` in configs/state.yaml), so a burst of failures costs
-    one transaction, not one each. ``close`` drains what is queued.
-    """
 
-    def __init__(self, max_batch: int = 200, max_queue: int = 10_000, interval_s: float = 0.05) -> None:
-        self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=max_queue)
-        self._max_batch = max_batch
-        self._interval = interval_s
-        self.dropped = 0
-        self.written = 0
-        self.batches = 0
-        self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="arbiter-dead-letter-writer", daemon=True)
-        self._thread.start()
-
-    @property
-    def pending(self) -> int:
-        """Letters submitted and not yet written."""
-        return self._queue.qsize()
-
-    def submit(
-        self,
-        service: str,
-        body: list[bytes],
-        reason: str,
-        detail: str | None = None,
-        message_id: str | None = None,
-        client: str | None = None,
-    ) -> None:
-        """Queue a letter; parsing and encoding happen on the writer thread, not the caller's."""
-        try:
-            self._queue.put_nowait((service, body, reason, detail, message_id, client))
-        except queue.Full:
-            self.dropped += 1
-
-    def _collect(self, first: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], bool]:
-        """The first item plus whatever arrives within the interval, up to a batch; True on stop."""
-        batch, deadline = [first], time.monotonic() + self._interval
-        while len(batch) < self._max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
-    def _write(self, batch: list[tuple[Any, ...]]) -> None:
-        try:
-            state.with_retries(write_letters, [_letter(*item) for item in batch])
-            self.written += len(batch)
-            self.batches += 1
-        except Exception as exc:  # keep serving; the error is reported by status
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-            del self.errors[:-20]
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch, stop = self._collect(item)
-            self._write(batch)
-            if stop:
-                return
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write everything queued, then stop the thread (waiting at most ``timeout`` seconds)."""
-        self._queue.put(None)
-        self._thread.join(timeout)
+def _forget_repeats(limit: int) -> int:
+    old = Repeat.select(Repeat.id).where(Repeat.at < state.now() - REPEAT_MEMORY).limit(limit)
+    with state.writing():
+        return int(Repeat.delete().where(Repeat.id.in_(old)).execute())
 
 
 # ---------------------------------------------------------------- reading
@@ -348,8 +320,12 @@ def purge(
     chosen = [row.id for row in query]
     if dry_run or not chosen:
         return len(chosen)
-    with state.database.atomic():
-        return sum(_delete(chunk) for chunk in _chunks(chosen, 500))
+    return int(state.with_retries(_delete_all, chosen))
+
+
+def _delete_all(ids: list[str]) -> int:
+    with state.writing():
+        return sum(_delete(chunk) for chunk in _chunks(ids, 500))
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
@@ -378,44 +354,12 @@ def refreshed_envelope(envelope: dict[str, Any], timeout: float, retries: int) -
     return refreshed
 
 
-class _FramesClient(Client):
-    """The SDK client, for bodies of several frames (``Client.request`` sends one body frame)."""
-
-    def request_frames(self, service: str, body: bytes | dict[str, Any], rest: list[bytes]) -> Reply:
-        """Lazy Pirate exactly as ``Client.request``, with ``rest`` sent after the first body frame."""
-        if isinstance(body, dict):
-            outgoing = _Outgoing(service, None, body)
-        else:
-            outgoing = _Outgoing(service, body, None)
-        for attempt in range(self.retries + 1):
-            sock = self._connect()
-            sock.send_multipart(outgoing.frames(attempt) + rest)
-            frames = self._await_reply(sock, outgoing, self.timeout)
-            if frames is not None:
-                return Reply(service, frames[3:], attempts=attempt + 1)
-            self._reset()
-        raise RequestTimeout(service, self.retries + 1, self.timeout)
+def mark_replayed(letter_id: str) -> None:
+    """Note that a letter was replayed and answered: a later failure of the same message is then
+    a new letter."""
+    state.with_retries(_mark_replayed, letter_id)
 
 
-def _send(endpoint: str, service: str, frames: list[bytes], timeout: float, retries: int) -> Reply:
-    """Send the body frames to ``service``; an envelope first frame goes out refreshed."""
-    first, rest = (frames[0], frames[1:]) if frames else (b"", [])
-    envelope = env.as_envelope(first)
-    body: bytes | dict[str, Any] = refreshed_envelope(envelope, timeout, retries) if envelope else first
-    with _FramesClient(endpoint, timeout=timeout, retries=retries, source="arbiter-dlq") as client:
-        if not rest:
-            return client.request(service, body)
-        return client.request_frames(service, body, rest)
-
-
-def replay(letter_id: str, endpoint: str, timeout: float, retries: int) -> Reply:
-    """Re-send a letter to its service through the broker frontend and return the reply.
-
-    The letter is marked replayed once a reply arrives (a later failure of the same message is
-    then a new letter). Raises LookupError for an unknown id and ``RequestTimeout`` when
-    nothing answers; the letter is then left as it was.
-    """
-    row = find(letter_id)
-    reply = _send(endpoint, row.service, frames_of(row), timeout, retries)
-    DeadLetter.update(replayed_at=state.now()).where(DeadLetter.id == row.id).execute()
-    return reply
+def _mark_replayed(letter_id: str) -> None:
+    with state.writing():
+        DeadLetter.update(replayed_at=state.now()).where(DeadLetter.id == letter_id).execute()

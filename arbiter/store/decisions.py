@@ -1,18 +1,17 @@
 """Recording routing decisions: one ``routing_decisions`` row per decision, however it was made.
 
-The CLI writes synchronously (one decision, then exit), or through :class:`DecisionWriter`, a
-thread writing in batches, for ``arbiter route --input``. The broker must never wait on the
-database in its poll loop: it hands each request's row, as a :data:`LogEntry`, to its recorder
-process (:mod:`arbiter.store.recorder`). Every path builds the row with :func:`decision_row` from the
-decision's JSON, so what ``arbiter decisions`` shows is the same whoever decided.
+The CLI writes one decision synchronously (``arbiter explain``, ``arbiter route TEXT``). Many
+decisions (``arbiter route --input``) and the broker's, which must never wait on the database
+in its poll loop, go to a recorder process (:mod:`arbiter.store.recorder`) as :data:`LogEntry`
+rows, in batches. Every path builds the row with :func:`decision_row` from the decision's JSON,
+so what ``arbiter decisions`` shows is the same whoever decided. How long rows are kept is
+:mod:`arbiter.store.retention`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
@@ -93,11 +92,12 @@ class RowTemplate:
             repeat[index] = None
         return cls(str(decision.get("requestId") or ""), first, tuple(repeat))
 
-    def entry(self, request_id: str, outcome: dict[str, Any], success: bool | None) -> LogEntry:
+    def entry(self, request_id: str, outcome: dict[str, Any] | None, success: bool | None) -> LogEntry:
         """This request's row, to be completed by :func:`entry_values`. A repeat refers to the
         first row (``outcome.decisionOf``, added to ``outcome`` in place) instead of storing the
         decision's JSON again. The outcome is encoded now, so later changes cannot reach the log."""
         if request_id != self.request_id:
+            outcome = {} if outcome is None else outcome
             outcome["decisionOf"] = self.request_id
         return (self, state.ordered_id(), request_id, _FIELDS[_OUTCOME].db_value(outcome), success, time.time())
 
@@ -119,26 +119,29 @@ ROWS_PER_STATEMENT = 100  # 2,000 parameters; SQLite allows 32,766 and PostgreSQ
 
 
 def insert_values(rows: Sequence[tuple[Any, ...]], skip_existing: bool = False) -> int:
-    """Store rows given as database values (columns in ``ROW_COLUMNS`` order), one transaction;
+    """Store rows given as database values (columns in ``ROW_COLUMNS`` order) in one transaction;
     returns how many were inserted. ``skip_existing``: a row whose id is already stored is left
-    out instead of failing the batch (the recorder re-sends what a dead recorder may have written).
-
-    Many rows per ``INSERT ... VALUES (...), (...)`` statement: the driver binds them all in one
-    call and the database runs one statement, where ``executemany`` made a call per row (and
-    PostgreSQL's driver also sends it one row at a time). When the decision log was still written
-    by a thread of the broker, that took the broker from 6.7k-7.0k to 7.6k-9.9k routed requests/s
-    (one client and one worker, on a faster machine than the recorder's figures)."""
+    out instead of failing the batch (the recorder re-sends what a dead recorder may have written)."""
     if not rows:
         return 0
-    db = state.database.obj
-    inserted = 0
     with state.writing():
-        cursor = db.cursor()
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start : start + ROWS_PER_STATEMENT]
-            sql = _insert_sql(db.param, len(chunk), skip_existing)
-            cursor.execute(sql, [value for row in chunk for value in row])
-            inserted += cursor.rowcount
+        return store_values(rows, skip_existing)
+
+
+def store_values(rows: Sequence[tuple[Any, ...]], skip_existing: bool = False) -> int:
+    """:func:`insert_values` inside the caller's transaction (the recorder writes a whole batch,
+    rows, letters and circuit states, in one).
+
+    Many rows per ``INSERT ... VALUES (...), (...)`` statement: the driver binds them all in one
+    call and the database runs one statement, where ``executemany`` makes a call per row (and
+    PostgreSQL's driver also sends them one at a time)."""
+    db = state.database.obj
+    cursor = db.cursor()
+    inserted = 0
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        cursor.execute(_insert_sql(db.param, len(chunk), skip_existing), [value for row in chunk for value in row])
+        inserted += cursor.rowcount
     return inserted
 
 
@@ -156,19 +159,24 @@ def write_rows(rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def record_decision(decision: Mapping[str, Any], origin: str = "cli") -> str:
-    """Store one decision now; returns the row id."""
+    """Store one decision now (waiting out a busy database); returns the row id."""
     row = decision_row(decision, origin)
-    write_rows([row])
+    state.with_retries(write_rows, [row])
     return row["id"]
 
 
 def update_outcome(request_id: str, outcome: Mapping[str, Any], success: bool | None) -> None:
     """Attach what dispatch did (primary, fallbacks, cache, dead letter) to a recorded decision."""
-    (
-        state.RoutingDecision.update(outcome=dict(outcome), success=success, completed_at=state.now())
-        .where(state.RoutingDecision.request_id == request_id)
-        .execute()
-    )
+    state.with_retries(_update_outcome, request_id, dict(outcome), success)
+
+
+def _update_outcome(request_id: str, outcome: dict[str, Any], success: bool | None) -> None:
+    with state.writing():
+        (
+            state.RoutingDecision.update(outcome=outcome, success=success, completed_at=state.now())
+            .where(state.RoutingDecision.request_id == request_id)
+            .execute()
+        )
 
 
 def _as_dict(row: state.RoutingDecision) -> dict[str, Any]:
@@ -241,7 +249,8 @@ def find_decision(request_id: str) -> dict[str, Any] | None:
 
 def save_circuit(plugin: str, version: str, circuit: str, reason: str) -> None:
     """Keep a plugin's circuit state in the ``plugins`` table, so ``arbiter explain`` run from
-    the command line sees what the broker last saw."""
+    the command line sees what the broker last saw. Reads, then writes: call it inside
+    :func:`state.writing` (the recorder does, with the rest of its batch)."""
     info = {"circuit": circuit, "reason": reason, "at": state.now().isoformat(timespec="milliseconds") + "Z"}
     status = "active" if circuit == "closed" else "error"
     row = state.PluginRecord.get_or_none(state.PluginRecord.name == plugin)
@@ -258,65 +267,3 @@ def saved_circuits() -> dict[str, dict[str, Any]]:
     """The last circuit state the broker recorded for each plugin whose circuit is not closed."""
     rows = state.PluginRecord.select().where(state.PluginRecord.status == "error")
     return {row.name: dict(row.metadata or {}) for row in rows if (row.metadata or {}).get("circuit")}
-
-
-class DecisionWriter:
-    """A thread that writes decision rows in batches, so the caller never waits on the database
-    (``arbiter route --input FILE``; the broker has a process for this, :mod:`.recorder`).
-
-    ``submit`` never blocks: when the queue is full the row is counted as dropped rather than
-    stalling the caller; ``close`` drains what is queued. A transaction takes what gathered in
-    the interval, up to ``max_batch`` rows: each commit rewrites the last pages of the table and
-    its indexes, so fewer, larger transactions cost less per row.
-    """
-
-    def __init__(self, max_batch: int = 1000, max_queue: int = 50_000, interval_s: float = 0.05):
-        self._items: deque[tuple[Any, ...]] = deque()
-        self._max_batch = max_batch
-        self._max_queue = max_queue
-        self._interval = interval_s
-        self._wake = threading.Event()
-        self._closing = False
-        self.dropped = 0
-        self.written = 0
-        self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="arbiter-decision-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, decision: Mapping[str, Any], origin: str = "broker") -> None:
-        if len(self._items) >= self._max_queue:
-            self.dropped += 1
-            return
-        self._items.append(row_values(decision_row(decision, origin)))
-        if not self._wake.is_set():
-            self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if not self._closing:
-                time.sleep(self._interval)  # let a batch gather: one transaction for many rows
-            self._wake.clear()
-            while self._items:
-                self._write(self._take())
-            if self._closing:
-                return
-
-    def _take(self) -> list[tuple[Any, ...]]:
-        batch = []
-        while self._items and len(batch) < self._max_batch:
-            batch.append(self._items.popleft())
-        return batch
-
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            state.with_retries(insert_values, rows)
-            self.written += len(rows)
-        except Exception as exc:  # keep serving; the error is reported by status
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-            del self.errors[:-20]
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._closing = True
-        self._wake.set()
-        self._thread.join(timeout)

@@ -19,25 +19,28 @@ import orjson
 
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_PRIORITY = 5
-REQUIRED_FIELDS = ("messageId", "timestamp", "messageType", "payload")
-MESSAGE_TYPES = ("request", "response", "event", "command")
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-_second: list = [None, ""]  # the last whole second formatted, and its text
+# The last whole second formatted, and its text: one immutable pair, replaced whole, so a thread
+# always reads a second together with its own text (a list updated item by item could pair them wrong).
+_second: tuple[int, str] = (-1, "")
 
 
 def now_iso() -> str:
     """The current time as :func:`iso` prints it; the date part is formatted once per second,
-    since every reply carries a timestamp."""
+    since every reply carries a timestamp. Safe from any thread without a lock: each call reads
+    the cached pair once and keeps to what it read."""
+    global _second
     moment = time.time()
     whole = int(moment)
-    if _second[0] != whole:
-        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_second[1]}.{int((moment - whole) * 1000):03d}Z"
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int((moment - whole) * 1000):03d}Z"
 
 
 def iso(moment: datetime) -> str:

@@ -23,6 +23,8 @@ WORKER_COMMANDS = frozenset({READY, REPLY, HEARTBEAT, DISCONNECT})  # what a wor
 
 MMI_PREFIX = "mmi."
 MMI_SERVICE = "mmi.service"
+OWN_PREFIX = "arbiter."  # the broker's own services: arbiter.route, arbiter.status, ...
+RESERVED_PREFIXES = (MMI_PREFIX, OWN_PREFIX)  # no worker may serve a name starting so
 MAX_SERVICE_NAME = 255  # RFC 7: service names are short printable strings
 MAX_CREDIT = 10_000
 

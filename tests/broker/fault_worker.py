@@ -1,6 +1,7 @@
 """A worker process for fault-injection tests (holds no tests): serves SERVICE with the SDK worker,
 writes one line per execution to LOG (so a test can count what ran twice), and misbehaves on
-request: ``--mode ok|error|hang``.
+request: ``--mode ok|error|hang|die`` (die: exit at once on a request whose parameters say
+``"poison": true``, as a worker that a poison message crashes).
 
     python fault_worker.py ENDPOINT SERVICE LOG [--mode ok] [--delay 0.05] [--credit 4]
                            [--commands a,b,c] [--heartbeat 0.5] [--liveness 4]
@@ -24,7 +25,7 @@ def main() -> None:
     parser.add_argument("endpoint")
     parser.add_argument("service")
     parser.add_argument("log")
-    parser.add_argument("--mode", default="ok", choices=["ok", "error", "hang"])
+    parser.add_argument("--mode", default="ok", choices=["ok", "error", "hang", "die"])
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--credit", type=int, default=4)
     parser.add_argument("--commands", default="work")
@@ -47,6 +48,8 @@ def main() -> None:
     def handle(parameters: dict[str, Any], envelope: dict[str, Any]) -> dict[str, Any]:
         retries = (envelope.get("metadata") or {}).get("retryCount", 0)
         os.write(log_fd, f"{envelope['messageId']} {retries}\n".encode())  # unbuffered: survives SIGKILL
+        if args.mode == "die" and parameters.get("poison"):
+            os._exit(3)
         if args.mode == "hang":
             stop.wait(600)
         time.sleep(args.delay)

@@ -27,24 +27,24 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     try:
         yield broker
     finally:
-        broker._close()
+        broker.close()
         close_broker(broker, reloader)
 
 
 def queue_for_ghost(broker: Broker, jobs: int) -> None:
     """``jobs`` requests wait for service svc; then a batched worker that no connection has takes them."""
     for i in range(jobs):
-        broker._on_frontend([CLIENT, b"", MDPC01, b"svc", b"job %d" % i])
-    broker._on_frontend([GHOST, b"", MDPW01, READY, b"svc", str(jobs).encode(), BATCHED])
+        broker.handle([CLIENT, b"", MDPC01, b"svc", b"job %d" % i])
+    broker.handle([GHOST, b"", MDPW01, READY, b"svc", str(jobs).encode(), BATCHED])
 
 
 def test_a_batch_that_cannot_be_sent_hands_on_every_request_it_carried(broker: Broker) -> None:
     queue_for_ghost(broker, 3)
-    (frames, worker, _), *rest = broker._outbox
+    (frames, worker, _), *rest = broker.outbox
     assert not rest and worker is not None and worker.delivery == BATCHED
     assert [frame[8:] for frame in frames[1:]] == [b"job 0", b"job 1", b"job 2"]  # one message
 
-    broker._send_out()  # ROUTER_MANDATORY: no route to the ghost
+    broker.flush()  # ROUTER_MANDATORY: no route to the ghost
 
     status = broker.status()
     assert status["services"]["svc"]["workers"] == 0 and status["services"]["svc"]["queued"] == 3
@@ -64,11 +64,11 @@ def test_a_request_after_a_batch_went_out_travels_in_a_message_of_its_own(broker
         queue_for_ghost(broker, 3)
         live.send_multipart([b"", MDPW01, READY, b"svc", b"10", BATCHED])
         assert broker.frontend.poll(5000)
-        broker._on_frontend(broker.frontend.recv_multipart())
+        broker.handle(broker.frontend.recv_multipart())
 
-        broker._send_out()  # the ghost's message fails; its requests go to the live worker, and out
-        broker._on_frontend([CLIENT, b"", MDPC01, b"svc", b"job 3"])
-        broker._send_out()
+        broker.flush()  # the ghost's message fails; its requests go to the live worker, and out
+        broker.handle([CLIENT, b"", MDPC01, b"svc", b"job 3"])
+        broker.flush()
 
         received = []
         while live.poll(2000) and len(received) < 4:

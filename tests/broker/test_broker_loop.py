@@ -85,3 +85,34 @@ def test_routed_requests_leave_no_reference_cycles(running: str) -> None:
     finally:
         gc.enable()
     assert garbage < 30, f"{garbage} objects in reference cycles after 300 routed requests"
+
+
+def test_sighup_reloads_from_the_loop_thread_not_from_signal_context(tmp_path: Path, caplog) -> None:
+    """A signal handler that logs can re-enter a stream write it interrupted; the daemon's handlers
+    only post to the loop, so the reload request is logged by the loop thread."""
+    import logging
+    import os
+    import signal
+
+    from arbiter.broker.daemon import install_signal_handlers
+
+    urls = [f"tcp://127.0.0.1:{free_port()}" for _ in range(3)]
+    broker, reloader = build_broker(make_project(tmp_path, *urls))
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    thread = threading.Thread(target=broker.run, name="broker-loop", daemon=True)
+    try:
+        install_signal_handlers(broker, reloader)
+        thread.start()
+        with caplog.at_level(logging.INFO, logger="arbiter.reload"):
+            os.kill(os.getpid(), signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while not any("SIGHUP" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        records = [r for r in caplog.records if "SIGHUP" in r.getMessage()]
+        assert [r.threadName for r in records] == ["broker-loop"]
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        broker.stop()
+        thread.join(15)
+        close_broker(broker, reloader)

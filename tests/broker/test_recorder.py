@@ -1,9 +1,12 @@
-"""The decision log's own process: rows reach the database, in order, exactly once, through a
-recorder that dies, stalls or is never started; what waits is bounded and counted."""
+"""The broker's recorder process: decision rows, circuit states and dead letters reach the
+database, in order, exactly once, through a recorder that dies, stalls or is never started; what
+waits is bounded and counted; the decision log's retention is applied a bounded round at a time."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import signal
 import socket
 import time
@@ -14,8 +17,11 @@ import pytest
 
 from arbiter.routing.pipeline import Request
 from arbiter.store import database as state
+from arbiter.store import dead_letters as dlq
 from arbiter.store import decisions as record
 from arbiter.store.recorder import Recorder, sweep_stale_sockets
+from arbiter.store.retention import Retention
+from arbiter.wire import envelope as env
 
 WAIT_S = 30.0
 
@@ -68,6 +74,10 @@ def stored_request_ids() -> list[str]:
     return [row.request_id for row in state.RoutingDecision.select(state.RoutingDecision.request_id)]
 
 
+def letter_counts() -> dict[str | None, int]:
+    return {row.message_id: row.count for row in state.DeadLetter.select()}
+
+
 def test_rows_reach_the_database_and_close_ends_the_process(
     store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
 ) -> None:
@@ -95,19 +105,26 @@ def test_a_killed_recorder_is_replaced_and_no_row_is_lost_or_doubled(
     store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
 ) -> None:
     recorder = start(recorders, store, tmp_path, max_batch=50)
-    submit(recorder, template, range(1000))
+
+    def submit_with_letters(ids: range) -> None:
+        for start_at in range(ids.start, ids.stop, 100):  # a letter every hundred rows; repeats merge
+            submit(recorder, template, range(start_at, start_at + 100))
+            recorder.dead_letters.submit("svc", [b"body"], dlq.EXHAUSTED, None, f"m{start_at // 100 % 3}")
+
+    submit_with_letters(range(1000))
     settle(recorder, lambda: recorder.written > 0)
     first = recorder.process
-    submit(recorder, template, range(1000, 2000))
+    submit_with_letters(range(1000, 2000))
     recorder.flush()  # these batches are on their way to the process killed now
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
-    submit(recorder, template, range(2000, 3000))
-    settle(recorder, lambda: recorder.queued == 0)
+    submit_with_letters(range(2000, 3000))
+    settle(recorder, lambda: recorder.queued == 0 and recorder.dead_letters.queued == 0)
 
     ids = stored_request_ids()
     assert len(ids) == len(set(ids)) == 3000
     assert recorder.written == 3000 and recorder.dropped == 0
+    assert letter_counts() == {"m0": 10, "m1": 10, "m2": 10} and recorder.dead_letters.written == 30
     assert recorder.restarts == 1 and recorder.process.pid != first.pid
     assert any("exited with code -9" in e for e in recorder.errors)
 
@@ -175,3 +192,110 @@ def test_a_recorder_that_cannot_start_is_retried_ever_more_slowly(
     assert all("exited with code 1" in e for e in recorder.errors)
     assert recorder.queued == 10 and recorder.written == 0  # held, not lost, while no recorder runs
     recorder.close(timeout=1)
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+def test_dead_letters_go_in_order_with_the_rows_and_are_counted_apart(
+    store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    recorder = start(recorders, store, tmp_path)
+    request = env.new_request("svc", "run")
+    submit(recorder, template, range(5))
+    recorder.dead_letters.submit("svc", [env.encode(request)], dlq.EXPIRED, "waited too long", None, "c0")
+    recorder.submit_circuit("aws-cdk", "1.0.0", "open", "5 failures in 60s")
+    recorder.dead_letters.submit("svc", [env.encode(request)], dlq.EXPIRED, "again", None, "c0")
+    recorder.dead_letters.submit("raw", [b"\x00", b"\xff"], dlq.REJECTED, "TOO_LARGE: ...", None, "c1")
+    submit(recorder, template, range(5, 10))
+    recorder.close()
+    recorder.dead_letters.close()  # closing either closes the one process: a second close does nothing
+
+    assert (recorder.written, recorder.dropped, recorder.queued) == (10, 0, 0)
+    letters = recorder.dead_letters
+    assert (letters.written, letters.dropped, letters.queued, letters.errors) == (3, 0, 0, [])
+    assert letter_counts() == {request["messageId"]: 2, None: 1}  # the message id read from the envelope
+    merged = state.DeadLetter.get(state.DeadLetter.message_id == request["messageId"])
+    assert (merged.detail, merged.client, merged.reason) == ("again", "c0", dlq.EXPIRED)
+    raw = state.DeadLetter.get(state.DeadLetter.service == "raw")
+    assert dlq.frames_of(raw) == [b"\x00", b"\xff"]
+    assert record.saved_circuits()["aws-cdk"]["circuit"] == "open" and len(stored_request_ids()) == 10
+
+
+def test_letters_lost_to_a_database_error_are_counted_as_dropped(
+    store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    state.database.obj.execute_sql(
+        "CREATE TRIGGER refuse_letters BEFORE INSERT ON dead_letters BEGIN SELECT RAISE(ABORT, 'letters refused'); END"
+    )
+    recorder = start(recorders, store, tmp_path)
+    recorder.dead_letters.submit("svc", [b"x"], dlq.EXPIRED)
+    recorder.dead_letters.submit("svc", [b"y"], dlq.SHUTDOWN)
+    settle(recorder, lambda: recorder.dead_letters.queued == 0)
+    letters = recorder.dead_letters
+    assert (letters.written, letters.dropped) == (0, 2)
+    assert "letters refused" in letters.errors[-1] and recorder.errors == []
+    recorder.dead_letters.submit("", [b"z"], dlq.EXPIRED)  # no service: refused at once, counted
+    assert letters.dropped == 3 and "without a service" in letters.errors[-1]
+    submit(recorder, template, range(3))
+    settle(recorder, lambda: recorder.queued == 0)
+    assert recorder.written == 3 and recorder.dropped == 0  # the next batch, without letters, goes through
+
+
+def test_a_confirmation_lost_with_the_recorder_sends_the_batch_again_without_doubling(
+    store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    """The recorder wrote a batch and was killed before the broker read its confirmation: the
+    broker sends the batch again, and the store recognises every row and letter in it."""
+    recorder = start(recorders, store, tmp_path)
+    submit(recorder, template, range(1))
+    settle(recorder, lambda: recorder.written == 1)  # the recorder is connected: a flush sends at once
+    submit(recorder, template, range(1, 20))
+    for detail in ("first", "repeat"):
+        recorder.dead_letters.submit("svc", [b"body"], dlq.EXHAUSTED, detail, "m1")
+    recorder.dead_letters.submit("svc", [b"other"], dlq.EXHAUSTED)
+    recorder.flush()
+    assert recorder._sock.poll(int(WAIT_S * 1000)), "the recorder never confirmed"
+    recorder._sock.recv()  # the confirmation is lost: to the broker, the batch is still unwritten
+    first = recorder.process
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    settle(recorder, lambda: recorder.queued == 0 and recorder.dead_letters.queued == 0)
+
+    assert recorder.restarts == 1
+    assert len(stored_request_ids()) == 20 and recorder.written == 20
+    assert letter_counts() == {"m1": 2, None: 1} and recorder.dead_letters.written == 3
+
+
+def test_a_stalled_recorder_bounds_the_letters_that_wait(store: str, recorders: list[Recorder], tmp_path: Path) -> None:
+    recorder = start(recorders, store, tmp_path, max_batch=10, max_letters=5)
+    os.kill(recorder.process.pid, signal.SIGSTOP)
+    try:
+        for index in range(12):
+            recorder.dead_letters.submit("svc", [b"%d" % index], dlq.EXPIRED)
+        recorder.flush()
+        assert (recorder.dead_letters.queued, recorder.dead_letters.dropped) == (5, 7)
+    finally:
+        os.kill(recorder.process.pid, signal.SIGCONT)
+    settle(recorder, lambda: recorder.dead_letters.queued == 0)
+    assert recorder.dead_letters.written == 5 and state.DeadLetter.select().count() == 5
+
+
+# ---------------------------------------------------------------- retention
+
+
+def test_the_recorder_applies_retention_a_bounded_round_at_a_time(
+    store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    long_ago = state.now() - dt.timedelta(days=40)
+    for index in range(250):
+        state.RoutingDecision.create(request_id=f"old_{index}", created_at=long_ago + dt.timedelta(seconds=index))
+    retention = Retention(max_age_s=30 * 86400, max_rows=20, every_s=0.1, per_round=100)
+    recorder = start(recorders, store, tmp_path, retention=retention)
+    submit(recorder, template, range(30))  # rows keep coming while it prunes
+    settle(recorder, lambda: recorder.queued == 0 and state.RoutingDecision.select().count() == 20)
+    recorder.close()
+
+    assert sorted(stored_request_ids()) == sorted(f"req_{i}" for i in range(10, 30))  # the newest 20
+    rounds = [int(n) for n in re.findall(r"pruned (\d+) routing decision", capfd.readouterr().err)]
+    assert rounds[:2] == [100, 100] and sum(rounds) == 260 and max(rounds) <= 100

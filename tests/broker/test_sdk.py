@@ -323,6 +323,37 @@ def test_retries_keep_the_message_id() -> None:
     assert [s["metadata"]["retryCount"] for s in sent] == [0, 1, 2]
 
 
+def test_a_body_of_several_frames_goes_whole_on_every_attempt() -> None:
+    """``more_frames``: the frames after the first are sent unchanged with each Lazy Pirate
+    attempt, while an envelope first frame counts its retries; the reply may have several too."""
+    ctx = zmq.Context.instance()
+    server = ctx.socket(zmq.ROUTER)
+    server.setsockopt(zmq.LINGER, 0)
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    received: list[list[bytes]] = []
+
+    def answer_the_second_attempt() -> None:
+        while len(received) < 2 and server.poll(10_000):
+            received.append(server.recv_multipart())
+        if len(received) == 2:
+            identity, *_ = received[1]
+            server.send_multipart([identity, b"", MDPC01, b"frames", b"ok", b"\x00second"])
+
+    thread = threading.Thread(target=answer_the_second_attempt, daemon=True)
+    thread.start()
+    try:
+        request = build_request("frames", "store", {"k": "v"}, 0.5, 1)
+        with Client(f"tcp://127.0.0.1:{port}", timeout=0.5, retries=1) as client:
+            reply = client.request("frames", request, more_frames=[b"\x00\xffblob", b""])
+        thread.join(10)
+    finally:
+        server.close(linger=0)
+    assert (reply.frames, reply.attempts) == ([b"ok", b"\x00second"], 2)
+    assert [frames[2:4] + frames[5:] for frames in received] == [[MDPC01, b"frames", b"\x00\xffblob", b""]] * 2
+    assert [env.decode(frames[4])["metadata"]["retryCount"] for frames in received] == [0, 1]
+    assert request["metadata"]["retryCount"] == 0  # the caller's envelope is left alone
+
+
 def test_broker_restart_mid_request(fresh_broker: Broker, workers: Workers) -> None:
     """Kill the broker while a request is inside the worker: the client retries the same
     messageId on a new socket, the worker reconnects, and the handler runs only once."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from arbiter.dsl.lint import lint
+from arbiter.dsl.program import lint
 
 JUNK = ["{", "}", "(", ")", '"', "/", "#", "when", "then", "->", "==", "and", "@", "\x00", "é", "9" * 30, "\n"]
 MISSPELT = {"when": "wehn", "then": "thne", "rule": "rul", "prefer": "prefr", "domain": "domian", "step": "stpe"}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from arbiter.dsl.lint import lint
+from arbiter.dsl.program import lint
 from click.testing import CliRunner
 
 from arbiter.cli import main
@@ -119,3 +120,42 @@ def test_cli_exit_codes_and_json(tmp_path, repo):
     assert warn.exit_code == 0 and "W204" in warn.stdout
     usage = runner.invoke(main, ["--root", str(repo), "lint", "--format", "xml"])
     assert usage.exit_code == 2
+
+
+@dataclass(frozen=True)
+class _Part:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Capabilities:
+    domains: tuple[str, ...] = ("billing",)
+    contexts: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    integrations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _View:
+    """Only what the language declares it reads of a plugin (dsl.plugin_view), nothing of the project."""
+
+    name: str
+    commands: tuple[_Part, ...] = ()
+    capabilities: _Capabilities = _Capabilities()
+
+    def command(self, name: str) -> _Part | None:
+        return next((c for c in self.commands if c.name == name), None)
+
+    def route_refusal(self, target: _View) -> str | None:
+        return f"{self.name} may not route to {target.name}" if target.name == "vault" else None
+
+
+def test_lint_needs_only_the_narrow_plugin_view(tmp_path):
+    plugins = {v.name: v for v in (_View("ledger", (_Part("charge"),)), _View("vault"))}
+    text = (
+        "rule r { when domain billing then prefer ledger collaborate vault }\n"
+        "chain c {\n  step a: ledger charge\n  step b: ledger refund\n}\n"
+    )
+    found = findings(tmp_path, text, plugins)
+    assert [(c, ln) for c, ln, _ in found] == [("E401", 1), ("E102", 4)]
+    assert found[0][2] == "ledger may not route to vault"

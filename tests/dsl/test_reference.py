@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from arbiter.dsl.lint import lint
 from arbiter.dsl.parser import parse
+from arbiter.dsl.program import lint
 
 
 def test_reference_examples(repo, shipped_plugins, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from arbiter.dsl import ir
 
 from arbiter.project.model import Component, ErrorHandling, FallbackPolicy, Plugin, Routing
-from arbiter.routing.decide import DecideSettings, RankedPlugin, RuleAsks, acl_allows, decide
+from arbiter.routing.decide import DecideSettings, RankedPlugin, RuleAsks, decide
 
 
 def plugin(name, can=None, accepts=None, fallbacks=(), model="sonnet"):
@@ -63,9 +63,10 @@ def test_acl_forbids_collaborator_and_says_so():
     r = ranked(("auth", 95, ["authentication"], True), ("infra", 80, ["infrastructure"], True))
     d = decide(r, ["authentication", "infrastructure"], "moderate", 1000, True, RuleAsks(), PLUGINS)
     assert d.collaboration_plan is None
-    assert any("may not route" in n for n in d.notes)
-    assert not acl_allows(PLUGINS["auth"], PLUGINS["infra"])
-    assert acl_allows(PLUGINS["backend"], PLUGINS["auth"])
+    # infra's acceptsRoutingFrom refuses auth (auth itself may route anywhere): the note says so
+    assert "infra covers infrastructure, but infra does not accept routing from auth" in " ".join(d.notes)
+    assert "acceptsRoutingFrom of infra" in " ".join(d.notes)
+    assert "may not route" not in " ".join(d.notes)
 
 
 def test_rules_require_collaborate_and_strategy():
@@ -80,7 +81,7 @@ def test_rules_require_collaborate_and_strategy():
     d = decide(r, ["backend"], "simple", 1000, True, asks, PLUGINS)
     assert d.primary_plugin == "auth"  # required wins over a higher score
     assert d.execution_strategy == "saga"
-    # auth may not route to infra: the asked collaboration is skipped with a note
+    # infra does not accept routing from auth: the asked collaboration is skipped with a note
     assert any("infra" in n for n in d.notes)
 
 

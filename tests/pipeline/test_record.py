@@ -1,27 +1,36 @@
-"""Recording decisions: synchronous for the CLI, batched off-thread for the broker."""
+"""Recording decisions: synchronous for one, through a recorder process for many (``arbiter route
+--input``, as the broker does)."""
 
 from __future__ import annotations
 
+import json
+
+from click.testing import CliRunner
+
+from arbiter.cli import main
 from arbiter.routing.pipeline import Request
 from arbiter.store import database as state
 from arbiter.store import decisions as record
+from arbiter.store.recorder import Recorder
 
 
-def test_writer_batches_and_drains_on_close(shipped_router, tmp_path):
-    state.open_store(f"sqlite:///{tmp_path / 's.db'}")
+def test_recorder_batches_decisions_and_drains_on_close(shipped_router, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    state.open_store(url)
     try:
-        writer = record.DecisionWriter(max_batch=7)
+        writer = Recorder(url, tmp_path, max_batch=7)
         for i in range(50):
             data = shipped_router.route(Request(f"create a keycloak realm number {i}", request_id=f"r{i}")).to_json(
                 False
             )
-            writer.submit(data, origin="broker")
+            writer.submit_decision(data, origin="cli")
+            writer.flush_if_due()
         writer.close()
         assert writer.written == 50 and writer.dropped == 0 and writer.errors == []
         rows = record.recent_decisions(100)
         assert len(rows) == 50
-        assert {r["origin"] for r in rows} == {"broker"}
-        assert all(r["primaryPlugin"] == "lobbi-platform-manager" for r in rows)
+        assert {r["origin"] for r in rows} == {"cli"}
+        assert all(r["primaryPlugin"] == "lobbi-platform-manager" and r["classification"] for r in rows)
         record.update_outcome("r3", {"steps": [{"plugin": "lobbi-platform-manager", "result": "ok"}]}, True)
         row = state.RoutingDecision.get(state.RoutingDecision.request_id == "r3")
         assert row.success is True and row.outcome["steps"][0]["result"] == "ok" and row.completed_at
@@ -30,16 +39,29 @@ def test_writer_batches_and_drains_on_close(shipped_router, tmp_path):
 
 
 def test_full_queue_counts_drops_instead_of_blocking(shipped_router, tmp_path):
-    state.open_store(f"sqlite:///{tmp_path / 's.db'}")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    state.open_store(url)
     try:
-        writer = record.DecisionWriter(max_queue=1)
+        writer = Recorder(url, tmp_path, max_queue=1)
         data = shipped_router.route(Request("terraform for the vpc")).to_json(False)
-        with state.database.atomic():  # hold the write lock so the writer cannot drain
-            for _ in range(200):
-                writer.submit(data)
+        for _ in range(200):  # no flush: nothing is confirmed, so only one row may wait
+            writer.submit_decision(data, origin="cli")
         writer.close()
-        assert writer.dropped > 0
-        assert writer.written + writer.dropped == 200
+        assert writer.dropped == 199 and writer.written == 1
+        assert state.RoutingDecision.select().count() == 1
+    finally:
+        state.close_store()
+
+
+def test_route_input_records_every_decision(project):
+    lines = [json.dumps({"id": f"batch-{i}", "text": "create a keycloak realm"}) for i in range(30)]
+    result = CliRunner().invoke(main, ["--root", str(project), "route", "--input", "-"], input="\n".join(lines))
+    assert result.exit_code == 0, result.output
+    state.open_store("sqlite:///.arbiter/state.db", project)
+    try:
+        rows = record.recent_decisions(100)
+        assert sorted(r["requestId"] for r in rows) == sorted(f"batch-{i}" for i in range(30))
+        assert {r["origin"] for r in rows} == {"cli"}
     finally:
         state.close_store()
 

@@ -14,8 +14,8 @@ from arbiter.store import decisions as record
 HA_TEXT = "write a Home Assistant automation for the porch lights at sunset"
 
 
-def run(project: Path, *args: str):
-    return CliRunner().invoke(main, ["--root", str(project), *args])
+def run(project: Path, *args: str, input: str | None = None):
+    return CliRunner().invoke(main, ["--root", str(project), *args], input=input)
 
 
 def test_explain_applies_a_circuit_the_broker_recorded_as_open(project: Path) -> None:
@@ -81,3 +81,45 @@ def test_explain_request_shows_recorded_dispatch_steps(project: Path) -> None:
     assert "-> home-assistant create-automation: timeout (TIMEOUT: no answer)" in listed.output
     assert run(project, "explain", "--request", "req_nothing").exit_code == 1
     assert run(project, "explain").exit_code == 2
+
+
+def _record_circuit(project: Path, plugin: str, circuit: str, reason: str) -> None:
+    state.open_store("sqlite:///.arbiter/state.db", project)
+    try:
+        record.save_circuit(plugin, "1.0.0", circuit, reason)
+    finally:
+        state.close_store()
+
+
+def test_route_and_test_give_the_answer_explain_gives_under_a_recorded_open_circuit(project: Path) -> None:
+    _record_circuit(project, "home-assistant", "open", "3 failure(s) within 60000 ms")
+    explained = json.loads(run(project, "explain", HA_TEXT, "--json", "--no-record").output)
+    primary = explained["routingDecision"]["primaryPlugin"]
+    assert primary != "home-assistant"
+
+    routed = json.loads(run(project, "route", HA_TEXT, "--json", "--no-record").output)
+    assert routed["routingDecision"]["primaryPlugin"] == primary
+    assert routed["circuits"]["home-assistant"]["circuit"] == "open"
+    ha = next(s for s in routed["capabilityScores"] if s["plugin"] == "home-assistant")
+    assert not ha["eligible"] and ha["reason"] == "circuit breaker is open"
+
+    human = run(project, "route", HA_TEXT, "--no-record")
+    assert human.exit_code == 0, human.output
+    assert f"primary: {primary}" in human.output and "Circuit of home-assistant is open since" in human.output
+
+    batch = run(project, "route", "--input", "-", "--no-record", input=json.dumps({"id": "a", "text": HA_TEXT}) + "\n")
+    assert batch.exit_code == 0, batch.output
+    assert json.loads(batch.stdout)["routingDecision"]["primaryPlugin"] == primary
+
+    cases = project / "circuit.test.yaml"
+    cases.write_text(f"- text: {HA_TEXT}\n  expect: home-assistant\n")
+    tested = run(project, "test", str(cases), "--json")
+    assert tested.exit_code == 1
+    report = json.loads(tested.stdout)
+    assert report["cases"][0]["got"] == primary and report["circuits"]["home-assistant"]["circuit"] == "open"
+    cases.write_text(f"- text: {HA_TEXT}\n  expect: {primary}\n")
+    assert run(project, "test", str(cases)).exit_code == 0
+
+    _record_circuit(project, "home-assistant", "closed", "1 trial(s) succeeded")
+    closed = json.loads(run(project, "route", HA_TEXT, "--json", "--no-record").output)
+    assert closed["routingDecision"]["primaryPlugin"] == "home-assistant" and closed["circuits"] == {}

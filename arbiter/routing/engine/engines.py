@@ -14,10 +14,6 @@ from arbiter.dsl import ir
 from arbiter.routing.engine.semantics import EngineError, Evaluation
 
 
-class CompiledRules(Protocol):
-    ruleset: ir.RuleSet
-
-
 class Engine(Protocol):
     name: str
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
 
 from arbiter.dsl import ir
+from arbiter.routing.globs import glob_regex
 
 MISSING = object()
 
@@ -79,28 +79,6 @@ class Evaluation:
 
 
 # ---------------------------------------------------------------- leaf predicates
-
-
-@lru_cache(maxsize=4096)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a path glob: ``**`` spans folders, ``*`` and ``?`` stay within one; a pattern
-    without a slash matches the file name in any folder (as in .gitignore)."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] in "*?":
-            out.append("[^/]*" if pattern[i] == "*" else "[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    prefix = "" if "/" in pattern else "(?:.*/)?"
-    return re.compile(prefix + "".join(out) + "$")
 
 
 _FLAGS = {"i": re.I, "m": re.M, "s": re.S}

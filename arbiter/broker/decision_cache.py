@@ -1,0 +1,74 @@
+"""Decisions the broker reuses: one per (text, files, caller) while the snapshot and the circuit
+states that made it hold.
+
+Classifying and scoring a text is the dear part of a routed request, and clients repeat texts.
+A cached decision is encoded once; each request splices in its own ``requestId``, and its row in
+the decision log points at the row of the request that made the decision.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from arbiter.store.decisions import RowTemplate
+
+CACHE_SIZE = 4096
+
+Key = tuple[str, tuple[str, ...], "str | None"]
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A decision as the broker reuses it for every request with the same text."""
+
+    data: dict[str, Any]
+    primary: str | None
+    plan: tuple[str, ...]  # primary, then fallbacks in order
+    collaborators: tuple[str, ...]
+    tail: bytes  # the encoded decision after the requestId value
+    row: RowTemplate  # its row in the decision log, converted once
+
+    @classmethod
+    def of(cls, data: dict[str, Any], origin: str = "broker") -> Decided:
+        routing = data.get("routingDecision") or {}
+        primary = routing.get("primaryPlugin")
+        phases = (routing.get("collaborationPlan") or {}).get("phases") or []
+        head = b'{"requestId":' + orjson.dumps(data["requestId"])
+        encoded = orjson.dumps(data)
+        if not encoded.startswith(head):
+            raise ValueError("a decision's JSON must start with its requestId")
+        plan = (primary, *routing.get("fallbackPlugins", ())) if primary else ()
+        collaborators = tuple(p["plugin"] for p in phases[1:])
+        return cls(data, primary, plan, collaborators, encoded[len(head) :], RowTemplate.of(data, origin))
+
+    def json_for(self, request_id: str) -> orjson.Fragment:
+        """The decision as it reads for one request, ready to embed in a reply."""
+        return orjson.Fragment(b'{"requestId":' + orjson.dumps(request_id) + self.tail)
+
+
+class DecisionCache:
+    """Least recently used first out; emptied whenever the snapshot or a circuit changes."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self._size = size
+        self._entries: OrderedDict[Key, Decided] = OrderedDict()
+        self.hits = 0
+
+    def get(self, key: Key) -> Decided | None:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return hit
+
+    def put(self, key: Key, decided: Decided) -> None:
+        self._entries[key] = decided
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()

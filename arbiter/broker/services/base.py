@@ -1,0 +1,56 @@
+"""What an own service may ask of the broker, and the shape every own service has."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping, Protocol
+
+from arbiter.broker.decision_cache import DecisionCache
+from arbiter.broker.dispatch import Routed
+from arbiter.broker.settings import Settings
+from arbiter.broker.workers import Pending
+from arbiter.routing.match import Health
+from arbiter.routing.pipeline import Router
+from arbiter.store.decisions import LogEntry
+
+
+class ServiceHost(Protocol):
+    settings: Settings
+    router: Router
+    health: Mapping[str, Health]
+    decision_cache: DecisionCache
+    counters: Counter[str]
+
+    def reply(self, pending: Pending, body: bytes) -> None:
+        """Answer the client and release its slot."""
+        ...
+
+    def release(self, pending: Pending) -> None:
+        """Release the client's slot (then :meth:`send_reply`)."""
+        ...
+
+    def send_reply(self, pending: Pending, body: bytes) -> None: ...
+
+    def publish(self, topic: str, data: Mapping[str, Any]) -> None: ...
+
+    def wants(self, topic: str) -> bool:
+        """Whether anyone subscribed to ``topic``: events nobody reads are not built."""
+        ...
+
+    def start_routed(self, routed: Routed) -> None: ...
+
+    def log_decision(self, entry: LogEntry) -> None: ...
+
+    def circuits(self) -> dict[str, str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class OwnService(Protocol):
+    name: str
+
+    def read(self, body: list[bytes]) -> Any:
+        """The typed request, or ``BadRequest`` naming what is wrong."""
+        ...
+
+    def execute(self, host: ServiceHost, pending: Pending, request: Any) -> None: ...

@@ -1,0 +1,10 @@
+"""The own services the broker serves, by name."""
+
+from __future__ import annotations
+
+from arbiter.broker.services.base import OwnService
+from arbiter.broker.services.explain import ExplainService
+from arbiter.broker.services.route import RouteService
+from arbiter.broker.services.status import StatusService
+
+OWN_SERVICES: dict[str, OwnService] = {s.name: s for s in (RouteService(), ExplainService(), StatusService())}

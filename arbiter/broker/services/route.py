@@ -1,0 +1,68 @@
+"""``arbiter.route``: decide where a request goes, then carry it there (docs/PROTOCOL.md §4.2).
+
+Request: an envelope whose payload holds ``text`` (required), ``files``, ``from`` (the calling
+plugin, for its routing ACLs), and optionally the ``command`` and ``parameters`` for the worker.
+Reply: a success envelope whose ``result`` holds the worker's result, the plugin and command that
+produced it, the decision, and the dispatch steps when it took more than one try; ``NO_ROUTE``
+(with the decision's nearest candidates) when no plugin fits; the dispatcher's errors otherwise
+(``EXHAUSTED``, ``PLUGIN_ERROR``, ...).
+Every request's decision is recorded and published on ``routing/decision``.
+Command line: ``arbiter request arbiter.route '{"payload": {"text": "..."}}'``, ``arbiter demo``.
+"""
+
+from __future__ import annotations
+
+from arbiter.broker import messages
+from arbiter.broker.decision_cache import Decided
+from arbiter.broker.dispatch import Routed
+from arbiter.broker.services.base import ServiceHost
+from arbiter.broker.workers import Pending
+from arbiter.routing.pipeline import Request, new_request_id
+
+
+class RouteService:
+    name = "arbiter.route"
+
+    def read(self, body: list[bytes]) -> messages.RouteInput:
+        return messages.read_route_input(body)
+
+    def execute(self, host: ServiceHost, pending: Pending, route: messages.RouteInput) -> None:
+        decided, request_id, cached = self._decide(host, route)
+        if host.wants("routing/decision"):
+            host.publish("routing/decision", _event(decided, request_id, cached))
+        if decided.primary is None:
+            decision = decided.json_for(request_id)
+            body = messages.error_body(route.envelope, "NO_ROUTE", "no plugin fits this request", decision=decision)
+            host.reply(pending, body)
+            host.log_decision(decided.row.entry(request_id, {"status": "no-route"}, False))
+            return
+        patience = messages.seconds_left(route.envelope, host.settings.request_timeout_s)
+        deadline = min(pending.deadline, pending.received + patience)
+        routed = Routed(
+            pending.client, pending.service_frame, route, decided, request_id, cached, deadline, pending.received
+        )
+        host.start_routed(routed)
+
+    def _decide(self, host: ServiceHost, route: messages.RouteInput) -> tuple[Decided, str, bool]:
+        """The decision and this request's id: from the cache when this snapshot and these circuit
+        states already decided the same text, files and caller."""
+        key = route.cache_key
+        hit = host.decision_cache.get(key)
+        if hit is not None:
+            host.counters["decision-cache-hits"] += 1
+            return hit, new_request_id(), True
+        request_id = new_request_id()
+        result = host.router.route(Request(route.text, route.files, route.caller, request_id), host.health)
+        decided = Decided.of(result.to_json(trace=False))
+        host.decision_cache.put(key, decided)
+        return decided, request_id, False
+
+
+def _event(decided: Decided, request_id: str, cached: bool) -> dict:
+    return {
+        "requestId": request_id,
+        "userInput": decided.data.get("userInput"),
+        "primaryPlugin": decided.primary,
+        "fallbackPlugins": list(decided.plan[1:]),
+        "cached": cached,
+    }

@@ -1,0 +1,77 @@
+"""Stopping in order: take no new requests, let workers finish what they hold (bounded by
+``GRACE_S``), and answer everything else with ``SHUTTING_DOWN`` and a dead letter.
+
+Nothing accepted is dropped silently: a request the broker cannot finish is answered and kept in
+the dead-letter queue, to be replayed by an operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Protocol
+
+from arbiter.broker.admission import Admission
+from arbiter.broker.clients import Clients
+from arbiter.broker.dispatch import Dispatcher
+from arbiter.broker.workers import WorkerPool
+
+log = logging.getLogger("arbiter.broker")
+
+GRACE_S = 5.0
+STOPPING = "the broker is stopping"
+STOPPED = "the broker stopped before the worker answered"
+
+
+class ShutdownHost(Protocol):
+    pool: WorkerPool
+    dispatcher: Dispatcher
+    admission: Admission
+    clients: Clients
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def begin_stopping(self) -> None: ...
+
+    def call_at(self, when: float, action: Callable[[], None]) -> None: ...
+
+    def end(self) -> None: ...
+
+
+def begin(host: ShutdownHost) -> None:
+    """Refuse what waits; routed requests whose try no worker holds end now, the others at the
+    end of the grace period at the latest."""
+    if host.stopping:
+        return
+    host.begin_stopping()
+    log.info("stopping: %d request(s) in flight", host.admission.pending_total)
+    held = {id(p) for p in host.pool.held()}
+    _fail_queued(host, STOPPING)
+    for routed in list(host.dispatcher.inflight):
+        attempt = routed.current
+        if attempt is None or attempt.finished or id(attempt.pending) not in held:
+            host.dispatcher.fail(routed, "SHUTTING_DOWN", STOPPING, "shutdown")
+    host.call_at(time.monotonic() + GRACE_S, lambda: abandon(host))
+    if not host.admission.pending_total:
+        host.end()
+
+
+def abandon(host: ShutdownHost) -> None:
+    """The grace period is over: answer what workers still hold, and end the loop."""
+    for worker in list(host.pool.workers.values()):
+        for pending in list(worker.held.values()):
+            if pending.attempt is None and not pending.answered:
+                host.clients.fail(pending, "SHUTTING_DOWN", STOPPED, "shutdown")
+        worker.held.clear()
+    _fail_queued(host, STOPPED)  # what a worker that left during the grace period gave back
+    for routed in list(host.dispatcher.inflight):
+        host.dispatcher.fail(routed, "SHUTTING_DOWN", STOPPED, "shutdown")
+    host.end()
+
+
+def _fail_queued(host: ShutdownHost, message: str) -> None:
+    """Answer every direct request still waiting for a worker (routed tries are the
+    dispatcher's: it fails their requests as a whole)."""
+    for pending in host.pool.take_queued():
+        host.clients.fail(pending, "SHUTTING_DOWN", message, "shutdown")

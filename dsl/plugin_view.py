@@ -1,0 +1,57 @@
+"""What the language needs to know of a plugin, and no more.
+
+Lint checks rule files against the project's plugins (unknown plugins, commands, domains,
+routes the manifests forbid), but the language stands below the project model: it declares this
+narrow view and the project's ``Plugin`` satisfies it structurally, without either importing the
+other.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, TypeVar
+
+_View = TypeVar("_View", bound="PluginView")
+
+
+class NamedPart(Protocol):
+    """A command (or agent, skill) of a plugin: lint only needs its name."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class CapabilitiesView(Protocol):
+    """The vocabulary a manifest declares, which rules may test."""
+
+    @property
+    def domains(self) -> Sequence[str]: ...
+
+    @property
+    def contexts(self) -> Sequence[str]: ...
+
+    @property
+    def patterns(self) -> Sequence[str]: ...
+
+    @property
+    def integrations(self) -> Sequence[str]: ...
+
+
+class PluginView(Protocol):
+    """A plugin as lint reads it: its name, declared capabilities, commands and routing ACLs."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> CapabilitiesView: ...
+
+    @property
+    def commands(self) -> Sequence[NamedPart]: ...
+
+    def command(self, name: str) -> NamedPart | None:
+        """The command called ``name`` (with or without its ``prefix:``), or None."""
+        ...
+
+    def route_refusal(self: _View, target: _View) -> str | None:
+        """Why the manifests forbid this plugin to hand work to ``target``, or None if they allow it."""
+        ...
