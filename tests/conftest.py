@@ -47,3 +47,33 @@ def project(repo, tmp_path):
     for part in ("plugins", "rules", "configs"):
         shutil.copytree(repo / part, tmp_path / part)
     return tmp_path
+
+
+# -- perf tests: timing and memory figures, reported apart ------------------------------------
+
+OUTCOME_ORDER = ("error", "failed", "xpassed", "xfailed", "skipped", "passed")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A "perf tests" section: each test marked ``perf`` with its outcome, how long its body ran,
+    and the figures it recorded (``record_property``), so a timing or memory result is read
+    apart from the behaviour tests."""
+    tests: dict[str, dict] = {}
+    for category, reports in terminalreporter.stats.items():
+        for report in reports:
+            if getattr(report, "when", None) is None or "perf" not in getattr(report, "keywords", {}):
+                continue
+            test = tests.setdefault(report.nodeid, {"outcomes": set(), "duration": 0.0, "call": None, "figures": []})
+            test["outcomes"].add(category or "passed")
+            test["duration"] += report.duration
+            if report.when == "call":
+                test["call"] = report.duration
+                test["figures"] = list(report.user_properties)
+    if not tests:
+        return
+    terminalreporter.section("perf tests")
+    for nodeid, test in tests.items():
+        outcome = next((o for o in OUTCOME_ORDER if o in test["outcomes"]), "passed")
+        seconds = test["call"] if test["call"] is not None else test["duration"]
+        figures = "  ".join(f"{name}={value}" for name, value in test["figures"])
+        terminalreporter.write_line(f"{outcome:<8} {seconds:8.2f}s  {nodeid}" + (f"  {figures}" if figures else ""))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
+import zmq
 from click.testing import CliRunner
 
 from arbiter.cli import main
-from arbiter.cli.broker_commands import _event_line, render_status
+from arbiter.cli.broker_commands import render_status
 from arbiter.cli.common import Context, broker_endpoint
 from arbiter.cli.dlq_commands import dlq as dlq_cli
 from arbiter.cli.tables import printable, printable_fields, table, truncate, width
@@ -141,13 +144,38 @@ def test_dlq_list_and_show_do_not_emit_terminal_escapes(tmp_path):
     assert "\\x9b2J" in shown.output and _no_controls(shown.output)
 
 
+def events_printed(events: list[list[bytes]], *options: str) -> list[str]:
+    """The lines ``arbiter events`` prints for ``events``, sent by a stand-in for the broker's
+    event socket: an XPUB, which receives the command's subscription, so the events go out only
+    once the command listens."""
+    xpub = zmq.Context.instance().socket(zmq.XPUB)
+    xpub.setsockopt(zmq.LINGER, 0)
+    endpoint = f"tcp://127.0.0.1:{xpub.bind_to_random_port('tcp://127.0.0.1')}"
+    args = ["events", "--endpoint", endpoint, "--count", str(len(events)), "--timeout", "20", *options]
+    outcome: dict[str, Any] = {}
+    command = threading.Thread(target=lambda: outcome.update(result=CliRunner().invoke(main, args)), daemon=True)
+    command.start()
+    try:
+        assert xpub.poll(20_000), "`arbiter events` never subscribed"
+        assert xpub.recv() == b"\x01"  # it subscribes to everything
+        for frames in events:
+            xpub.send_multipart(frames)
+        command.join(30)
+    finally:
+        xpub.close()
+    assert not command.is_alive(), "`arbiter events` did not stop after --count events"
+    result = outcome["result"]
+    assert result.exit_code == 0, result.output
+    return result.output.splitlines()
+
+
 def test_events_human_line_escapes_the_payload():
     event = {"topic": "routing/decision", "timestamp": "t", "payload": {"text": HOSTILE}}
-    line = _event_line([b"routing/decision", orjson.dumps(event)], as_json=False)
-    assert line == f"t routing/decision text={ESCAPED}"
-    raw = _event_line([b"x", HOSTILE.encode()], as_json=False)
-    assert ESCAPED in raw and _no_controls(raw)
-    assert json.loads(_event_line([b"x", orjson.dumps(event)], as_json=True))["event"]["payload"]["text"] == HOSTILE
+    human = events_printed([[b"routing/decision", orjson.dumps(event)], [b"x", HOSTILE.encode()]])
+    assert human[0] == f"t routing/decision text={ESCAPED}"
+    assert human[1] == f"x {ESCAPED}" and _no_controls("\n".join(human))
+    (as_json,) = events_printed([[b"x", orjson.dumps(event)]], "--json")
+    assert json.loads(as_json)["event"]["payload"]["text"] == HOSTILE
 
 
 def test_status_services_table_aligns_long_and_hostile_names():

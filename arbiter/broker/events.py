@@ -21,7 +21,7 @@ import orjson
 import zmq
 
 from arbiter.wire.envelope import iso, new_id, utc_now
-from arbiter.wire.topics import is_pattern, topic_matches
+from arbiter.wire.topics import acceptable_pattern, is_pattern, topic_matches
 
 POLLIN = int(zmq.POLLIN)
 SUBSCRIBE = 1
@@ -60,6 +60,7 @@ class EventHub:
         self.published = 0
         self.forwarded = 0
         self.dropped = 0
+        self.refused_patterns = 0  # wildcard subscriptions longer than topics.MAX_PATTERN
         # The broker waits on the sockets' ZMQ_FDs, which are edge-triggered: any operation on a
         # socket may consume the signal of input that arrived meanwhile, so after one the sockets
         # must be looked at again before the broker sleeps.
@@ -103,6 +104,9 @@ class EventHub:
         try:
             topic = topic_bytes.decode("utf-8")
         except UnicodeDecodeError:
+            return
+        if is_pattern(topic) and not acceptable_pattern(topic):
+            self.refused_patterns += 1  # applied literally by libzmq: no real topic contains '*'
             return
         table = self.patterns if is_pattern(topic) else self.prefixes
         count = table.get(topic, 0) + (1 if option == zmq.SUBSCRIBE else -1)
@@ -156,5 +160,6 @@ class EventHub:
             "published": self.published,
             "forwarded": self.forwarded,
             "dropped": self.dropped,
+            "refusedPatterns": self.refused_patterns,
             "subscriptions": sorted(self.prefixes) + sorted(self.patterns),
         }

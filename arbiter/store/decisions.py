@@ -165,20 +165,6 @@ def record_decision(decision: Mapping[str, Any], origin: str = "cli") -> str:
     return row["id"]
 
 
-def update_outcome(request_id: str, outcome: Mapping[str, Any], success: bool | None) -> None:
-    """Attach what dispatch did (primary, fallbacks, cache, dead letter) to a recorded decision."""
-    state.with_retries(_update_outcome, request_id, dict(outcome), success)
-
-
-def _update_outcome(request_id: str, outcome: dict[str, Any], success: bool | None) -> None:
-    with state.writing():
-        (
-            state.RoutingDecision.update(outcome=outcome, success=success, completed_at=state.now())
-            .where(state.RoutingDecision.request_id == request_id)
-            .execute()
-        )
-
-
 def _as_dict(row: state.RoutingDecision) -> dict[str, Any]:
     return {
         "id": row.id,

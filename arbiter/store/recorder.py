@@ -3,7 +3,7 @@ states and dead letters.
 
 Writing rows to the database is Python work (binding thousands of parameters per second) and
 in a thread it holds the interpreter lock that the broker's loop needs between any two socket
-calls: measured on a 2-core machine, routed requests ran 25% faster with no writer at all. So
+calls, which made routed requests markedly slower (docs/PERFORMANCE.md). So
 the broker hands what it records, in batches, to a child process over a ZeroMQ PAIR socket on a
 private ``ipc://`` path, and that process writes it on its own interpreter.
 

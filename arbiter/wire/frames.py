@@ -2,8 +2,8 @@
 
 ``send_multipart``/``recv_multipart`` build flag enums per frame (``SNDMORE | flags``, and the
 option enum of each ``RCVMORE`` read); on a broker that moves twenty frames per round trip that
-was a third of its time (measured: 15.3 µs against 5.7 µs to send and receive a 7-frame
-message). These call the Cython socket methods with plain integer flags.
+was a third of its time (docs/PERFORMANCE.md). These call the Cython socket methods with plain
+integer flags.
 Non-blocking only: the broker never waits on a socket outside its poller.
 """
 
@@ -43,5 +43,5 @@ def recv_frames(sock: zmq.Socket) -> list[bytes]:
 def has_input(sock: zmq.Socket) -> bool:
     """Whether a message is waiting (``ZMQ_EVENTS``). Like a read that fails, the check processes
     the socket's pending commands, so the socket's FD may be slept on after a False; unlike it,
-    it raises nothing: pyzmq's ``zmq.Again`` costs 3.6 µs against 1.4 µs for this (measured)."""
+    it raises nothing: pyzmq's ``zmq.Again`` costs more than twice as much."""
     return bool(_GET(sock, _EVENTS) & _POLLIN)

@@ -11,7 +11,7 @@ from typing import Iterator
 import orjson
 import pytest
 import zmq
-from broker_helpers import dealer
+from broker_helpers import dealer, status, wait_counter, wait_until
 from test_sdk_harness import free_port, make_project
 
 from arbiter.broker.daemon import build_broker, close_broker
@@ -47,8 +47,9 @@ def route_many(frontend: str, count: int, window: int = 20) -> int:
     """``count`` routed requests through a packed worker of this thread; returns the successes."""
     ctx = zmq.Context.instance()
     worker, client = dealer(ctx, frontend), dealer(ctx, frontend)
+    joined = status(frontend)["counters"].get("workers-joined", 0)
     worker.send_multipart([b"", MDPW01, READY, PLUGIN.encode(), b"50", PACKED])
-    time.sleep(0.3)
+    assert wait_counter(frontend, "workers-joined", joined), "the packed worker never joined"
     body = env.encode({**env.new_request("arbiter.route", "scaffold-endpoint"), "payload": {"text": TEXT}})
     sent = ok = 0
     deadline = time.monotonic() + 60
@@ -105,9 +106,12 @@ def test_sighup_reloads_from_the_loop_thread_not_from_signal_context(tmp_path: P
         thread.start()
         with caplog.at_level(logging.INFO, logger="arbiter.reload"):
             os.kill(os.getpid(), signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while not any("SIGHUP" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(
+                lambda: any("SIGHUP" in r.getMessage() for r in caplog.records),
+                10,
+                0.01,
+                what="the reload on SIGHUP was logged",
+            )
         records = [r for r in caplog.records if "SIGHUP" in r.getMessage()]
         assert [r.threadName for r in records] == ["broker-loop"]
     finally:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from typing import Any, Iterator
 
 import pytest
-from broker_helpers import broker_with, wait_until
+from broker_helpers import broker_with, status, subscribed_topics, wait_until
 from test_sdk_harness import WORKER_OPTIONS, Broker
 
 from arbiter.sdk.client import Client
@@ -60,19 +59,31 @@ def test_events_tails_the_broker_with_wildcards(broker: Broker) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while tail.poll() is None and time.monotonic() < deadline:  # repeat until the late joiner hears two
-            worker = Worker(broker.frontend, "events-probe", **WORKER_OPTIONS)
-            worker.start()
+        # events published before its subscriptions reach the broker would never reach it
+        wait_until(
+            lambda: (
+                tail.poll() is not None or {"system/*", "routing/decision"} <= set(subscribed_topics(broker.frontend))
+            ),
+            60,
+            what="the broker applied the subscriptions of `arbiter events`",
+        )
+        worker = Worker(broker.frontend, "events-probe", **WORKER_OPTIONS)
+        worker.start()  # worker-up, on system/health
+        try:
+            wait_until(
+                lambda: status(broker.frontend)["services"].get("events-probe"), what="the probe worker registered"
+            )
             route(broker, "write a poem about the sea")  # no route, still a decision
+        finally:
             worker.stop(timeout=5)
-            time.sleep(0.3)
-        out, _ = tail.communicate(timeout=10)
+        out, _ = tail.communicate(timeout=30)
     finally:
         tail.kill()
     events = [json.loads(line) for line in out.splitlines()]
-    assert len(events) == 2
-    assert {e["topic"] for e in events} <= {"system/health", "routing/decision"}
+    assert [e["topic"] for e in events] == ["system/health", "routing/decision"]
+    assert events[0]["event"]["payload"]["event"] == "worker-up"
+    assert events[0]["event"]["payload"]["service"] == "events-probe"
+    assert events[1]["event"]["payload"]["userInput"] == "write a poem about the sea"
     assert all(e["event"]["messageType"] == "event" and e["event"]["source"] == "arbiter" for e in events)
 
 

@@ -83,7 +83,7 @@ def test_node_client_to_python_worker(broker: Broker) -> None:
     worker.start()
     try:
         with Client(broker.frontend) as probe:
-            assert wait_for(lambda: probe.has_service("py-math", timeout=2))
+            assert wait_for(lambda: probe.has_service("py-math", timeout=2)), "py-math never registered"
         code, reply = run_node_client(broker, "py-math", "add", {"a": 2, "b": 40})
         bad_code, bad = run_node_client(broker, "py-math", "divide", {})
     finally:
@@ -167,7 +167,7 @@ def test_batched_node_worker_answers_a_whole_batch(broker: Broker, node_modules:
         request = build_request("node-batched", "greet", {"name": name}, 60, 0)
         requests[request["messageId"]] = name
         caller.send_multipart([b"", MDPC01, b"node-batched", env.encode(request)])
-    assert wait_for(lambda: queued(broker, "node-batched") == 3, timeout=30)  # all wait for the worker
+    assert wait_for(lambda: queued(broker, "node-batched") == 3, timeout=30), "the requests are not all queued"
     proc = start_node_worker(broker, "node-batched", "4", "batched")
     try:
         answered = {}
@@ -216,6 +216,8 @@ def test_node_worker_returns_after_a_broker_restart_and_says_goodbye(fresh_broke
             assert client.call("node-phoenix", "greet", {"name": "again"}).result["greeting"] == "hello again"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
-            assert wait_for(lambda: not client.has_service("node-phoenix", timeout=2), timeout=10)
+            assert wait_for(lambda: not client.has_service("node-phoenix", timeout=2), timeout=10), (
+                "the stopped Node worker is still registered: no DISCONNECT"
+            )
     finally:
         stop_node_worker(proc)

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +75,11 @@ def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
             worker.start()
         try:
             with Client(broker.frontend, timeout=10, retries=0) as client:
-                assert wait_until(lambda: all(client.has_service(w.service) for w in workers))
+                wait_until(lambda: all(client.has_service(w.service) for w in workers), what="every worker registered")
                 assert route(client)["plugin"] == "lobbi-platform-manager"
                 load = Load(broker.frontend)
                 load.thread.start()
+                wait_until(lambda: load.answers or load.lost, what="the load routed before the first edit")
                 expected = ["lobbi-platform-manager"]
                 probe = broker.root / "rules" / "probe.arb"
                 valid = 0
@@ -102,7 +102,13 @@ def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
                     # a request sent after the broker reported the swap sees the new rules
                     assert route(client)["plugin"] == plugin
                     expected.append(plugin)
-                    time.sleep(0.05)
+                    # and so does the load's next request but one (the one in flight may be older)
+                    wait_until(
+                        lambda seen=len(load.answers): len(load.answers) >= seen + 2 or load.lost,
+                        30,
+                        0.01,
+                        what=f"the load routed after edit {edit}",
+                    )
                 load.stop.set()
                 load.thread.join(30)
                 info = status(broker.frontend)
@@ -110,9 +116,8 @@ def test_edits_under_load_swap_exactly_when_valid(tmp_path: Path) -> None:
             for worker in workers:
                 worker.stop(timeout=5)
     assert not load.lost, load.lost
-    assert len(load.answers) > 40
     changes = [p for i, p in enumerate(load.answers) if i == 0 or p != load.answers[i - 1]]
-    assert changes == expected[: len(changes)] and changes[-1] == expected[-1], (changes, expected)
+    assert changes == expected, ("the load saw other rules than the edits made", changes, expected)
     assert info["counters"]["reloads"] == 15
     assert info["counters"]["reload-failures"] >= 5
     assert info["snapshot"]["lastReloadOk"] and "probe.arb" in info["snapshot"]["lastError"]["errors"][0]
@@ -135,7 +140,8 @@ def rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_five_hundred_reloads_leave_memory_flat(tmp_path: Path) -> None:
+@pytest.mark.perf
+def test_five_hundred_reloads_leave_memory_flat(tmp_path: Path, record_property) -> None:
     with broker_with(tmp_path, {"reload": {"watch": False, "debounce_ms": 0}}, tiny_project) as broker:
         probe = broker.root / "rules" / "probe.arb"
         pid = broker.process.pid
@@ -147,5 +153,6 @@ def test_five_hundred_reloads_leave_memory_flat(tmp_path: Path) -> None:
             if n in (100, 500):
                 samples[n] = rss_kb(pid)
     growth = samples[500] - samples[100]
-    print(f"RSS after 100 reloads {samples[100]} kB, after 500 {samples[500]} kB")
+    record_property("rss_after_100_reloads_kb", samples[100])
+    record_property("rss_after_500_reloads_kb", samples[500])
     assert growth < 8_000, f"RSS grew {growth} kB between reload 100 and 500 ({samples})"

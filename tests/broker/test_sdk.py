@@ -220,7 +220,7 @@ def test_concurrent_duplicates_each_get_a_reply(broker: Broker, workers: Workers
         sock.connect(broker.frontend)
         for _ in range(2):
             sock.send_multipart([b"", MDPC01, b"sdk-dup-race", body])
-        assert wait_for(lambda: len(runs) == 1)
+        assert wait_for(lambda: len(runs) == 1), "the first copy never reached the handler"
         gate.set()
         replies = [sock.recv_multipart() for _ in range(2) if sock.poll(20_000)]
     finally:
@@ -272,18 +272,23 @@ def test_credit_worker_holds_several_requests(broker: Broker, workers: Workers) 
 def test_async_client(broker: Broker, workers: Workers) -> None:
     worker, seen = counting_worker(broker.frontend, "sdk-async")
 
-    async def scenario() -> list[Any]:
+    async def scenario() -> tuple[bool, bool, list[Any]]:
         async with AsyncClient(broker.frontend, timeout=5) as client:
-            assert await client.has_service("sdk-async") or True
-            return await asyncio.gather(
+            served = await client.has_service("sdk-async")
+            unserved = await client.has_service("sdk-nobody-serves-this")
+            replies = await asyncio.gather(
                 *(client.call("sdk-async", "analyze-document", {"text": "w " * n}) for n in range(1, 4))
             )
+            return served, unserved, replies
 
     with Client(broker.frontend) as probe:
         workers.start(worker, probe)
-    replies = asyncio.run(scenario())
+    served, unserved, replies = asyncio.run(scenario())
+    assert served, "MMI through the async client did not see the registered worker"
+    assert not unserved, "MMI through the async client reported a service nobody serves"
     assert [r.result["words"] for r in replies] == [1, 2, 3]
     assert len({r.envelope["correlationId"] for r in replies}) == 3
+    assert sorted(e["payload"]["parameters"]["text"].count("w") for e in seen) == [1, 2, 3]
 
 
 def test_pipelined_requests_come_back_in_order(broker: Broker, client: Client, workers: Workers) -> None:

@@ -31,9 +31,6 @@ def test_recorder_batches_decisions_and_drains_on_close(shipped_router, tmp_path
         assert len(rows) == 50
         assert {r["origin"] for r in rows} == {"cli"}
         assert all(r["primaryPlugin"] == "lobbi-platform-manager" and r["classification"] for r in rows)
-        record.update_outcome("r3", {"steps": [{"plugin": "lobbi-platform-manager", "result": "ok"}]}, True)
-        row = state.RoutingDecision.get(state.RoutingDecision.request_id == "r3")
-        assert row.success is True and row.outcome["steps"][0]["result"] == "ok" and row.completed_at
     finally:
         state.close_store()
 
