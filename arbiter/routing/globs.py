@@ -42,6 +42,6 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def matches_any(pattern: str, paths: Iterable[str]) -> bool:
-    """Does any of ``paths`` match the glob ``pattern``?"""
-    regex = glob_regex(pattern)
-    return any(regex.match(path) for path in paths)
+    """Does any of ``paths`` match the glob ``pattern``? (Most requests name no file: then the
+    pattern is not even looked up.)"""
+    return any(glob_regex(pattern).match(path) for path in paths)

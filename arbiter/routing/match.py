@@ -139,7 +139,7 @@ def _capabilities(plugin: Plugin, c: Classification, weights: Weights) -> list[M
     for pattern in c.patterns:
         if pattern.name in caps.patterns:
             found.append(Matched("pattern", pattern.name, weights.of(plugin.name, pattern.name, weights.pattern)))
-    globs = [g for g in plugin.routing.context_patterns if matches_any(g, c.files)]
+    globs = [g for g in plugin.routing.context_patterns if matches_any(g, c.files)] if c.files else []
     if globs:
         found.append(Matched("file", globs[0], weights.context))
     return found

@@ -143,7 +143,7 @@ class AgentRegistry:
         for word in sorted((agent.words - agent.keywords) & set(terms)):
             score += 5 * self.rarity.get(word, 1.0)
             matched.append(f"word:{word}")
-        for pattern in agent.context_patterns:
+        for pattern in agent.context_patterns if files else ():
             if matches_any(pattern, files):
                 score += 15
                 matched.append(f"file:{pattern}")
