@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import venv
@@ -12,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 
 @pytest.mark.slow
@@ -48,11 +48,7 @@ def test_wheel_installs_into_fresh_venv_and_runs(repo: Path, tmp_path: Path):
         [str(py), str(repo / "broker.py"), "--help"], check=True, capture_output=True, text=True, cwd=repo
     )
     assert "--frontend" in help_text.stdout
-    ports = []
-    for _ in range(3):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
+    ports = [free_port() for _ in range(3)]
     project = tmp_path / "project"
     for part in ("plugins", "rules", "configs"):
         shutil.copytree(repo / part, project / part)

@@ -10,7 +10,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
+from loopback import free_port  # noqa: F401 - tests import it from here too
 
 from arbiter.sdk.client import Client, RequestTimeout
 
@@ -32,12 +32,6 @@ STARTUP_TIMEOUT_S = 60.0
 OTHER_BROKER = os.environ.get("ARBITER_TEST_BROKER", "")
 
 WORKER_OPTIONS = {"heartbeat_interval": HEARTBEAT_S, "liveness": LIVENESS, "reconnect_max": 1.0}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_project(
