@@ -54,6 +54,7 @@ from arbiter.wire.mdp import (
     READY,
     REPLY,
     REQUEST,
+    RESERVED_PREFIXES,
     ProtocolError,
     credit_frame,
     pack,
@@ -68,7 +69,6 @@ RawHandler = Callable[[list[bytes]], "bytes | list[bytes]"]
 
 _ids = itertools.count()
 
-RESERVED_PREFIXES = ("mmi.", "arbiter.")  # the broker answers these itself and refuses such READYs
 STOP_LINGER_MS = 1000  # long enough for the last replies and DISCONNECT to leave, short enough not to hang
 DELIVERIES = {"mdp": None, "packed": PACKED, "batched": BATCHED}  # docs/PROTOCOL.md §2.2, §5.1, §5.2
 
