@@ -11,7 +11,13 @@ Arbiter broker next to three yardsticks measured in the same run on the same mac
      workers with credit ask for);
   D  ``arbiter.route``: a JSON envelope routed to a plugin's worker (credit 50, batched; cached
      and uncached decisions), everything the broker does per routed request included (e.g.
-     logging the decision).
+     logging the decision). Uncached decisions are measured three ways side by side: on the
+     broker's loop (``deciders: 0``), and in one and in two decider processes.
+
+Two measurements follow the tables, on brokers with deciders 0, 1 and 2 (an echo service and a
+plugin's worker each): direct service alone and while four clients keep new texts coming to
+``arbiter.route`` (what deciding costs everyone else), and the worst pause of the loop that one
+0.9 MB message causes, seen by a client sending one echo request at a time.
 
 Every peer (broker, workers, clients) is its own process, so nobody shares a GIL with the broker;
 the process modes live in this file (``--mode``), and every peer reads and writes frames with the
@@ -77,6 +83,23 @@ MDPC = b"MDPC01"
 MDPW = b"MDPW01"
 READY, REQUEST, REPLY, HEARTBEAT, DISCONNECT = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
 TOKEN_BYTES = 8
+UNCACHED_GRID = ((1, 1), (4, 2))
+UNCACHED_SCALE = 0.05
+UNCACHED = {0: "D route, uncached, loop", 1: "D route, uncached, 1 decider", 2: "D route, uncached, 2 deciders"}
+DECIDERS = (0, 1, 2)  # the broker.yaml ``deciders`` settings the mixed-load section compares
+PAUSE_DECIDERS = (0, 2)
+BACKGROUND_CLIENTS = 4  # routed clients that keep decisions running during a direct measurement
+BACKGROUND_WINDOW = 20
+BACKGROUND_RAMP_S = 0.3  # the routed clients run this long before the direct client starts
+STOP_CHECK_EVERY = 16  # replies between a background client's looks at its stdin
+BIG_BYTES = 900_000  # one message of the loop-pause measurement (the broker takes up to 1 MiB)
+PAUSE_QUIET_S = 3.0  # the sync client runs this long before the big requests (the quiet window ends 0.5 s before)
+PAUSE_WINDOW_S = 2.0
+PAUSE_LEAD_S = 0.5  # each window ends (quiet) or starts (around) this long before the first big request
+PAUSE_GAP_S = 0.3  # between the two big requests, so that each one's pause can be told apart
+PAUSE_RUN_S = 5.5  # the sync client's whole run: the around window ends at 4.5 s
+PAUSE_AIM_S = 0.05
+MIXED_DEADLINE_S = 10.0  # a direct client that is starved stops here; its rate counts what came back
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,11 +317,17 @@ def connect_client(endpoint: str) -> zmq.Socket:
     return sock
 
 
-def pipelined(sock: zmq.Socket, plan: ClientPlan, count: int, window: int, deadline: float) -> dict[str, Any]:
+def pipelined(
+    sock: zmq.Socket, plan: ClientPlan, count: int, window: int, deadline: float, stoppable: bool = False
+) -> dict[str, Any]:
     """Keep ``window`` requests outstanding. Echoes are all checked; routed replies one in 100 (parsing
-    every one would measure the client's JSON parsing, not the broker)."""
+    every one would measure the client's JSON parsing, not the broker). A ``stoppable`` client
+    (background load) also ends when the parent writes STOP, drains what it still has in flight, and
+    notes when each reply came, so the parent can count what fell within a window."""
     every = 100 if plan.kind == "route" else 1
     sent = received = bad = 0
+    stopped = False
+    times: list[float] = []
     start = time.perf_counter()
     while sent < min(window, count):
         send_all(sock, plan.frames(sent))
@@ -307,13 +336,32 @@ def pipelined(sock: zmq.Socket, plan: ClientPlan, count: int, window: int, deadl
         try:
             frames = recv_all(sock)
         except zmq.Again:
+            if stoppable and stop_asked():
+                stopped = True
+                break
             continue
         bad += received % every == 0 and not plan.good(frames[-1])
         received += 1
+        if stoppable:
+            times.append(time.perf_counter())
+            if received % STOP_CHECK_EVERY == 0 and stop_asked():
+                stopped = True
+                break
         if sent < count:
             send_all(sock, plan.frames(sent))
             sent += 1
-    return {"count": received, "bad": bad, "start": start, "end": time.perf_counter()}
+    end = time.perf_counter()
+    if stoppable:  # what is answered after the stop is waited for, not counted
+        outstanding, drain = sent - received, time.monotonic() + 5.0
+        while outstanding and receive(sock, drain) is not None:
+            outstanding -= 1
+    result = {"count": received, "bad": bad, "start": start, "end": end}
+    return {**result, "stopped": stopped, "times": times} if stoppable else result
+
+
+def stop_asked() -> bool:
+    """Whether the parent wrote STOP on our stdin (without blocking)."""
+    return bool(select.select([sys.stdin], [], [], 0)[0]) and sys.stdin.readline().strip() == "STOP"
 
 
 def synchronous(sock: zmq.Socket, plan: ClientPlan, count: int, deadline: float) -> dict[str, Any]:
@@ -354,10 +402,78 @@ def run_client(args: argparse.Namespace) -> None:
         return
     deadline = time.monotonic() + args.deadline
     if args.window > 1:
-        result = pipelined(sock, plan, args.requests, args.window, deadline)
+        result = pipelined(sock, plan, args.requests, args.window, deadline, args.until_stop)
     else:
         result = synchronous(sock, plan, args.requests, deadline)
     print(json.dumps(result), flush=True)
+
+
+def run_pause_client(endpoint: str, seconds: float) -> None:
+    """The loop-pause probe: echo requests one at a time for ``seconds`` after GO, each noted as
+    (sent, latency) on the system-wide monotonic clock, which the big-message client shares."""
+    plan = ClientPlan("mdp", ECHO_SERVICE, [BODY])
+    sock = connect_client(endpoint)
+    warm = synchronous(sock, plan, 200, time.monotonic() + CONFIG_DEADLINE_S)
+    announce(warm["count"], warm["bad"])
+    if sys.stdin.readline().strip() != "GO":
+        return
+    end = time.monotonic() + seconds
+    samples: list[tuple[float, float]] = []
+    bad = 0
+    while time.monotonic() < end and len(samples) < 200_000:
+        sent = time.monotonic()
+        send_all(sock, plan.frames(0))
+        frames = receive(sock, end + CONFIG_DEADLINE_S)
+        if frames is None:
+            break
+        samples.append((sent, time.monotonic() - sent))
+        bad += frames[-1] != BODY
+    print(json.dumps({"samples": samples, "bad": bad}), flush=True)
+
+
+def big_bodies(size: int) -> list[tuple[str, bytes]]:
+    """Two ``arbiter.route`` requests of about ``size`` bytes each, both new to the broker: one
+    whose text is that long, and one with a short text and the bulk in many small fields of
+    ``headers`` and ``parameters`` (what every reply copies, and the worker receives)."""
+    from arbiter.wire.envelope import encode, new_request
+
+    salt = uuid.uuid4().hex[:8]
+    words = (ROUTE_TEXTS[0] + ". ") * (size // (len(ROUTE_TEXTS[0]) + 2) + 1)
+    text = f"#{salt} {words}"[:size]
+    long_text = new_request("arbiter.route", COMMAND, source="bench-client", timeout_ms=ENVELOPE_TIMEOUT_MS)
+    long_text["payload"] = {"text": text, "command": COMMAND, "parameters": {}}
+    filler = "abcdefghijklmnopqrstuvwxyz0123456789"
+    fields = size // len(f'"x-bench-000000":"{filler}","field000000":"{filler}",')
+    headers = {f"x-bench-{i:06d}": filler for i in range(fields)}
+    many = new_request("arbiter.route", COMMAND, source="bench-client", timeout_ms=ENVELOPE_TIMEOUT_MS, headers=headers)
+    parameters = {f"field{i:06d}": filler for i in range(fields)}
+    many["payload"] = {"text": f"{ROUTE_TEXTS[1]} #{salt}", "command": COMMAND, "parameters": parameters}
+    return [("text", encode(long_text)), ("fields", encode(many))]
+
+
+def run_big_client(endpoint: str, size: int) -> None:
+    """The loop-pause load: after GO, the two big requests one after the other, each answered
+    before the next; prints when each was sent and answered, and how."""
+    bodies = big_bodies(size)
+    sock = connect_client(endpoint)
+    announce()
+    if sys.stdin.readline().strip() != "GO":
+        return
+    done = []
+    for index, (what, body) in enumerate(bodies):
+        if index:
+            time.sleep(PAUSE_GAP_S)
+        sent = time.monotonic()
+        send_all(sock, [b"", MDPC, b"arbiter.route", body])
+        frames = receive(sock, sent + CONFIG_DEADLINE_S)
+        received = time.monotonic()
+        outcome = "no reply"
+        if frames is not None:
+            payload = orjson.loads(frames[-1]).get("payload") or {}
+            plugin = (payload.get("result") or {}).get("plugin")
+            outcome = "ok" if payload.get("status") == "success" and plugin == PLUGIN else str(payload)[:200]
+        done.append({"what": what, "bytes": len(body), "sent": sent, "received": received, "outcome": outcome})
+    print(json.dumps({"requests": done}), flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,31 +605,41 @@ class Target:
     unique: bool = False
 
 
+def start_client(
+    procs: Processes,
+    target: Target,
+    requests: int,
+    window: int,
+    warmup: int,
+    until_stop: bool = False,
+    deadline: float = CONFIG_DEADLINE_S,
+) -> Child:
+    return procs.mode(
+        "client",
+        "client",
+        "--kind",
+        target.kind,
+        "--endpoint",
+        target.endpoint,
+        "--service",
+        target.service,
+        "--requests",
+        requests,
+        "--window",
+        window,
+        "--warmup",
+        warmup,
+        "--deadline",
+        deadline,
+        *(["--unique"] if target.unique else []),
+        *(["--until-stop"] if until_stop else []),
+    )
+
+
 def run_clients(procs: Processes, target: Target, clients: int, requests: int, window: int, warmup: int) -> Result:
     """Start the clients, let them warm up, release them together, add up what they did."""
     per_client = max(1, requests // clients)
-    started = [
-        procs.mode(
-            "client",
-            "client",
-            "--kind",
-            target.kind,
-            "--endpoint",
-            target.endpoint,
-            "--service",
-            target.service,
-            "--requests",
-            per_client,
-            "--window",
-            window,
-            "--warmup",
-            warmup,
-            "--deadline",
-            CONFIG_DEADLINE_S,
-            *(["--unique"] if target.unique else []),
-        )
-        for _ in range(clients)
-    ]
+    started = [start_client(procs, target, per_client, window, warmup) for _ in range(clients)]
     try:
         for child in started:
             child.line(CONFIG_DEADLINE_S)
@@ -523,11 +649,15 @@ def run_clients(procs: Processes, target: Target, clients: int, requests: int, w
     finally:
         for child in started:
             procs.stop(child)
+    return combined(outcomes, per_client * clients)
+
+
+def combined(outcomes: list[dict[str, Any]], wanted: int) -> Result:
     seconds = max(o["end"] for o in outcomes) - min(o["start"] for o in outcomes)
     latencies = [x for o in outcomes for x in o.get("latencies", [])]
     total = sum(o["count"] for o in outcomes)
     bad = sum(o["bad"] for o in outcomes)
-    return Result(count=total, bad=bad, seconds=seconds, wanted=per_client * clients, latencies=latencies)
+    return Result(count=total, bad=bad, seconds=seconds, wanted=wanted, latencies=latencies)
 
 
 def free_port() -> int:
@@ -536,14 +666,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_project(root: Path, endpoints: dict[str, str]) -> Path:
-    """A private copy of the shipped project: our ports, default heartbeats, no file watching."""
+def make_project(root: Path, endpoints: dict[str, str], overrides: dict[str, Any] | None = None) -> Path:
+    """A private copy of the shipped project: our ports, default heartbeats, no file watching, and
+    ``overrides`` (top-level keys of broker.yaml, e.g. ``{"deciders": 2}``)."""
     for name in ("plugins", "rules", "configs"):
         shutil.copytree(ROOT / name, root / name)
     config_path = root / "configs" / "broker.yaml"
     config = yaml.safe_load(config_path.read_text())
     config["endpoints"] = endpoints
     config.setdefault("reload", {})["watch"] = False
+    config.update(overrides or {})
     config_path.write_text(yaml.safe_dump(config))
     return root
 
@@ -591,12 +723,16 @@ def add_echo_worker(announce_self: bool) -> Callable[[Processes, Target], None]:
     return add
 
 
-def start_arbiter(kind: str, service: str, unique: bool = False) -> Callable[[Processes, Path], Target]:
+def start_arbiter(
+    kind: str, service: str, unique: bool = False, config: dict[str, Any] | None = None
+) -> Callable[[Processes, Path], Target]:
+    """``config``: broker.yaml settings of this broker's own (the shipped file's otherwise)."""
+
     def start(procs: Processes, tmp: Path) -> Target:
         ports = [free_port() for _ in range(3)]
         urls = [f"tcp://127.0.0.1:{p}" for p in ports]
         project = make_project(
-            tmp / f"project-{uuid.uuid4().hex[:8]}", dict(zip(("frontend", "events_pub", "events_sub"), urls))
+            tmp / f"project-{uuid.uuid4().hex[:8]}", dict(zip(("frontend", "events_pub", "events_sub"), urls)), config
         )
         command = [
             sys.executable,
@@ -617,9 +753,27 @@ def start_arbiter(kind: str, service: str, unique: bool = False) -> Callable[[Pr
             tail = broker.log_tail(15).strip().splitlines() or ["(no output)"]
             rc = broker.process.poll()
             raise RuntimeError("\n".join([f"{exc} (exit code {rc}): {tail[-1]}", *tail])) from None
+        wait_for_deciders(urls[0], time.monotonic() + STARTUP_S)
         return Target(urls[0], kind, service, unique)
 
     return start
+
+
+def wait_for_deciders(endpoint: str, deadline: float) -> None:
+    """Until every decider the broker started serves: before that, the broker decides new texts
+    on its loop, and a decider still loading the project takes a core from the measurement."""
+    while time.monotonic() < deadline:
+        status = arbiter_status(endpoint)
+        wanted = ((status or {}).get("deciders") or {}).get("processes", 0)
+        if status is not None and decider_service(status).get("workers", 0) >= wanted:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the deciders of {endpoint} did not all come up within {STARTUP_S:.0f}s")
+
+
+def decider_service(status: dict[str, Any]) -> dict[str, Any]:
+    """The deciders' service as the broker's status shows it (its real name holds a secret)."""
+    return (status.get("services") or {}).get("arbiter.decide") or {}
 
 
 def add_mdp_worker(credit: int, envelope: bool, delivery: str = "") -> Callable[[Processes, Target], None]:
@@ -648,12 +802,15 @@ def systems() -> list[System]:
         System(
             "D route, cached", start_arbiter("route", "arbiter.route"), add_mdp_worker(50, True, "batched"), scale=0.5
         ),
-        System(
-            "D route, uncached",
-            start_arbiter("route", "arbiter.route", unique=True),
-            add_mdp_worker(50, True, "batched"),
-            grid=((1, 1), (4, 2)),
-            scale=0.05,
+        *(
+            System(
+                name,
+                start_arbiter("route", "arbiter.route", unique=True, config={"deciders": count}),
+                add_mdp_worker(50, True, "batched"),
+                grid=UNCACHED_GRID,
+                scale=UNCACHED_SCALE,
+            )
+            for count, name in UNCACHED.items()
         ),
     ]
 
@@ -766,6 +923,283 @@ def arbiter_status(endpoint: str) -> dict[str, Any] | None:
         sock.close()
 
 
+# --------------------------------------------------------------------------------------------
+# Decisions running: what deciding new texts costs direct service, and how long the loop stalls.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mixed:
+    """One broker of the mixed-load section (echo service and the plugin's worker, credit 50
+    batched), by its ``deciders`` setting: direct service alone, and while routed clients keep
+    new texts coming."""
+
+    deciders: int
+    target: Target | None = None
+    alone: Result | None = None
+    loaded: Result | None = None
+    routed: int = 0  # routed replies that came back while the loaded direct client ran
+    routed_seconds: float = 0.0
+    routed_bad: int = 0
+    notes: list[str] = field(default_factory=list)
+    status: dict[str, Any] | None = None
+    error: str = ""
+
+    @property
+    def routed_rate(self) -> float:
+        return self.routed / self.routed_seconds if self.routed_seconds else 0.0
+
+
+@dataclass
+class Pause:
+    """The loop-pause probe on one broker: sync echo latencies in the quiet window and in the one
+    around the big requests (all rounds), the worst of each round, and the big requests."""
+
+    quiet: list[float] = field(default_factory=list)
+    around: list[float] = field(default_factory=list)
+    quiet_max: list[float] = field(default_factory=list)
+    around_max: list[float] = field(default_factory=list)
+    big: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # what -> [(round trip, worst echo)]
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def start_mixed_brokers(procs: Processes, tmp: Path) -> dict[int, Mixed]:
+    """One broker per ``deciders`` setting, each with a batched credit-50 echo worker and a
+    worker of the plugin routed requests go to."""
+    runs = {}
+    for count in DECIDERS:
+        run = runs[count] = Mixed(count)
+        try:
+            target = start_arbiter("mdp", ECHO_SERVICE.decode(), config={"deciders": count})(procs, tmp)
+            add_mdp_worker(50, False, "batched")(procs, target)
+            add_mdp_worker(50, True, "batched")(procs, target)
+            run.target = target
+        except Exception as exc:
+            run.error = f"failed: {exc}"
+    return runs
+
+
+def rotated(items: list[Any], index: int) -> list[Any]:
+    shift = index % len(items) if items else 0
+    return items[shift:] + items[:shift]
+
+
+def measure_mixed(procs: Processes, runs: dict[int, Mixed], direct: int, background: int, rounds: int) -> None:
+    """Direct service alone and with decisions running, on every broker in turn, in rounds whose
+    order rotates (and whose two phases swap), like the main tables."""
+    for index in range(rounds):
+        for run in rotated([r for r in runs.values() if r.target and not r.error], index):
+            assert run.target is not None
+            echo = Target(run.target.endpoint, "mdp", ECHO_SERVICE.decode())
+            for phase in ("alone", "loaded") if index % 2 == 0 else ("loaded", "alone"):
+                try:
+                    if phase == "alone":
+                        run.alone = merge(run.alone, direct_alone(procs, echo, direct))
+                    else:
+                        direct_under_load(procs, run, direct, background)
+                        settled_status(run.target.endpoint)  # the decisions still to be written, before what follows
+                except Exception as exc:
+                    run.error = f"failed: {exc}"
+                    break
+        print(f"  mixed load, round {index + 1}", file=sys.stderr, flush=True)
+    for run in runs.values():
+        if run.target and not run.error:
+            run.status = settled_status(run.target.endpoint)
+
+
+def direct_alone(procs: Processes, echo: Target, direct: int) -> Result:
+    prober = start_client(procs, echo, direct, WINDOW, 200, deadline=MIXED_DEADLINE_S)
+    try:
+        prober.line(CONFIG_DEADLINE_S)
+        prober.send("GO")
+        return combined([json.loads(prober.line(CONFIG_DEADLINE_S + 10))], direct)
+    finally:
+        procs.stop(prober)
+
+
+def direct_under_load(procs: Processes, run: Mixed, direct: int, background: int) -> None:
+    """The direct client runs while routed clients (new texts, a window each) keep the broker
+    deciding; they start first, run until told to stop, and the routed replies that came back
+    while the direct client ran are counted."""
+    assert run.target is not None
+    endpoint = run.target.endpoint
+    route = Target(endpoint, "route", "arbiter.route", unique=True)
+    loaders = [
+        start_client(procs, route, background, BACKGROUND_WINDOW, 20, until_stop=True)
+        for _ in range(BACKGROUND_CLIENTS)
+    ]
+    echo = Target(endpoint, "mdp", ECHO_SERVICE.decode())
+    prober = start_client(procs, echo, direct, WINDOW, 200, deadline=MIXED_DEADLINE_S)
+    started = [*loaders, prober]
+    try:
+        for child in started:
+            child.line(CONFIG_DEADLINE_S)
+        for child in loaders:
+            child.send("GO")
+        time.sleep(BACKGROUND_RAMP_S)
+        prober.send("GO")
+        mine = json.loads(prober.line(CONFIG_DEADLINE_S + 10))
+        for child in loaders:
+            child.send("STOP")
+        theirs = [json.loads(child.line(CONFIG_DEADLINE_S + 10)) for child in loaders]
+    finally:
+        for child in started:
+            procs.stop(child)
+    run.loaded = merge(run.loaded, combined([mine], direct))
+    run.routed += sum(sum(mine["start"] <= t <= mine["end"] for t in o["times"]) for o in theirs)
+    run.routed_seconds += mine["end"] - mine["start"]
+    run.routed_bad += sum(o["bad"] for o in theirs)
+    if any(not o["stopped"] or o["end"] < mine["end"] for o in theirs):
+        run.notes.append("routed load ended before the direct client")
+
+
+def measure_pauses(procs: Processes, runs: dict[int, Mixed], rounds: int) -> dict[int, Pause]:
+    """The loop-pause probe on the brokers with decisions on the loop and with two deciders, in
+    rounds whose order rotates; each round sends new big requests."""
+    pauses = {count: Pause() for count in PAUSE_DECIDERS if count in runs}
+    for run in runs.values():  # what the mixed section left (decisions to write) must not be measured here
+        if run.target and not run.error and run.deciders in pauses:
+            settled_status(run.target.endpoint)
+    for index in range(rounds):
+        for count in rotated(list(pauses), index):
+            run, pause = runs[count], pauses[count]
+            if run.target is None or run.error or pause.error:
+                pause.error = pause.error or run.error or "no broker"
+                continue
+            try:
+                probe_pause(procs, run.target.endpoint, pause)
+            except Exception as exc:
+                pause.error = f"failed: {exc}"
+        print(f"  loop pause, round {index + 1}", file=sys.stderr, flush=True)
+    return pauses
+
+
+def probe_pause(procs: Processes, endpoint: str, pause: Pause) -> None:
+    """One round: the sync echo client runs alone for a while, then the two big requests go
+    (each answered before the next); the windows are cut out of its samples afterwards."""
+    probe = procs.mode("pause-client", "pause-client", endpoint, PAUSE_RUN_S)
+    heavy = procs.mode("big-client", "big-client", endpoint, BIG_BYTES)
+    try:
+        probe.line(CONFIG_DEADLINE_S)
+        heavy.line(CONFIG_DEADLINE_S)
+        probe.send("GO")
+        time.sleep(PAUSE_QUIET_S)
+        heavy.send("GO")
+        sent = json.loads(heavy.line(2 * CONFIG_DEADLINE_S + 10))["requests"]
+        probed = json.loads(probe.line(PAUSE_RUN_S + CONFIG_DEADLINE_S + 10))
+    finally:
+        for child in (probe, heavy):
+            procs.stop(child)
+    samples = probed["samples"]
+    if probed["bad"]:
+        pause.notes.append(f"{probed['bad']} bad echoes")
+    first = sent[0]["sent"]
+    quiet_from, around_from = first - PAUSE_LEAD_S - PAUSE_WINDOW_S, first - PAUSE_LEAD_S
+    quiet = [lat for at, lat in samples if quiet_from <= at < around_from]
+    around = [lat for at, lat in samples if around_from <= at < around_from + PAUSE_WINDOW_S]
+    if not quiet or not around:
+        raise RuntimeError("the sync client measured nothing in one of the windows")
+    pause.quiet += quiet
+    pause.around += around
+    pause.quiet_max.append(max(quiet))
+    pause.around_max.append(max(around))
+    for request in sent:
+        overlapping = [lat for at, lat in samples if at <= request["received"] and at + lat >= request["sent"]]
+        worst = max(overlapping, default=0.0)
+        pause.big.setdefault(request["what"], []).append((request["received"] - request["sent"], worst))
+        if request["outcome"] != "ok":
+            pause.notes.append(f"{request['what']}: {request['outcome']}")
+        if request["received"] > around_from + PAUSE_WINDOW_S:
+            pause.notes.append(f"{request['what']} answered after the window")
+    if samples[-1][0] < around_from + PAUSE_WINDOW_S:
+        pause.notes.append("the sync client stopped before the window ended")
+
+
+def report_mixed(runs: dict[int, Mixed], direct: int, rounds: int) -> None:
+    rows = []
+    for count, run in runs.items():
+        share = f"{run.loaded.rate / run.alone.rate:.2f}x" if run.alone and run.loaded and run.alone.rate else "-"
+        phases = (("alone", run.alone), ("with", run.loaded))
+        short = [f"{what} {r.count:,} of {r.wanted:,}" for what, r in phases if r and r.count < r.wanted]
+        if short:
+            run.notes.append(f"direct stopped at its {MIXED_DEADLINE_S:.0f} s deadline: {', '.join(short)}")
+        rows.append(
+            [
+                decider_label(count),
+                f"{run.alone.rate:,.0f}" if run.alone else "-",
+                f"{run.loaded.rate:,.0f}" if run.loaded else "-",
+                share,
+                f"{run.routed_rate:,.0f}" if run.routed_seconds else "-",
+                off_loop(run.status),
+                (run.alone.bad if run.alone else 0) + (run.loaded.bad if run.loaded else 0) + run.routed_bad,
+                run.error.splitlines()[0] if run.error else "; ".join(sorted(set(run.notes))),
+            ]
+        )
+    table(
+        f"Direct service while decisions run: round trips/s of 1 direct client (window {WINDOW}, {direct:,} "
+        f"per round) alone and while {BACKGROUND_CLIENTS} clients send new texts to arbiter.route (window "
+        f"{BACKGROUND_WINDOW} each); {rounds} round(s)",
+        [
+            "broker",
+            "direct alone",
+            "direct with",
+            "with / alone",
+            "routed/s meanwhile",
+            "decided off loop",
+            "bad",
+            "note",
+        ],
+        rows,
+    )
+
+
+def off_loop(status: dict[str, Any] | None) -> str:
+    """How many of the broker's decisions its deciders made (warm-ups included): that the
+    deciders, and not the loop, did the work."""
+    if not status:
+        return "-"
+    decided = decider_service(status).get("requests", 0)
+    logged = ((status.get("writers") or {}).get("decisions") or {}).get("written")
+    return f"{decided:,} of {logged:,}" if isinstance(logged, int) else f"{decided:,}"
+
+
+def report_pauses(pauses: dict[int, Pause], rounds: int) -> None:
+    def ms(values: list[float]) -> str:
+        return ", ".join(f"{v * 1e3:.1f}" for v in values) or "-"
+
+    rows = []
+    for count, pause in pauses.items():
+        big = {what: pause.big.get(what, []) for what in ("text", "fields")}
+        rows.append(
+            [
+                decider_label(count),
+                f"{percentile(pause.quiet, 0.5) * 1e3:.2f}" if pause.quiet else "-",
+                ms(pause.quiet_max),
+                f"{percentile(pause.around, 0.5) * 1e3:.2f}" if pause.around else "-",
+                ms(pause.around_max),
+                *(f"{ms([t for t, _ in v])} / {ms([w for _, w in v])}" for v in big.values()),
+                pause.error.splitlines()[0] if pause.error else "; ".join(sorted(set(pause.notes))),
+            ]
+        )
+    table(
+        f"Worst pause of the loop: sync echo latency (ms), {PAUSE_WINDOW_S:.0f} s without and {PAUSE_WINDOW_S:.0f} s "
+        f"around two arbiter.route requests of {BIG_BYTES / 1e6:.1f} MB (a new text that long; a short text and "
+        f"the rest in many small fields); maxima and big requests per round, {rounds} round(s)",
+        [
+            "broker",
+            "quiet p50",
+            "quiet max",
+            "around p50",
+            "around max",
+            "big text: round trip / worst echo",
+            "big fields: round trip / worst echo",
+            "note",
+        ],
+        rows,
+    )
+
+
 def report(names: list[str], results: dict[str, Measured], sync_count: int, rounds: int) -> None:
     configs = list(GRID)
     label = [f"{c}c/{w}w" for c, w in configs]
@@ -822,8 +1256,27 @@ def report(names: list[str], results: dict[str, Measured], sync_count: int, roun
         ["system", *[f"thr {x}" for x in label], "p50 ratio"],
         rows,
     )
+    report_deciders(results)
     report_status(names, results)
-    report_targets(results)
+
+
+def report_deciders(results: dict[str, Measured]) -> None:
+    """Uncached routing with decisions off the loop, against the loop in the same run."""
+    loop = results.get(UNCACHED[0])
+    if loop is None:
+        return
+    label = [f"{c}c/{w}w" for c, w in UNCACHED_GRID]
+    rows = []
+    for count, name in UNCACHED.items():
+        if count and name in results:
+            m = results[name]
+            cells = [ratio(m.rates.get(k), loop.rates.get(k)) for k in UNCACHED_GRID]
+            rows.append([name, *cells, ratio_p50(m.sync, loop.sync)])
+    table(
+        "Uncached routing: deciders / loop (throughput: higher is better; p50: lower is better)",
+        ["system", *[f"thr {x}" for x in label], "p50 ratio"],
+        rows,
+    )
 
 
 def incomplete(measured: Measured) -> str:
@@ -841,12 +1294,13 @@ def report_status(names: list[str], results: dict[str, Measured]) -> None:
             continue
         counters = status.get("counters") or {}
         decisions = (status.get("writers") or {}).get("decisions") or {}
-        services = status.get("services") or {}
+        services = {k: v for k, v in (status.get("services") or {}).items() if k != "arbiter.decide"}
         rows.append(
             [
                 name,
                 sum(int(s.get("requests", 0)) for s in services.values() if isinstance(s, dict)),
                 counters.get("decision-cache-hits", "-"),
+                decider_service(status).get("requests", 0),
                 decisions.get("written", "-"),
                 decisions.get("dropped", "-"),
                 f"{status['maxRssKb'] / 1024:.0f}" if isinstance(status.get("maxRssKb"), int) else "-",
@@ -855,7 +1309,15 @@ def report_status(names: list[str], results: dict[str, Measured]) -> None:
     if rows:
         table(
             "Arbiter broker's own counters after each run (arbiter.status)",
-            ["system", "service requests", "route cache hits", "decisions logged", "decisions dropped", "max RSS MB"],
+            [
+                "system",
+                "service requests",
+                "route cache hits",
+                "decided by deciders",
+                "decisions logged",
+                "decisions dropped",
+                "max RSS MB",
+            ],
             rows,
         )
 
@@ -873,7 +1335,7 @@ def ratio_p50(mine: Result | None, base: Result | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
-def report_targets(results: dict[str, Measured]) -> None:
+def report_targets(results: dict[str, Measured], mixed: dict[int, Mixed], pauses: dict[int, Pause]) -> None:
     """The goals the broker is held to, next to what this run measured (informative only)."""
     raw, credit, plain, routed = (results.get(n) for n in (RAW, BATCHED_50, "C arbiter, credit 1", "D route, cached"))
     rows = []
@@ -892,8 +1354,48 @@ def report_targets(results: dict[str, Measured]) -> None:
     if routed and routed.rates:
         best = max(r.rate for r in routed.rates.values())
         rows.append(["routed, best cell", ">= 10,000/s", f"{best:,.0f}/s", yes(best >= 10_000)])
+    rows += decider_target(results)
+    for count, run in mixed.items():
+        if run.alone and run.loaded and run.alone.rate:
+            share = run.loaded.rate / run.alone.rate
+            label = f"direct with decisions running / alone, {decider_label(count)}"
+            rows.append([label, ">= 0.9x", f"{share:.2f}x", yes(share >= 0.9)])
+    for count, pause in pauses.items():
+        if pause.around:
+            worst = max(pause.around)
+            label = f"worst loop pause around a 0.9 MB request, {decider_label(count)}"
+            rows.append([label, "< 50 ms", f"{worst * 1e3:.1f} ms", yes(worst < PAUSE_AIM_S)])
     if rows:
         table("Targets (this machine, this run)", ["measure", "target", "measured", "met"], rows)
+
+
+def decider_target(results: dict[str, Measured]) -> list[list[str]]:
+    """Uncached routed requests with deciders against the loop: the decider row whose worst cell
+    is best, each of its cells divided by the loop row's."""
+    loop = results.get(UNCACHED[0])
+    if loop is None:
+        return []
+    best: tuple[float, str, list[float]] | None = None
+    for count, name in UNCACHED.items():
+        m = results.get(name)
+        if not count or m is None:
+            continue
+        cells = [m.rates[k].rate / loop.rates[k].rate for k in UNCACHED_GRID if k in m.rates and k in loop.rates]
+        if len(cells) == len(UNCACHED_GRID) and all(loop.rates[k].rate for k in UNCACHED_GRID):
+            if best is None or min(cells) > best[0]:
+                best = (min(cells), decider_label(count), cells)
+    if best is None:
+        return []
+    worst, label, cells = best
+    shown = ", ".join(f"{x:.2f}x" for x in cells)
+    cells_label = ", ".join(f"{c}c/{w}w" for c, w in UNCACHED_GRID)
+    return [
+        [f"uncached routed / loop, best decider row ({cells_label})", ">= 3x", f"{label}: {shown}", yes(worst >= 3)]
+    ]
+
+
+def decider_label(count: int) -> str:
+    return "decisions on the loop" if count == 0 else f"{count} decider{'s' if count > 1 else ''}"
 
 
 def yes(flag: bool) -> str:
@@ -904,9 +1406,12 @@ def run_all(args: argparse.Namespace) -> None:
     requests = args.requests or (4_000 if args.quick else 10_000)
     sync_count = 500 if args.quick else 2_000
     rounds = max(1, args.rounds or (1 if args.quick else 2))
+    direct = requests * 2  # the mixed section's direct client, per round
     broker_ready = (ROOT / "broker.py").exists()
     chosen = [s for s in systems() if broker_ready or not s.name.startswith(("C", "D"))]
     results = {system.name: Measured() for system in chosen}
+    mixed: dict[int, Mixed] = {}
+    pauses: dict[int, Pause] = {}
     procs: Processes | None = None
     with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
         try:
@@ -918,6 +1423,11 @@ def run_all(args: argparse.Namespace) -> None:
                 except Exception as exc:
                     results[system.name].error = f"failed: {exc}"
             measure_all(live, procs, requests, sync_count, rounds)
+            procs.stop_all()  # the next sections start brokers of their own
+            if broker_ready:
+                mixed = start_mixed_brokers(procs, Path(tmp))
+                measure_mixed(procs, mixed, direct, direct, rounds)
+                pauses = measure_pauses(procs, mixed, rounds)
         finally:
             if procs is not None:
                 procs.stop_all()
@@ -925,9 +1435,20 @@ def run_all(args: argparse.Namespace) -> None:
     if not broker_ready:
         print(f"\n{ROOT / 'broker.py'} is missing: C and D were not measured.")
     report(names, results, sync_count, rounds)
+    if mixed:
+        report_mixed(mixed, direct, rounds)
+    if pauses:
+        report_pauses(pauses, rounds)
+    report_targets(results, mixed, pauses)
     for name in names:
         if results[name].error:
             print(f"\n{name} {results[name].error}")
+    for count, run in mixed.items():
+        if run.error:
+            print(f"\nmixed load, {decider_label(count)}: {run.error}")
+    for count, pause in pauses.items():
+        if pause.error:
+            print(f"\nloop pause, {decider_label(count)}: {pause.error}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -943,6 +1464,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, default=CONFIG_DEADLINE_S, help=argparse.SUPPRESS)
     parser.add_argument("--unique", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--until-stop", action="store_true", help=argparse.SUPPRESS)
     # bench/run.py runs us with its own argv: ignore what is not ours.
     return parser.parse_known_args(argv)[0]
 
@@ -961,6 +1483,10 @@ def child_main(args: argparse.Namespace) -> None:
         run_mdp_worker(rest[0], rest[1], int(rest[2]), rest[3] == "1", "" if rest[4] == "mdp" else rest[4], LIFETIME_S)
     elif mode == "client":
         run_client(args)
+    elif mode == "pause-client":
+        run_pause_client(rest[0], float(rest[1]))
+    elif mode == "big-client":
+        run_big_client(rest[0], int(rest[1]))
     else:
         sys.exit(f"unknown mode {mode!r}")
 

@@ -1,5 +1,6 @@
 """Routing speed: decisions per second and p50/p99 per decision over the corpus, with and without
-rules and on both engines; how latency grows with plugins (5 -> 34) and rules (10 -> 1,000); and
+rules and on both engines; how latency grows with plugins (5 -> 34), rules (10 -> 1,000) and the
+length of the request (100 -> 1M characters, with routing's `max_text_chars` and without it); and
 the wall time of a cold `arbiter explain`.
 
 Run: python bench/bench_routing.py
@@ -28,6 +29,8 @@ from arbiter.routing.pipeline import (
 
 REQUESTS = [c["text"] for c in yaml.safe_load((CASES / "corpus_cases.yaml").read_text())]
 ROUNDS = 3
+LENGTHS = (100, 1_000, 10_000, 100_000, 1_000_000)
+LENGTH_RUNS = 21  # decisions per length with the cut; fewer without it, where 1M characters take long
 
 
 def measure(router: Router) -> tuple[float, float, float]:
@@ -39,6 +42,44 @@ def measure(router: Router) -> tuple[float, float, float]:
             latencies.append(time.perf_counter() - start)
     total = sum(latencies)
     return len(latencies) / total, percentile(latencies, 0.5) * 1e6, percentile(latencies, 0.99) * 1e6
+
+
+def long_request(chars: int) -> str:
+    """A request of ``chars`` characters: one corpus request, then pasted material (the other
+    requests, over and over), as when someone pastes a log or a file after the question."""
+    body = "\n".join(REQUESTS)
+    text = REQUESTS[0] + "\n\n" + body * (chars // len(body) + 1)
+    return text[:chars]
+
+
+def p50_us(router: Router, text: str, runs: int) -> float:
+    latencies = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        router.route(Request(text))
+        latencies.append(time.perf_counter() - start)
+    return percentile(latencies, 0.5) * 1e6
+
+
+def length_table(router: Router) -> None:
+    """p50 per decision by request length: as configured (routing reads ``max_text_chars``) and
+    with the limit lifted, which is how routing scaled before it had one."""
+    limit = router.max_text_chars
+    rows = []
+    for chars in LENGTHS:
+        text = long_request(chars)
+        router.max_text_chars = limit
+        read = len(router.route(Request(text)).classification.text)
+        bounded = p50_us(router, text, LENGTH_RUNS)
+        router.max_text_chars = len(text)
+        whole = p50_us(router, text, max(3, min(LENGTH_RUNS, 200_000 // chars)))
+        rows.append([f"{chars:,}", f"{read:,}", f"{bounded:,.0f}", f"{whole:,.0f}"])
+    router.max_text_chars = limit
+    table(
+        f"p50 decision time by request length (34 plugins, python engine, no rules; max_text_chars {limit:,})",
+        ["request chars", "read chars", "p50 us (cut)", "p50 us (whole text)"],
+        rows,
+    )
 
 
 def rules_project(tmp: Path, n: int) -> Path:
@@ -86,6 +127,8 @@ def main() -> None:
             ["plugins", "decisions/s", "p50 us", "p99 us"],
             rows,
         )
+
+        length_table(Router(build_snapshot(empty, [CORPUS]), engine="python"))
 
         rows = []
         for n in (10, 100, 1000):

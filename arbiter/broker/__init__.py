@@ -2,5 +2,7 @@
 bookkeeping, Arbiter's own services, routed dispatch with its resilience, dead letters, the
 event bus, hot reload, and running it all as a process.
 
-May import: arbiter.dsl, arbiter.project, arbiter.routing, arbiter.store, arbiter.wire.
+The decider processes the broker starts are SDK workers.
+
+May import: arbiter.dsl, arbiter.project, arbiter.routing, arbiter.sdk, arbiter.store, arbiter.wire.
 """

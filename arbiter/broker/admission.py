@@ -3,12 +3,14 @@
 Every accepted request holds a slot until it is answered: one of its client's
 ``limits.client_inflight`` and one of the broker's ``limits.total_pending``. So a flood from one
 client, or from all of them, is refused at the door with an error reply instead of growing the
-broker's memory. Whoever answers a request releases its slot, exactly once.
+broker's memory. Whoever answers a request releases its slot; a slot is released once however many paths
+try.
 """
 
 from __future__ import annotations
 
 from arbiter.broker.settings import Settings
+from arbiter.broker.workers import Pending
 
 Refusal = tuple[str, str]  # (error code, message for people)
 
@@ -39,11 +41,16 @@ class Admission:
         self.pending_total += 1
         return None
 
-    def release(self, client: bytes) -> None:
-        """Free the slot a client request held since it was admitted."""
+    def release(self, pending: Pending) -> None:
+        """Free the slot ``pending`` held since it was admitted; it is answered now. A second
+        release of the same request does nothing, so every path that ends a request may release it."""
+        if pending.answered:
+            return
+        pending.answered = True
         self.pending_total -= 1
+        client = pending.client
         left = self.client_inflight.get(client, 0) - 1
         if left > 0:
             self.client_inflight[client] = left
         else:
-            del self.client_inflight[client]
+            self.client_inflight.pop(client, None)

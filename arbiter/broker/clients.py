@@ -9,19 +9,22 @@ refused at the door for what it is (too large, unreadable) is only answered and 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Any, Protocol
 
 from arbiter.broker import messages as svc
 from arbiter.broker.admission import Admission
-from arbiter.broker.dispatch import Attempt, Dispatcher
+from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.services import mmi
 from arbiter.broker.services.base import ServiceHost
 from arbiter.broker.services.catalog import OWN_SERVICES
 from arbiter.broker.workers import Pending, Service, WorkerPool, WorkerState
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import MDPC01, MMI_PREFIX, OWN_PREFIX, ProtocolError, service_name
+
+log = logging.getLogger("arbiter.broker")
 
 
 class ClientsHost(ServiceHost, Protocol):
@@ -48,12 +51,14 @@ class Clients:
     def on_request(self, client: bytes, service_frame: bytes, body: list[bytes]) -> None:
         self.host.counters["requests"] += 1
         service = self.host.pool.services.get(service_frame)
-        if service is None:
+        if service is not None:
+            service_frame = service.frame  # one bytes object per service, not one per waiting request
+        else:
             try:
                 name = service_name(service_frame)
             except ProtocolError as exc:
                 self.host.dropped[exc.reason] += 1
-                self.reply_error(client, service_frame, body, "BAD_REQUEST", str(exc), dead=False)
+                self.reply_error(client, service_frame, body, "BAD_REQUEST", str(exc))
                 return
             if name.startswith(MMI_PREFIX):
                 self.host.counters["mmi"] += 1
@@ -65,21 +70,36 @@ class Clients:
         pending = self._admit(client, service_frame, body)
         if pending is None:
             return
+        try:
+            self._to_service(service, pending)
+        except Exception as exc:  # one request's failure stays with it: answered, its slot freed
+            self._internal_error(pending, exc)
+
+    def _to_service(self, service: Service | None, pending: Pending) -> None:
+        """Queue a direct request for a worker of its service, or refuse it."""
         if self.host.stopping:
             self.fail(pending, "SHUTTING_DOWN", "the broker is stopping", "shutdown")
             return
         if service is None:
-            service = self.host.pool.service(service_frame)
+            service = self.host.pool.service(pending.service_frame)
         if not self.host.pool.submit(service, self._with_deadline(pending, service)):
-            self.host.admission.release(client)
-            message = f"the queue of service '{service.name}' is full ({self.host.settings.service_queue})"
-            self.reject(client, service_frame, body, "QUEUE_FULL", message)
+            self.host.admission.release(pending)
+            message = f"the queue of service '{service.shown}' is full ({self.host.settings.service_queue})"
+            self.reject(pending.client, pending.service_frame, pending.body, "QUEUE_FULL", message)
+
+    def _internal_error(self, pending: Pending, exc: BaseException) -> None:
+        log.error("internal error on a request to %s", pending.service_frame.decode("utf-8", "replace"), exc_info=exc)
+        self.host.dropped["internal-error"] += 1
+        if not pending.answered:
+            self.host.admission.release(pending)
+            body = svc.error_body(pending.body, "INTERNAL_ERROR", "the broker failed on this request; it is logged")
+            self.send_client(pending.client, pending.service_frame, [body])
 
     def _admit(self, client: bytes, service_frame: bytes, body: list[bytes]) -> Pending | None:
         """The request as the broker holds it, once it passed the limits; a refused one is answered."""
         refusal = self.host.admission.too_large(body)
         if refusal is not None:
-            self.reject(client, service_frame, body, *refusal, dead=False)
+            self.reject(client, service_frame, body, *refusal)
             return None
         refusal = self.host.admission.admit(client)
         if refusal is not None:
@@ -112,7 +132,7 @@ class Clients:
         if service is None:
             self.host.dropped["unknown-service"] += 1
             message = f"no service '{name}'; Arbiter serves {', '.join(OWN_SERVICES)}"
-            self.reply_error(client, service_frame, body, "UNKNOWN_SERVICE", message, dead=False)
+            self.reply_error(client, service_frame, body, "UNKNOWN_SERVICE", message)
             return
         pending = self._admit(client, service_frame, body)
         if pending is None:
@@ -120,8 +140,10 @@ class Clients:
         try:
             service.execute(self.host, pending, service.read(body))
         except svc.BadRequest as exc:
-            self.host.admission.release(client)
+            self.host.admission.release(pending)
             self.reject(client, service_frame, body, exc.code, str(exc))
+        except Exception as exc:  # a bug in a service must not cost more than this request
+            self._internal_error(pending, exc)
 
     # -- answering and giving up ------------------------------------------------------
 
@@ -129,59 +151,58 @@ class Clients:
         self.host.send([client, b"", MDPC01, service_frame, *body], None, "client-unreachable")
 
     def reply(self, pending: Pending, body: bytes) -> None:
-        self.host.admission.release(pending.client)
+        self.host.admission.release(pending)
         self.send_client(pending.client, pending.service_frame, [body])
 
     def finish(self, pending: Pending, body: list[bytes]) -> None:
-        """A worker answered ``pending``: to its client, or to the dispatcher for a routed try."""
+        """A worker answered ``pending``: to its client, or to the owner of a try."""
         attempt = pending.attempt
         if attempt is not None:
-            # Pending and Attempt refer to each other; unlinked, both are freed by reference
+            # Pending and its try refer to each other; unlinked, both are freed by reference
             # counting as soon as the request is done, instead of waiting for the cycle collector.
             pending.attempt = None
             self.host.counters["routed-replies"] += 1
-            self.host.dispatcher.on_reply(attempt, body)  # type: ignore[arg-type]
+            attempt.answered(body)
             return
-        self.host.admission.release(pending.client)
+        self.host.admission.release(pending)
         self.host.counters["replies"] += 1
         self.send_client(pending.client, pending.service_frame, body)
 
     def expire(self, pending: Pending, message: str) -> None:
         self.host.dropped["expired"] += 1
-        self.fail(pending, "EXPIRED", message, "expired")
+        self._give_up(pending, "EXPIRED", message, "expired")
 
     def poisoned(self, pending: Pending) -> None:
         """Every worker that held ``pending`` was lost: give it up instead of killing another."""
         self.host.counters["poisoned"] += 1
         message = f"{pending.redeliveries} workers were lost while holding this request; it is not sent again"
+        self._give_up(pending, "POISON", message, "poison")
+
+    def _give_up(self, pending: Pending, code: str, message: str, reason: str) -> None:
         attempt = pending.attempt
-        if isinstance(attempt, Attempt):
-            attempt.finished = True
-            self.host.dispatcher.fail(attempt.routed, "POISON", message, "poison")
-        else:
-            self.fail(pending, "POISON", message, "poison")
+        if attempt is None:
+            self.fail(pending, code, message, reason)
+            return
+        pending.answered, pending.attempt = True, None  # a late reply to it is dropped
+        attempt.lost(code, message, reason)
 
     def fail(self, pending: Pending, code: str, message: str, reason: str) -> None:
         """Answer a direct request the broker gives up on, release its slot, and keep it in the
         dead-letter queue."""
-        self.host.admission.release(pending.client)
+        self.host.admission.release(pending)
         self.send_client(pending.client, pending.service_frame, [svc.error_body(pending.body, code, message)])
         self.dead_letter(
             pending.service_frame, pending.body, reason, f"{code}: {message}", pending.client, pending.message_id
         )
 
-    def reject(
-        self, client: bytes, service_frame: bytes, body: list[bytes], code: str, message: str, dead: bool = True
-    ) -> None:
+    def reject(self, client: bytes, service_frame: bytes, body: list[bytes], code: str, message: str) -> None:
+        """Refuse a request at once, and count why. It is not dead-lettered: the client has its
+        answer in hand and nothing was lost (a flood of refusals must not flood the queue)."""
         self.host.dropped[code.lower().replace("_", "-")] += 1
-        self.reply_error(client, service_frame, body, code, message, dead=dead)
+        self.reply_error(client, service_frame, body, code, message)
 
-    def reply_error(
-        self, client: bytes, service_frame: bytes, body: list[bytes], code: str, message: str, *, dead: bool = True
-    ) -> None:
+    def reply_error(self, client: bytes, service_frame: bytes, body: list[bytes], code: str, message: str) -> None:
         self.send_client(client, service_frame, [svc.error_body(body, code, message)])
-        if dead:
-            self.dead_letter(service_frame, body, "rejected", f"{code}: {message}", client)
 
     def dead_letter(
         self,

@@ -57,6 +57,7 @@ def build_broker(
         snapshot.fingerprint,
         on_ready=lambda snap, router: broker.post(lambda: broker.swap(snap, router)),
         on_error=lambda errors: broker.post(lambda: broker.reload_failed(errors)),
+        on_restored=lambda digest: broker.post(lambda: broker.reload_restored(digest)),
         debounce_ms=reload_config["debounce_ms"],
         watch=reload_config["watch"],
     )
@@ -65,6 +66,7 @@ def build_broker(
     except Exception as exc:
         broker.decisions.close(timeout=2)  # type: ignore[union-attr]  # its process must not outlive us
         raise StartupError(f"cannot bind: {exc} (is another broker running on these endpoints?)") from exc
+    broker.start_deciders(settings.deciders)
     return broker, reloader
 
 
@@ -73,7 +75,7 @@ def serve(root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: st
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         broker, reloader = build_broker(root, plugin_dirs, **endpoints)
-    except StartupError as exc:
+    except (StartupError, state.StoreError) as exc:
         log.error("%s", exc)
         return 1
     install_signal_handlers(broker, reloader)
@@ -99,6 +101,8 @@ def close_broker(broker: Broker, reloader: Reloader) -> None:
     """After :meth:`Broker.run` returned: stop what :func:`build_broker` started, writing
     everything the writers still hold."""
     reloader.close()
+    if broker.deciders is not None:
+        broker.deciders.stop()
     for writer in (broker.decisions, broker.dead_letters):
         if writer is not None:
             writer.close()

@@ -25,7 +25,7 @@ Key = tuple[str, tuple[str, ...], "str | None"]
 class Decided:
     """A decision as the broker reuses it for every request with the same text."""
 
-    data: dict[str, Any]
+    user_input: str | None
     primary: str | None
     plan: tuple[str, ...]  # primary, then fallbacks in order
     collaborators: tuple[str, ...]
@@ -43,7 +43,21 @@ class Decided:
             raise ValueError("a decision's JSON must start with its requestId")
         plan = (primary, *routing.get("fallbackPlugins", ())) if primary else ()
         collaborators = tuple(p["plugin"] for p in phases[1:])
-        return cls(data, primary, plan, collaborators, encoded[len(head) :], RowTemplate.of(data, origin))
+        row = RowTemplate.of(data, origin)
+        return cls(data.get("userInput"), primary, plan, collaborators, encoded[len(head) :], row)
+
+    def wire(self) -> list[bytes]:
+        """Two frames: what the broker reads of the decision, and its encoded JSON as it is. A
+        decider process answers with them, so the broker neither parses nor encodes a decision."""
+        head = [self.user_input, self.primary, self.plan, self.collaborators, self.row.request_id, self.row.wire()]
+        return [orjson.dumps(head), self.tail]
+
+    @classmethod
+    def from_wire(cls, frames: list[bytes]) -> Decided:
+        user_input, primary, plan, collaborators, request_id, row = orjson.loads(frames[0])
+        return cls(
+            user_input, primary, tuple(plan), tuple(collaborators), frames[1], RowTemplate.of_values(request_id, row)
+        )
 
     def json_for(self, request_id: str) -> orjson.Fragment:
         """The decision as it reads for one request, ready to embed in a reply."""
@@ -56,19 +70,23 @@ class DecisionCache:
     def __init__(self, size: int = CACHE_SIZE):
         self._size = size
         self._entries: OrderedDict[Key, Decided] = OrderedDict()
-        self.hits = 0
+        self.generation = 0  # moves on with every clear: a decision asked before it is not kept
 
     def get(self, key: Key) -> Decided | None:
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)
-            self.hits += 1
         return hit
 
-    def put(self, key: Key, decided: Decided) -> None:
+    def put(self, key: Key, decided: Decided, generation: int | None = None) -> None:
+        """Keep ``decided``, unless the cache was cleared since it was asked for (``generation``):
+        a decision made under the old snapshot or circuit states is used once, not remembered."""
+        if generation is not None and generation != self.generation:
+            return
         self._entries[key] = decided
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
+        self.generation += 1

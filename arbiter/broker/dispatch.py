@@ -10,6 +10,7 @@ through the broker's timer heap.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections import Counter, OrderedDict
@@ -24,10 +25,13 @@ from arbiter.broker import resilience as rz
 from arbiter.broker.decision_cache import Decided
 from arbiter.broker.workers import Pending
 from arbiter.project.model import Plugin
-from arbiter.routing.commands import choose_command
+from arbiter.routing.commands import CommandIndex
 from arbiter.wire import envelope as env
 
+log = logging.getLogger("arbiter.broker")
+
 RESULT_CACHE_SIZE = 2048
+INTERNAL_ERROR_BODY = svc.error_body(None, "INTERNAL_ERROR", "the broker failed on this request; it is logged")
 CHOSEN_CACHE_SIZE = 4096
 
 
@@ -47,6 +51,7 @@ class Routed:
     cached: bool
     deadline: float  # monotonic: the client's patience
     received: float
+    origin: Pending  # the client's request as admitted: it holds the client's slot until the end
     stage: int = 0
     retries: int = 0  # retries on the current plugin
     attempts: int = 0
@@ -75,6 +80,7 @@ class Attempt:
     command: str
     started: float
     deadline: float
+    dispatcher: Dispatcher
     pending: Pending | None = None
     finished: bool = False
 
@@ -82,6 +88,15 @@ class Attempt:
     def settled(self) -> bool:
         """Answered or given up, or its request ended: the worker holding it no longer matters."""
         return self.finished or self.routed.done
+
+    def answered(self, body: list[bytes]) -> None:
+        self.dispatcher.on_reply(self, body)
+
+    def lost(self, code: str, message: str, reason: str) -> None:
+        """The broker gave this try up (its workers kept dying): the request ends, without its
+        fallbacks, which such a request would only go on to harm."""
+        self.finished = True
+        self.dispatcher.fail(self.routed, code, message, reason)
 
 
 class DispatchHost(Protocol):
@@ -127,6 +142,7 @@ class Dispatcher:
         self.breakers: dict[str, rz.CircuitBreaker] = {}
         self.results: OrderedDict[tuple[str, str, bytes], tuple[Any, float]] = OrderedDict()
         self.chosen: dict[tuple[str, str], str | None] = {}  # (plugin, text) -> command, per snapshot
+        self.command_indexes: dict[str, CommandIndex] = {}  # plugin -> its commands' terms, per snapshot
         self.adopt(host.plugins)
 
     # -- breakers -----------------------------------------------------------------------
@@ -140,6 +156,7 @@ class Dispatcher:
             fresh[name] = old if old is not None and old.policy == policy else rz.CircuitBreaker(name, policy)
         self.breakers = fresh
         self.chosen.clear()
+        self.command_indexes.clear()
 
     def tick(self, now: float) -> None:
         for breaker in self.breakers.values():
@@ -156,7 +173,23 @@ class Dispatcher:
 
     def start(self, routed: Routed) -> None:
         self.inflight.add(routed)
-        self._next(routed)
+        self._contained(routed, self._next, routed)
+
+    def _contained(self, routed: Routed, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of ``routed``. Should it fail, the failure is this request's alone: it is
+        answered INTERNAL_ERROR and dead-lettered, its slot freed, and the broker serves on."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("internal error while dispatching request %s", routed.request_id)
+            self.host.dropped["internal-error"] += 1
+            if routed.done:
+                return
+            try:
+                self.fail(routed, "INTERNAL_ERROR", "the broker failed on this request; it is logged", "internal-error")
+            except Exception:  # even the error reply failed: end it with a reply that cannot
+                log.exception("could not answer request %s", routed.request_id)
+                self._finish(routed, [INTERNAL_ERROR_BODY], {"status": "internal-error", "plugin": None}, False)
 
     def _plugin(self, name: str) -> Plugin | None:
         return self.host.plugins.get(name)
@@ -167,10 +200,13 @@ class Dispatcher:
         if wanted and (routed.stage == 0 or any(c.name == wanted for c in plugin.invocable)):
             return wanted
         key = (plugin.name, routed.route.text)
-        if key not in self.chosen:  # scoring every command costs ~80 µs; repeats are common
+        if key not in self.chosen:  # repeats are common: a text's command is chosen once
             if len(self.chosen) >= CHOSEN_CACHE_SIZE:
                 self.chosen.clear()
-            self.chosen[key] = choose_command(plugin, routed.route.text)
+            index = self.command_indexes.get(plugin.name)
+            if index is None:
+                index = self.command_indexes[plugin.name] = CommandIndex(plugin)
+            self.chosen[key] = index.choose(routed.route.text)
         return self.chosen[key]
 
     def _next(self, routed: Routed) -> None:
@@ -190,7 +226,7 @@ class Dispatcher:
                 self._advance(routed)
                 continue
             deadline = min(routed.deadline, now + self.attempt_timeout_s)
-            attempt = Attempt(routed, name, command, now, deadline)
+            attempt = Attempt(routed, name, command, now, deadline, self)
             breaker = self.breakers.get(name)
             if breaker is not None:
                 allowed, change = breaker.allow(now, attempt, deadline)
@@ -229,7 +265,7 @@ class Dispatcher:
     def check_deadlines(self, now: float) -> None:
         """Time out the tries whose time is up (called by the broker every tick)."""
         for routed in [r for r in self.inflight if r.current and r.current.deadline <= now]:
-            self._timed_out(routed.current)  # type: ignore[arg-type]
+            self._contained(routed, self._timed_out, routed.current)
 
     def _timed_out(self, attempt: Attempt) -> None:
         if attempt.finished or attempt.routed.done:
@@ -240,6 +276,9 @@ class Dispatcher:
 
     def on_reply(self, attempt: Attempt, body: list[bytes]) -> None:
         """A worker answered ``attempt``. A late success still wins if the request is open."""
+        self._contained(attempt.routed, self._on_reply, attempt, body)
+
+    def _on_reply(self, attempt: Attempt, body: list[bytes]) -> None:
         routed = attempt.routed
         was_finished = attempt.finished
         attempt.finished = True
@@ -285,7 +324,7 @@ class Dispatcher:
             if now + delay < routed.deadline:
                 routed.retries += 1
                 routed.steps[-1]["retryInMs"] = round(delay * 1000, 1)
-                self.host.call_at(now + delay, lambda: self._next(routed))
+                self.host.call_at(now + delay, lambda: self._contained(routed, self._next, routed))
                 return
         self._advance(routed)
         self._next(routed)

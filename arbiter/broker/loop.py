@@ -28,13 +28,16 @@ from typing import Any, Callable, Mapping
 import orjson
 import zmq
 
+from arbiter.broker import deciders, shutdown
 from arbiter.broker import messages as svc
-from arbiter.broker import shutdown
 from arbiter.broker.admission import Admission
 from arbiter.broker.clients import Clients
-from arbiter.broker.decision_cache import DecisionCache
+from arbiter.broker.deciders import Deciders
+from arbiter.broker.decision_cache import Decided, DecisionCache
 from arbiter.broker.dispatch import Attempt, Dispatcher, Routed
 from arbiter.broker.events import EventHub
+from arbiter.broker.messages import RouteInput
+from arbiter.broker.reload import ReloadRecord
 from arbiter.broker.resilience import Transition
 from arbiter.broker.settings import Settings
 from arbiter.broker.status import report
@@ -45,7 +48,6 @@ from arbiter.routing.match import Health
 from arbiter.routing.pipeline import Router
 from arbiter.store.decisions import LogEntry
 from arbiter.store.recorder import Recorder
-from arbiter.wire import envelope as env
 from arbiter.wire.frames import has_input, recv_frames, send_frames
 from arbiter.wire.mdp import BATCHED, MDPC01, MDPW01, ProtocolError, parse
 
@@ -85,11 +87,7 @@ class Broker:
         self.pool = WorkerPool(self, self.clients, settings)
         self.decision_cache = DecisionCache()
         self.health: dict[str, Health] = {}
-        self.reload_state: dict[str, Any] = {
-            "fingerprint": snapshot.fingerprint,
-            "loadedAt": env.iso(env.utc_now()),
-            "lastReloadOk": True,
-        }
+        self.reloads = ReloadRecord(snapshot.fingerprint, self.counters)
         self.started = time.time()
         self.frontend: zmq.Socket | None = None
         self.events: EventHub | None = None
@@ -108,6 +106,7 @@ class Broker:
         self._outbox_since = 0.0  # when the oldest message in the outbox was queued
         # the open message to each batched worker, still in the outbox, which further requests join
         self._batches: dict[bytes, tuple[WorkerState, list[bytes]]] = {}
+        self.deciders: Deciders | None = None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -221,6 +220,8 @@ class Broker:
             self.pool.heartbeat(now)
         self.dispatcher.tick(now)
         self.pool.expire(now)
+        if self.deciders is not None and not self._stopping:
+            self.deciders.watch()
         if self._stopping and not self.admission.pending_total:
             self._running = False
 
@@ -249,22 +250,17 @@ class Broker:
 
     def swap(self, snapshot: Snapshot, router: Router) -> None:
         """Serve ``snapshot`` from the next request on (call through :meth:`post`)."""
-        old = self.router
-        self.snapshot, self.router = snapshot, router
+        old, self.snapshot, self.router = self.router, snapshot, router
         self.decision_cache.clear()
         self.dispatcher.adopt(snapshot.plugins)
-        self.counters["reloads"] += 1
-        self.reload_state.update(fingerprint=snapshot.fingerprint, loadedAt=env.iso(env.utc_now()), lastReloadOk=True)
         old.close()
-        log.info("reloaded: fingerprint %s", snapshot.fingerprint[:12])
-        self.publish("system/reload", {"ok": True, "fingerprint": snapshot.fingerprint})
+        self.publish("system/reload", self.reloads.swapped(snapshot.fingerprint))
 
     def reload_failed(self, errors: list[str]) -> None:
-        """Keep serving the old snapshot; say why the new one was refused."""
-        self.counters["reload-failures"] += 1
-        self.reload_state.update(lastReloadOk=False, lastError={"at": env.iso(env.utc_now()), "errors": errors[:20]})
-        log.error("reload refused, still serving %s:\n  %s", self.snapshot.fingerprint[:12], "\n  ".join(errors[:20]))
-        self.publish("system/reload", {"ok": False, "errors": errors[:20]})
+        self.publish("system/reload", self.reloads.refused(errors))
+
+    def reload_restored(self, fingerprint: str) -> None:
+        self.publish("system/reload", self.reloads.restored(fingerprint))
 
     # -- the frontend -------------------------------------------------------------------
 
@@ -356,17 +352,35 @@ class Broker:
     def start_routed(self, routed: Routed) -> None:
         self.dispatcher.start(routed)
 
+    def start_deciders(self, count: int) -> None:
+        """Start ``count`` decider processes (after :meth:`bind`); 0 decides on the loop."""
+        if count > 0:
+            self.deciders = Deciders.for_project(count, self.settings, self.snapshot.project)
+            self.pool.internal[self.deciders.service] = deciders.SERVICE
+            self.deciders.start()
+
+    def ask_decider(
+        self, pending: Pending, route: RouteInput, request_id: str, done: Callable[[Decided | None], None]
+    ) -> bool:
+        if self.deciders is None:
+            return False
+        circuits = self.dispatcher.circuits()
+        body = deciders.request_body(
+            self.snapshot.fingerprint, request_id, route.text, route.files, route.caller, circuits
+        )
+        return self.deciders.ask(self.pool, pending, body, done, lambda *why: self.clients.fail(pending, *why))
+
     def reply(self, pending: Pending, body: bytes) -> None:
         self.clients.reply(pending, body)
 
     def release(self, pending: Pending) -> None:
-        self.admission.release(pending.client)
+        self.admission.release(pending)
 
     def send_reply(self, pending: Pending, body: bytes) -> None:
         self.clients.send_client(pending.client, pending.service_frame, [body])
 
     def finish_routed(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
-        self.admission.release(routed.client)
+        self.admission.release(routed.origin)
         self.clients.send_client(routed.client, routed.service_frame, reply)
         self.log_decision(routed.decided.row.entry(routed.request_id, outcome, success))
 
@@ -403,7 +417,7 @@ class Broker:
             self.decisions.submit_circuit(change.plugin, plugin.version if plugin else "?", change.new, change.reason)
 
     def worker_event(self, event: str, service: Service, identity: bytes, why: str | None = None) -> None:
-        data = {"event": event, "service": service.name, "worker": identity.hex(), "workers": len(service.workers)}
+        data = {"event": event, "service": service.shown, "worker": identity.hex(), "workers": len(service.workers)}
         if why:
             data["reason"] = why
         self.publish("system/health", data)
@@ -426,16 +440,11 @@ class Broker:
         return list(self._outbox)
 
     def send(self, frames: list[bytes], worker: WorkerState | None = None, drop: str | None = None) -> None:
-        """Send ``frames`` on the frontend soon, in the order given: with the next burst of up
-        to ``OUTBOX_BATCH`` messages; while input keeps coming, at the latest once the oldest
-        waiting message has waited ``OUTBOX_WAIT_S`` and the message in hand is handled; else
-        when input runs dry.
-
-        A message sent while its pipe is idle costs the loop a system call to wake libzmq's I/O
-        thread, which then wakes for each message; sent in bursts, most join a pipe the I/O
-        thread is already draining (docs/PERFORMANCE.md). ``worker``: the worker the message
-        goes to, removed (what it holds handed on) when it is unreachable; ``drop``: the reason
-        counted when the message cannot be sent."""
+        """Send ``frames`` soon, in order: with the next burst of ``OUTBOX_BATCH`` messages, once
+        the oldest has waited ``OUTBOX_WAIT_S`` while input keeps coming, else when input runs dry.
+        A message sent to an idle pipe costs a system call to wake libzmq's I/O thread; in a burst,
+        most join a pipe it is already draining (docs/PERFORMANCE.md). ``worker``: removed when
+        unreachable (what it holds handed on); ``drop``: counted when the message cannot be sent."""
         if not self._outbox:
             self._outbox_since = time.monotonic()
         self._outbox.append((frames, worker, drop))

@@ -43,34 +43,46 @@ class RouteInput:
 
 
 def read_envelope(body: Sequence[bytes]) -> dict[str, Any]:
+    """The request envelope of an own service, every field checked (:func:`envelope.check`), or
+    ``BadRequest`` with BAD_ENVELOPE naming the field that is wrong."""
     if len(body) != 1:
         raise BadRequest("BAD_ENVELOPE", f"expected one body frame holding a JSON envelope, got {len(body)}")
     try:
         data = orjson.loads(body[0])
     except orjson.JSONDecodeError as exc:
         raise BadRequest("BAD_ENVELOPE", f"the body is not JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("payload", {}), dict):
-        raise BadRequest("BAD_ENVELOPE", "the body must be a JSON object with an object 'payload'")
-    return data
+    try:
+        return env.check(data)
+    except env.EnvelopeError as exc:
+        raise BadRequest("BAD_ENVELOPE", str(exc)) from None
+
+
+MAX_FILES = 1000  # paths a routed request may name
 
 
 def read_route_input(body: Sequence[bytes]) -> RouteInput:
+    """What ``arbiter.route`` and ``arbiter.explain`` read; every payload field they use is
+    checked here, once, so nothing later can trip over its type."""
     envelope = read_envelope(body)
     payload = envelope.get("payload") or {}
     text = payload.get("text")
     if not isinstance(text, str) or not text.strip():
         raise BadRequest("BAD_REQUEST", "payload.text must be a non-empty string (the request to route)")
     files = payload.get("files") or []
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        raise BadRequest("BAD_REQUEST", "payload.files must be a list of path strings")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or len(files) > MAX_FILES:
+        raise BadRequest("BAD_REQUEST", f"payload.files must be a list of at most {MAX_FILES} path strings")
     command = payload.get("command")
     if command is not None and not isinstance(command, str):
         raise BadRequest("BAD_REQUEST", "payload.command must be a string")
     parameters = payload.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise BadRequest("BAD_REQUEST", "payload.parameters must be an object")
-    caller = payload.get("from") or payload.get("caller")
-    return RouteInput(envelope, text, tuple(files), caller if isinstance(caller, str) else None, command, parameters)
+    if not isinstance(payload.get("context") or {}, dict):
+        raise BadRequest("BAD_REQUEST", "payload.context must be an object")
+    caller = payload.get("from") if "from" in payload else payload.get("caller")
+    if caller is not None and not isinstance(caller, str):
+        raise BadRequest("BAD_REQUEST", "payload.from must be a plugin name (a string)")
+    return RouteInput(envelope, text, tuple(files), caller or None, command, parameters)
 
 
 def dispatch_body(
@@ -122,7 +134,9 @@ class WorkerAnswer:
         payload = (envelope or {}).get("payload") or {}
         if payload.get("status") != "error":
             return cls(body, envelope, None, "")
-        error = payload.get("error") or {}
+        error = payload.get("error")
+        if not isinstance(error, dict):
+            return cls(body, envelope, "ERROR", str(error or ""))
         return cls(body, envelope, str(error.get("code") or "ERROR"), str(error.get("message") or ""))
 
     @property
@@ -149,7 +163,7 @@ def routed_reply(
     if answer.error_code is None:
         return orjson.dumps(env.success_reply(route.envelope, SOURCE, outcome))
     reply = env.error_reply(route.envelope, SOURCE, "PLUGIN_ERROR", "the plugin's worker answered with an error")
-    reply["payload"]["error"]["plugin"] = (answer.envelope or {}).get("payload", {}).get("error")
+    reply["payload"]["error"]["plugin"] = ((answer.envelope or {}).get("payload") or {}).get("error")
     reply["payload"]["result"] = outcome
     return orjson.dumps(reply)
 

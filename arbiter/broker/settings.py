@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -20,6 +21,7 @@ class Settings:
     request_timeout_s: float
     attempt_timeout_s: float
     max_deliveries: int = 3  # deliveries of one request to workers that were lost while holding it
+    deciders: int = 0  # decider processes (configs/broker.yaml ``deciders``, ``auto`` resolved)
 
     @property
     def worker_patience_s(self) -> float:
@@ -43,4 +45,17 @@ class Settings:
             request_timeout_s=config["request_timeout_ms"] / 1000,
             attempt_timeout_s=config["dispatch"]["attempt_timeout_ms"] / 1000,
             max_deliveries=limits.get("max_deliveries", 3),
+            deciders=decider_count(config.get("deciders", "auto")),
         )
+
+
+MAX_AUTO_DECIDERS = 8  # each holds a snapshot of its own: memory, not cores, bounds them on big hosts
+
+
+def decider_count(setting: int | str) -> int:
+    """``auto``: one decider per core, at most ``MAX_AUTO_DECIDERS``. The deciders run at a lower
+    priority than the broker, so the loop keeps its core when they are busy (docs/PERFORMANCE.md)."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_AUTO_DECIDERS, cores))

@@ -13,8 +13,10 @@ from collections import Counter
 from typing import Any, Protocol
 
 from arbiter.broker.admission import Admission
+from arbiter.broker.deciders import Deciders
 from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.events import EventHub
+from arbiter.broker.reload import ReloadRecord
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import WorkerPool
 from arbiter.project.snapshot import Snapshot
@@ -32,8 +34,9 @@ class StatusSource(Protocol):
     dead_letters: Any
     counters: Counter[str]
     dropped: Counter[str]
-    reload_state: dict[str, Any]
+    reloads: ReloadRecord
     started: float
+    deciders: Deciders | None
 
 
 def report(broker: StatusSource) -> dict[str, Any]:
@@ -53,12 +56,13 @@ def report(broker: StatusSource) -> dict[str, Any]:
         "clientsWithRequests": len(broker.admission.client_inflight),
         "counters": {**dict(broker.counters), "dropped": dict(broker.dropped)},
         "snapshot": {
-            **broker.reload_state,
+            **broker.reloads.state,
             "plugins": len(broker.snapshot.plugins),
             "rules": len(broker.snapshot.rules.ruleset.rules),
         },
         "circuits": {name: b.to_json(time.monotonic()) for name, b in broker.dispatcher.breakers.items()},
         "routedInFlight": len(broker.dispatcher.inflight),
+        "deciders": _deciders(broker.deciders),
         "events": broker.events.stats() if broker.events else {},
         "writers": _writers(broker),
         "limits": {
@@ -73,7 +77,7 @@ def report(broker: StatusSource) -> dict[str, Any]:
 
 def _services(pool: WorkerPool) -> dict[str, Any]:
     return {
-        s.name: {
+        s.shown: {
             "workers": len(s.workers),
             "queued": len(s.queue),
             "inflight": sum(len(w.held) for w in s.workers.values()),
@@ -86,6 +90,12 @@ def _services(pool: WorkerPool) -> dict[str, Any]:
     }
 
 
+def _deciders(deciders: Deciders | None) -> dict[str, Any]:
+    if deciders is None:
+        return {"processes": 0, "running": 0, "restarts": 0}
+    return {"processes": deciders.count, "running": len(deciders.pids()), "restarts": deciders.restarts}
+
+
 def _writers(broker: StatusSource) -> dict[str, Any]:
     writers = {}
     for name, writer in (("decisions", broker.decisions), ("deadLetters", broker.dead_letters)):
@@ -94,4 +104,7 @@ def _writers(broker: StatusSource) -> dict[str, Any]:
     recorder = broker.decisions
     if recorder is not None:
         writers["decisions"].update(queued=recorder.queued, restarts=recorder.restarts, pid=recorder.process.pid)
+    letters = broker.dead_letters
+    if letters is not None:
+        writers["deadLetters"].update(queued=letters.queued, spilled=letters.spilled, inSpill=letters.waiting_in_spill)
     return writers

@@ -18,7 +18,6 @@ client side to answer a request or give it up (:class:`Answers`).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections import Counter, deque
@@ -36,8 +35,8 @@ from arbiter.wire.mdp import (
     REPLY,
     REQUEST,
     RESERVED_PREFIXES,
-    TOKEN_BYTES,
     ProtocolError,
+    Tokens,
     pack,
     parse_ready_options,
     service_name,
@@ -48,12 +47,22 @@ from arbiter.wire.mdp import (
 log = logging.getLogger("arbiter.broker")
 
 
-class RoutedTry(Protocol):
-    """One try of a routed request, as the pool sees it (:class:`arbiter.broker.dispatch.Attempt`)."""
+class Try(Protocol):
+    """A request the broker sends a worker on behalf of a client's request — a routed request's
+    try at a plugin, a decision asked of a decider. It holds no client slot of its own; its
+    owner hears how it ends."""
 
     @property
     def settled(self) -> bool:
-        """The try is over (answered, timed out, or its request ended): its worker no longer matters."""
+        """The try is over (answered, given up, or its request ended): its worker no longer matters."""
+        ...
+
+    def answered(self, body: list[bytes]) -> None:
+        """A worker replied."""
+        ...
+
+    def lost(self, code: str, message: str, reason: str) -> None:
+        """The broker gave the try up (poison, expired): the owner ends its request."""
         ...
 
 
@@ -67,9 +76,9 @@ class Pending:
     deadline: float  # monotonic; the client is answered EXPIRED then, queued or held
     received: float
     message_id: str | None = None
-    attempt: RoutedTry | None = None  # set when this is one try of a routed request
+    attempt: Try | None = None  # set when the broker sends this on behalf of a client's request
     redeliveries: int = 0  # workers lost while holding it
-    answered: bool = False  # the client has its answer; the worker's reply, if it comes, is dropped
+    answered: bool = False  # its client has its answer and its slot is free; a late reply is dropped
 
 
 @dataclass(eq=False, slots=True)
@@ -91,6 +100,7 @@ class WorkerState:
 class Service:
     name: str
     frame: bytes
+    shown: str  # the name status, events and errors use (an internal service's name holds a secret)
     queue: deque[Pending] = field(default_factory=deque)
     ready: deque[WorkerState] = field(default_factory=deque)  # least recently used first
     workers: dict[bytes, WorkerState] = field(default_factory=dict)
@@ -129,14 +139,16 @@ class WorkerPool:
         self.settings = settings
         self.services: dict[bytes, Service] = {}
         self.workers: dict[bytes, WorkerState] = {}
-        self._tokens = itertools.count(1)
+        self.internal: dict[str, str] = {}  # reserved names only the broker's own processes serve -> as shown
+        self._tokens = Tokens()
 
     # -- requests in ----------------------------------------------------------------------
 
     def service(self, frame: bytes) -> Service:
         service = self.services.get(frame)
         if service is None:
-            service = self.services[frame] = Service(frame.decode("utf-8"), frame)
+            name = frame.decode("utf-8")
+            service = self.services[frame] = Service(name, frame, self.internal.get(name, name))
         return service
 
     def has_workers(self, name: str) -> bool:
@@ -190,7 +202,7 @@ class WorkerPool:
         """Send to ``worker`` (just taken from the ready list); it goes back while it has credit.
         A body that does not fit the worker's form (no frame to glue the token to; several frames
         for a batch) goes in the MDP form, which such workers also read."""
-        token = next(self._tokens).to_bytes(TOKEN_BYTES, "little")
+        token = self._tokens.next()
         worker.held[token] = pending
         if worker.has_credit:
             worker.service.ready.append(worker)
@@ -257,7 +269,7 @@ class WorkerPool:
             if not rest:
                 raise ProtocolError("too-few-frames", "READY needs a service frame")
             name = service_name(rest[0])
-            if name.startswith(RESERVED_PREFIXES):
+            if name.startswith(RESERVED_PREFIXES) and name not in self.internal:
                 raise ProtocolError("reserved-service", f"workers may not serve '{name}'")
             credit, delivery = parse_ready_options(rest[1:])
         except ProtocolError as exc:
@@ -271,7 +283,7 @@ class WorkerPool:
         service.ready.append(worker)
         self.host.counters["workers-joined"] += 1
         form = f", {delivery.decode()}" if delivery else ""
-        log.info("worker %s joined %s (credit %d%s)", identity.hex(), name, credit, form)
+        log.info("worker %s joined %s (credit %d%s)", identity.hex(), service.shown, credit, form)
         self.host.worker_event("worker-up", service, identity)
         self.pump(service)
 
@@ -322,7 +334,7 @@ class WorkerPool:
                 self.answers.poisoned(pending)
             else:
                 service.queue.appendleft(pending)
-        log.info("worker %s left %s (%s)", worker.identity.hex(), service.name, why)
+        log.info("worker %s left %s (%s)", worker.identity.hex(), service.shown, why)
         self.host.worker_event("worker-down", service, worker.identity, why)
         self.pump(service)
 
@@ -352,10 +364,9 @@ class WorkerPool:
         """A direct request a worker holds past its deadline is answered EXPIRED. The worker keeps
         the slot until it answers or is lost: a hung worker must not be handed the next request."""
         for pending in worker.held.values():
-            if pending.deadline <= now and not pending.answered and pending.attempt is None:
-                pending.answered = True
+            if pending.deadline <= now and not pending.answered:
                 waited = now - pending.received
-                message = f"the worker of '{worker.service.name}' did not answer within {waited:.1f}s"
+                message = f"the worker of '{worker.service.shown}' did not answer within {waited:.1f}s"
                 self.answers.expire(pending, message)
 
     def _expire_queued(self, service: Service, now: float) -> None:
@@ -373,16 +384,13 @@ class WorkerPool:
         return [p for w in self.workers.values() for p in w.held.values()]
 
     def take_queued(self) -> list[Pending]:
-        """Every direct request still waiting for a worker, out of its queue (routed tries stay:
-        their requests are the dispatcher's)."""
+        """Every request still waiting for a worker, out of its queue."""
         taken = []
         for service in self.services.values():
-            direct = [p for p in service.queue if p.attempt is None]
-            for pending in direct:
-                service.queue.remove(pending)
-            taken += direct
+            taken += service.queue
+            service.queue.clear()
         return taken
 
 
 def _waited(service: Service, pending: Pending, now: float) -> str:
-    return f"no worker of '{service.name}' took the request within {now - pending.received:.1f}s"
+    return f"no worker of '{service.shown}' took the request within {now - pending.received:.1f}s"

@@ -15,16 +15,17 @@ import click
 from arbiter import __version__
 
 from .broker_commands import broker, events, status
-from .common import Context, project_options
+from .common import ArbiterGroup, Context, project_options
 from .demo_command import demo
 from .dlq_commands import dlq
 from .dsl_commands import fmt, lint
 from .project_commands import agents, check_config, plugins
 from .routing_commands import decisions, explain, route, test_cmd
 from .sdk_commands import request, workers
+from .store_commands import store
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=ArbiterGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="arbiter")
 @project_options
 @click.pass_context
@@ -54,6 +55,7 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter workers                      demo workers for the shipped plugins
       arbiter request arbiter.route '{"text": "deploy the tenant"}'
       arbiter status | arbiter events [TOPIC]... | arbiter dlq list
+      arbiter store check                  is the state database sound?
     \b
     Any other ecosystem, e.g. plain Claude Code plugins:
       arbiter --plugins-dir ../claude-plugins plugins list --json
@@ -72,3 +74,4 @@ main.add_command(test_cmd)
 main.add_command(decisions)
 for command in (demo, broker, workers, request, status, events, dlq):
     main.add_command(command)
+main.add_command(store)

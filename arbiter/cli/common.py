@@ -15,6 +15,7 @@ from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.project.configs import load_configs
 from arbiter.project.schemas import CONFIG_SCHEMAS
 from arbiter.project.snapshot import Project, Snapshot, build_snapshot
+from arbiter.store import database as state
 
 
 @dataclass
@@ -40,6 +41,30 @@ class Context:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+class StoreProblem(click.ClickException):
+    """A state store that cannot be opened or read: one line on stderr, exit 1."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class ArbiterGroup(click.Group):
+    """The ``arbiter`` group. A store that cannot be opened or read ends any command with one line
+    naming it and what to do (:class:`state.StoreError`), whichever command found out and whether
+    on opening it or on reading a damaged page later: never a driver's traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            failure = state.store_failure(exc)
+            if failure is None:
+                raise
+            raise StoreProblem(str(failure)) from None
 
 
 def project_options(command: Any) -> Any:

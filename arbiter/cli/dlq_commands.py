@@ -139,6 +139,8 @@ def show(ctx: Context, letter_id: str, as_json: bool) -> None:
     fields += [["replayed:", letter["replayedAt"] or "never"]]
     for line in table(["FIELD", "VALUE"], fields, header=False):
         click.echo(line)
+    if "bodyError" in letter:
+        click.echo(f"\nbody: {letter['bodyError']}; `arbiter dlq purge {letter['id']}` removes it")
     for index, frame in enumerate(letter["body"]):
         click.echo(f"\nframe {index} ({frame['size']} bytes, {frame['encoding']}):")
         click.echo(printable(_frame_text(frame), keep="\n\t"))
@@ -155,15 +157,15 @@ def replay_letter(client: Client, letter_id: str) -> Reply:
     """Send a stored letter (ID or a unique prefix) to its service through the broker, with the
     client's Lazy Pirate retries, and mark it replayed once a reply comes.
 
-    An envelope first frame goes out refreshed (:func:`letters.refreshed_envelope`), any further
-    frames byte for byte. Raises LookupError for an unknown id and ``RequestTimeout`` when nothing
-    answers; the letter is then left as it was.
+    An envelope first frame goes out refreshed where it can be (:func:`letters.replay_body`),
+    anything else and any further frames byte for byte. Raises LookupError for an unknown id,
+    ``letters.UnreadableLetter`` for a stored body that is not a list of frames (nothing is sent)
+    and ``RequestTimeout`` when nothing answers; the letter is then left as it was.
     """
     row = letters.find(letter_id)
     frames = letters.frames_of(row)
     first, rest = (frames[0], frames[1:]) if frames else (b"", [])
-    envelope = env.as_envelope(first)
-    body = letters.refreshed_envelope(envelope, client.timeout, client.retries) if envelope else first
+    body = letters.replay_body(first, client.timeout, client.retries)
     reply = client.request(row.service, body, more_frames=rest)
     letters.mark_replayed(row.id)
     return reply
@@ -173,7 +175,7 @@ def _replay_one(client: Client, letter_id: str) -> dict[str, Any]:
     """One letter's replay outcome, as a dict whether it worked or not."""
     try:
         reply = replay_letter(client, letter_id)
-    except (LookupError, RequestTimeout) as exc:
+    except (LookupError, RequestTimeout, letters.UnreadableLetter) as exc:
         return {"id": letter_id, "ok": False, "error": str(exc)}
     return {"id": letter_id, "ok": reply.ok, "attempts": reply.attempts, "reply": _reply_json(reply)}
 

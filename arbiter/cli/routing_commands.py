@@ -21,7 +21,7 @@ from arbiter.store import retention
 from arbiter.store.recorder import Recorder
 
 from .common import Context, echo_json, json_option, pass_context, print_diagnostics
-from .tables import GAP, printable, printable_fields, table, width
+from .tables import ELLIPSIS, GAP, printable, printable_fields, table, truncate, width
 
 file_option = click.option(
     "--file", "files", multiple=True, metavar="PATH", help="A file the request is about (repeatable)."
@@ -113,15 +113,20 @@ def _explain_recorded(ctx: Context, request_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(found)
     else:
-        click.echo(render_recorded(printable_fields(found)), nl=False)
+        shown = dict(found, userInput=record.shown_input(found))  # a cut request says so, with its length and hash
+        click.echo(render_recorded(printable_fields(shown)), nl=False)
 
 
 def _saved_circuits(ctx: Context) -> dict[str, dict]:
-    """Circuits the broker last recorded as not closed; explain shows the plugin as the broker would."""
+    """Circuits the broker last recorded as not closed; explain shows the plugin as the broker would.
+    A store that cannot be opened or read is the command's error (one line, exit 1), as for every
+    command: routing on without the broker's circuit states would answer unlike the broker."""
     try:
         _open_store(ctx)
         return record.saved_circuits()
-    except Exception as exc:  # no readable store: explain still works, without circuit states
+    except Exception as exc:  # circuit states the store holds but cannot be read: route without them
+        if state.store_failure(exc) is not None:
+            raise
         click.echo(f"note: circuit states unavailable ({exc})", err=True)
         return {}
 
@@ -315,9 +320,9 @@ def _decision_lines(rows: list[dict[str, Any]]) -> list[str]:
         took = (row["timings"] or {}).get("totalUs")
         took_text = f"{took / 1000:.2f} ms" if took else "-"
         primary = row["primaryPlugin"] or "no route"
-        cells.append([row["createdAt"], row["requestId"], primary, took_text, row["origin"], row["userInput"] or ""])
+        cells.append([row["createdAt"], row["requestId"], primary, took_text, row["origin"], _input_cell(row)])
     columns = ["AT", "REQUEST", "PRIMARY", "TOOK", "ORIGIN", "INPUT"]
-    lines = table(columns, cells, numeric={"TOOK"}, limits={"INPUT": 50}, header=False)
+    lines = table(columns, cells, numeric={"TOOK"}, header=False)
     indent = " " * (max((width(printable(c[0])) for c in cells), default=0) + len(GAP))
     out = []
     for row, line in zip(rows, lines):
@@ -327,6 +332,19 @@ def _decision_lines(rows: list[dict[str, Any]]) -> list[str]:
             text = f"-> {step['plugin']} {step.get('command') or ''}: {step['outcome']}{detail}"
             out.append(indent + printable(text))
     return out
+
+
+INPUT_WIDTH = 50  # columns of request text in the decisions table
+CUT_INPUT_WIDTH = 20  # of a request stored cut, followed by its length and the head of its hash
+
+
+def _input_cell(row: dict[str, Any]) -> str:
+    """The table's INPUT cell: the text's head; a request stored cut also shows its length and
+    hash, which a plain cut to the column's width would hide."""
+    text, cut = printable(row["userInput"] or ""), record.stored_input(row)
+    if cut is None:
+        return truncate(text, INPUT_WIDTH)
+    return truncate(text, CUT_INPUT_WIDTH).removesuffix(ELLIPSIS) + cut.note(digits=12)
 
 
 def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:

@@ -190,13 +190,18 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             "default": {},
             "schema": {
                 "max_message_bytes": {"type": "integer", "min": 1024, "default": 1_048_576},
-                "client_inflight": {"type": "integer", "min": 1, "default": 1000},
-                "service_queue": {"type": "integer", "min": 1, "default": 10_000},
-                "total_pending": {"type": "integer", "min": 1, "default": 100_000},
+                "client_inflight": {"type": "integer", "min": 1, "default": 100_000},
+                "service_queue": {"type": "integer", "min": 1, "default": 100_000},
+                "total_pending": {"type": "integer", "min": 1, "default": 200_000},
                 "max_deliveries": {"type": "integer", "min": 1, "default": 3},
             },
         },
         "request_timeout_ms": {"type": "integer", "min": 1, "default": 30_000},
+        # processes that make routing decisions off the loop: a count (0: on the loop) or "auto"
+        "deciders": {
+            "anyof": [{"type": "integer", "min": 0, "max": 64}, {"type": "string", "allowed": ["auto"]}],
+            "default": "auto",
+        },
         "dispatch": {
             "type": "dict",
             "default": {},
@@ -238,6 +243,11 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
         "max_fallbacks": {"type": "integer", "min": 0, "max": 10, "default": 3},
         "coordinator": {"type": "string", "default": "jira-orchestrator"},
         "engine": {"type": "string", "allowed": ["auto", "durable", "python"], "default": "auto"},
+        # How much of a request's text routing reads (classifier, rules, matcher, team): the first
+        # this many characters, cut at a word boundary when one is near. 4,000 characters (about
+        # 600 words, a page and a half) hold any request written to be routed with room to spare;
+        # what follows is pasted material (logs, files) that adds no routing evidence, only time.
+        "max_text_chars": {"type": "integer", "min": 100, "default": 4000},
         "capability_matrix": {
             "type": "dict",
             "default": {},

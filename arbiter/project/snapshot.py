@@ -74,17 +74,21 @@ class Snapshot:
         return self.configs[section]
 
 
-def _input_files(project: Project) -> Iterable[Path]:
+def _input_files(project: Project, plugin_dirs: Iterable[Path]) -> Iterable[Path]:
     yield from sorted(project.rules_dir.glob("*.arb")) if project.rules_dir.is_dir() else ()
     yield from config_files(project.config_dir)
-    for plugin_dir in discover(project.plugins):
+    for plugin_dir in plugin_dirs:
         yield from sorted(p for p in plugin_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".md"))
 
 
 def fingerprint(project: Project) -> str:
-    """A content hash of every input file: equal hashes mean an identical snapshot."""
+    """A content hash of every input file and plugin directory: equal hashes mean an identical
+    snapshot."""
     digest = hashlib.sha256()
-    for path in _input_files(project):
+    plugin_dirs = discover(project.plugins)
+    for plugin_dir in plugin_dirs:  # a plugin without a single input file is still a plugin
+        digest.update(b"plugin\0" + str(plugin_dir).encode() + b"\0")
+    for path in _input_files(project, plugin_dirs):
         digest.update(str(path).encode())
         try:
             digest.update(path.read_bytes())

@@ -8,6 +8,10 @@ requests over ecosystems without capabilities or hand-written rules.
 
 Complexity, urgency and duration are small, explicit heuristics (documented on the functions)
 so that explain can say why a request was judged complex or urgent.
+
+Classification reads a bounded head of the text (:func:`bounded_text`, ``max_text_chars`` in
+``configs/routing.yaml``): everything after the classifier — rules, matcher, team — reads the
+classification, so one long request cannot make routing slow.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ URGENT = re.compile(
     r"\b(urgent|asap|immediately|critical|outage|emergency|hotfix|sev ?1|p0|right now|is down|broken)\b", re.I
 )
 RELAXED = re.compile(r"\b(whenever|someday|low priority|no rush|nice to have|eventually)\b", re.I)
+WORD_SLACK = 100  # how far back from the limit a cut looks for whitespace rather than split a word
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,16 @@ class Classification:
     estimated_duration: int
     relevance: tuple[Scored, ...]  # every plugin with any evidence, best first
     terms: tuple[str, ...] = field(default=())
+    chars: int = 0  # length of the whole request text; more than len(text) when only a head was read
+
+    @property
+    def truncated(self) -> bool:
+        """Routing read only the head of the request (``text``), not all ``chars`` of it."""
+        return self.chars > len(self.text)
+
+    def truncation(self) -> dict[str, int] | None:
+        """``textTruncated`` of the decision JSON: the request's length and how much was read."""
+        return {"chars": self.chars, "readChars": len(self.text)} if self.truncated else None
 
     @property
     def domain_names(self) -> tuple[str, ...]:
@@ -111,6 +126,7 @@ class Classification:
                 "patterns": {p.name: list(p.evidence) for p in self.patterns},
                 "complexity": self.complexity_reason,
             },
+            **({"textTruncated": self.truncation()} if self.truncated else {}),
         }
 
 
@@ -176,6 +192,18 @@ def build_classifier(plugins: Sequence[Plugin], vocabulary: Mapping[str, Any] | 
 # ---------------------------------------------------------------- classifying
 
 
+def bounded_text(text: str, limit: int) -> str:
+    """The first ``limit`` characters of ``text``, ending at whitespace when there is some in the
+    last :data:`WORD_SLACK` of them, so the last word read is a whole word. Costs O(limit)
+    whatever the length of ``text``: nothing reads past the cut."""
+    if len(text) <= limit:
+        return text
+    for end in range(limit, max(limit - WORD_SLACK, 0), -1):
+        if text[end].isspace():
+            return text[:end]
+    return text[:limit]
+
+
 def _request_terms(text: str, files: Sequence[str], lexicon: Lexicon) -> tuple[list[str], list[str]]:
     """(text terms with synonyms applied, file terms)."""
     text_terms = [lexicon.synonyms.get(t, t) for t in terms(text)]
@@ -219,13 +247,14 @@ def complexity_of(text: str, files: Sequence[str], domains: Sequence[Scored]) ->
     than three files, words of large work (architecture, migrate, refactor, ...). 0 points is
     simple, 1-2 moderate, 3 or more complex."""
     reasons = []
+    tokens = words(text)
     if len(domains) >= 2:
         reasons.append(f"spans {len(domains)} domains")
-    if len(words(text)) > 30:
+    if len(tokens) > 30:
         reasons.append("long request")
     if len(files) > 3:
         reasons.append(f"{len(files)} files")
-    big = sorted({w for w in words(text) if stem(w) in COMPLEX_WORDS})
+    big = sorted({w for w in tokens if stem(w) in COMPLEX_WORDS})
     if big:
         reasons.append("large-scope words: " + ", ".join(big))
     level = "simple" if not reasons else "moderate" if len(reasons) <= 2 else "complex"
@@ -260,7 +289,15 @@ def _relevance(all_terms: Sequence[str], index: VocabularyIndex) -> tuple[Scored
     return tuple(sorted(ranked, key=lambda s: (-s.score, s.name)))
 
 
-def classify(text: str, files: Sequence[str], classifier: Classifier, caller: str | None = None) -> Classification:
+def classify(
+    text: str,
+    files: Sequence[str],
+    classifier: Classifier,
+    caller: str | None = None,
+    chars: int | None = None,
+) -> Classification:
+    """The facts of a request. ``text`` is what routing reads (see :func:`bounded_text`);
+    ``chars``, the length of the whole request when that was longer."""
     lexicon = classifier.lexicon
     text_terms, file_terms = _request_terms(text, files, lexicon)
     term_set = set(text_terms)
@@ -280,4 +317,5 @@ def classify(text: str, files: Sequence[str], classifier: Classifier, caller: st
         estimated_duration=DURATION_MS[complexity],
         relevance=relevance,
         terms=tuple(t for t in dict.fromkeys(text_terms + file_terms) if " " not in t),
+        chars=max(chars or 0, len(text)),
     )

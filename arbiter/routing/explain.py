@@ -13,9 +13,17 @@ def _ms(value: int) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def truncation_line(cut: Mapping[str, Any] | None) -> list[str]:
+    """The facts line saying routing read only the head of a long request (``textTruncated``)."""
+    if not cut:
+        return []
+    read, chars = cut.get("readChars", 0), cut.get("chars", 0)
+    return [f"  text         read the first {read:,} of {chars:,} characters (max_text_chars, configs/routing.yaml)"]
+
+
 def facts_section(r: RoutingResult) -> list[str]:
     c = r.classification
-    lines = ["Facts"]
+    lines = ["Facts", *truncation_line(c.truncation())]
     if not c.domains:
         lines.append("  domains      (none)")
     for d in c.domains:
@@ -104,8 +112,14 @@ def team_section(r: RoutingResult) -> list[str]:
 
 def render(r: RoutingResult) -> str:
     sections = [facts_section(r), rules_section(r), scores_section(r), decision_section(r), team_section(r)]
-    head = [f'Request {r.request.request_id}: "{r.request.text}"', ""]
+    head = [f'Request {r.request.request_id}: "{_read_text(r)}"', ""]
     return "\n".join(head + ["\n".join(s) + "\n" for s in sections]).rstrip() + "\n"
+
+
+def _read_text(r: RoutingResult) -> str:
+    """The request as routing read it: a long one shows its head and its length."""
+    c = r.classification
+    return f"{c.text}… ({c.chars:,} characters)" if c.truncated else r.request.text
 
 
 def dispatch_lines(outcome: Mapping[str, Any] | None) -> list[str]:
@@ -129,7 +143,7 @@ def render_recorded(d: Mapping[str, Any]) -> str:
     """A decision read back from the state store, with what dispatch did with it."""
     head = f'Request {d["requestId"]} ({d.get("origin") or "?"}, {d["createdAt"]}): "{d.get("userInput") or ""}"'
     classification = d.get("classification") or {}
-    lines = [head, "", "Facts (as recorded)"]
+    lines = [head, "", "Facts (as recorded)", *truncation_line(classification.get("textTruncated"))]
     lines.append(f"  domains      {', '.join(classification.get('domain') or []) or '(none)'}")
     lines.append(f"  complexity   {classification.get('complexity', '?')}")
     lines += ["", "Scores (as recorded)"]

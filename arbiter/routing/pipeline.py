@@ -4,6 +4,10 @@ A :class:`Router` is built once per snapshot — text index, lexicon, agent regi
 rules — and then routes any number of requests; each stage is a pure function over that
 precomputed state and the request. The broker builds a new Router when it swaps snapshots, so
 a request keeps the router (and snapshot) it started with.
+
+Routing reads the first ``max_text_chars`` characters of a request (``configs/routing.yaml``):
+the cut is made before classification, every later stage reads the classification, so the time
+a decision takes does not grow with the length of the request.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from arbiter.project.snapshot import Snapshot
-from arbiter.routing.classify import Classification, build_classifier, classify
+from arbiter.routing.classify import Classification, bounded_text, build_classifier, classify
 from arbiter.routing.decide import DecideSettings, Decision, Phase, RankedPlugin, RuleAsks, decide
 from arbiter.routing.engine.engines import make_engine
 from arbiter.routing.engine.semantics import EngineError, Evaluation
@@ -127,6 +131,7 @@ class Router:
         routing = snapshot.configs["routing"]
         self.settings = DecideSettings(max_fallbacks=routing["max_fallbacks"], coordinator=routing["coordinator"])
         self.min_score = float(routing["min_score"])
+        self.max_text_chars = int(routing["max_text_chars"])
 
     def close(self) -> None:
         self.engine.release(self.compiled)
@@ -149,7 +154,8 @@ class Router:
     def route(self, request: Request, health: Mapping[str, Health] | None = None) -> RoutingResult:
         health = health or {}
         t0 = time.perf_counter()
-        c = classify(request.text, request.files, self.classifier, request.caller)
+        read = bounded_text(request.text, self.max_text_chars)
+        c = classify(read, request.files, self.classifier, request.caller, len(request.text))
         t1 = time.perf_counter()
         evaluation, rule_error = self._rules({**c.facts(), **self.plugin_facts(health)})
         actions = evaluation.actions if evaluation else ()

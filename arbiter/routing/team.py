@@ -131,16 +131,17 @@ class AgentRegistry:
         category: str | None = None,
     ) -> AgentMatch:
         score, matched = 0.0, []
+        term_set = terms if isinstance(terms, (set, frozenset)) else set(terms)
         if category and agent.category == category:
             score += 40
             matched.append(f"category:{category}")
         for cap in sorted(agent.capabilities & set(capabilities)):
             score += 20
             matched.append(f"capability:{cap}")
-        for word in sorted(agent.keywords & set(terms)):
+        for word in sorted(agent.keywords & term_set):
             score += 10 * self.rarity.get(word, 1.0)
             matched.append(f"keyword:{word}")
-        for word in sorted((agent.words - agent.keywords) & set(terms)):
+        for word in sorted((agent.words - agent.keywords) & term_set):
             score += 5 * self.rarity.get(word, 1.0)
             matched.append(f"word:{word}")
         for pattern in agent.context_patterns if files else ():
@@ -160,9 +161,11 @@ class AgentRegistry:
         plugin: str | None = None,
         category: str | None = None,
     ) -> list[AgentMatch]:
-        """Agents ranked for the request, best first; agents with no evidence are left out."""
+        """Agents ranked for the request, best first; agents with no evidence are left out. The
+        request's terms become a set once, not once per agent."""
         pool = [a for a in self.agents if plugin is None or a.plugin == plugin]
-        found = [self.score(a, terms, capabilities, files, category) for a in pool]
+        term_set = frozenset(terms)
+        found = [self.score(a, term_set, capabilities, files, category) for a in pool]
         return sorted((m for m in found if m.score > 0), key=lambda m: (-m.score, m.agent.id))
 
 

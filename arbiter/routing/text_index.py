@@ -33,6 +33,7 @@ STOPWORDS = frozenset(
     let lets i'm im we're you're it's don't dont can't cant new""".split()
 )
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9+#]*(?:[.\-_][a-z0-9+#]+)*")
+_JOINER = re.compile(r"[.\-_]")  # what joins the parts of a compound token
 SUFFIXES = ("ations", "ation", "ments", "ment", "ings", "ing", "ers", "er", "ies", "es", "ed", "ly", "s")
 
 # Field weights: how much one occurrence in a field says about the plugin.
@@ -62,8 +63,8 @@ def words(text: str) -> list[str]:
     out: list[str] = []
     for token in _TOKEN.findall(text.lower()):
         out.append(token)
-        if re.search(r"[.\-_]", token):
-            out.extend(p for p in re.split(r"[.\-_]", token) if p)
+        if _JOINER.search(token):
+            out.extend(p for p in _JOINER.split(token) if p)
     return out
 
 
@@ -98,12 +99,16 @@ class VocabularyIndex:
     idf: Mapping[str, float]
     typo_map: Mapping[str, tuple[str, ...]]  # deletion key -> vocabulary terms
     surface: Mapping[str, str]  # term -> a readable word it came from
+    longest: int = 0  # length of the longest term that has near spellings in typo_map
 
     def lookup(self, term: str) -> list[str]:
-        """The vocabulary terms a request term stands for: itself, or near spellings."""
+        """The vocabulary terms a request term stands for: itself, or near spellings.
+
+        A token longer than any vocabulary term plus one cannot be a near spelling, and is not
+        looked at further: its deletion neighbourhood costs the square of its length."""
         if term in self.postings:
             return [term]
-        if len(term) < 6 or " " in term or not term.isalpha():
+        if len(term) < 6 or len(term) > self.longest + 1 or " " in term or not term.isalpha():
             return []
         near = set(self.typo_map.get(term, ()))
         for key in deletions(term):
@@ -172,6 +177,7 @@ def build_index(plugins: Sequence[Plugin], vocabulary: Mapping | None = None) ->
         idf=idf,
         typo_map={k: tuple(sorted(v)) for k, v in typo_map.items()},
         surface=surface,
+        longest=max((len(t) for t in postings if len(t) >= 5 and t.isalpha()), default=0),
     )
 
 

@@ -127,10 +127,13 @@ class Worker:
         dedup_size: int = 1024,
         drain_timeout: float = 10.0,
         context: zmq.Context | None = None,
+        internal: bool = False,
     ) -> None:
+        """``internal``: serve a name of the broker's own (``arbiter.*``), as only the processes a
+        broker starts itself may (its deciders); the broker refuses anyone else."""
         if credit < 1:
             raise ValueError("credit must be at least 1")
-        if service.startswith(RESERVED_PREFIXES):
+        if service.startswith(RESERVED_PREFIXES) and not internal:
             raise ValueError(f"service names starting with {' or '.join(RESERVED_PREFIXES)} belong to the broker")
         self.endpoint = endpoint
         self.service = service

@@ -29,11 +29,12 @@ from arbiter.wire import envelope as env
 
 # The reasons the broker gives (docs/PROTOCOL.md §6); ``arbiter dlq list --reason`` offers these.
 EXPIRED = "expired"  # its deadline (metadata.expiresAt, else request_timeout_ms) passed unanswered
-REJECTED = "rejected"  # the broker refused the request (load limits, malformed envelope, ...)
+REJECTED = "rejected"  # refused at the door (older brokers kept these; refusals are now only counted)
 SHUTDOWN = "shutdown"  # the broker stopped with the request still queued or in flight
 EXHAUSTED = "exhausted"  # every dispatch attempt (primary and fallbacks) failed
 POISON = "poison"  # every worker that took it was lost while holding it, limits.max_deliveries times
-REASONS = (EXPIRED, REJECTED, SHUTDOWN, EXHAUSTED, POISON)
+INTERNAL_ERROR = "internal-error"  # the broker failed on it (a bug, logged); it was answered INTERNAL_ERROR
+REASONS = (EXPIRED, SHUTDOWN, EXHAUSTED, POISON, INTERNAL_ERROR, REJECTED)
 
 DeadLetter = state.DeadLetter
 Repeat = state.DeadLetterRepeat
@@ -46,6 +47,11 @@ class LetterNotFound(LookupError):
 
 class AmbiguousLetterId(LookupError):
     """An id prefix matches more than one dead letter; a longer prefix is needed."""
+
+
+class UnreadableLetter(ValueError):
+    """A letter's stored body is not the JSON list of frames Arbiter writes (the row was damaged
+    or written by something else): its frames are unknown, so it cannot be replayed."""
 
 
 # ---------------------------------------------------------------- frames in the body column
@@ -61,9 +67,15 @@ def encode_frames(frames: Sequence[bytes]) -> bytes:
 
 
 def decode_frames(blob: bytes | memoryview | str) -> list[bytes]:
-    """The frames of a ``body`` column value (PostgreSQL hands back a memoryview)."""
-    text = blob if isinstance(blob, str) else bytes(blob).decode("ascii")
-    return [frame.encode("latin-1") for frame in json.loads(text)]
+    """The frames of a ``body`` column value (PostgreSQL hands back a memoryview); raises
+    :class:`UnreadableLetter` for anything :func:`encode_frames` does not write."""
+    try:
+        frames = json.loads(blob if isinstance(blob, str) else bytes(blob).decode("ascii"))
+        if not isinstance(frames, list) or not all(isinstance(frame, str) for frame in frames):
+            raise ValueError("not a JSON list of strings")
+        return [frame.encode("latin-1") for frame in frames]
+    except (ValueError, TypeError) as exc:  # JSON, ASCII and Latin-1 errors are ValueErrors
+        raise UnreadableLetter(f"its stored body is not a list of frames ({exc})") from None
 
 
 def frames_of(row: state.DeadLetter) -> list[bytes]:
@@ -230,8 +242,16 @@ def _iso(moment: dt.datetime | None) -> str | None:
 
 
 def summary(row: state.DeadLetter) -> dict[str, Any]:
-    """A letter without its body: what listings show."""
-    frames = frames_of(row)
+    """A letter without its body: what listings show. A body that cannot be read is said so
+    (``frames`` and ``bytes`` null, ``bodyError`` why), so one damaged row hides no other."""
+    try:
+        frames = frames_of(row)
+    except UnreadableLetter as exc:
+        return {**_fields(row), "frames": None, "bytes": None, "bodyError": str(exc)}
+    return {**_fields(row), "frames": len(frames), "bytes": sum(len(frame) for frame in frames)}
+
+
+def _fields(row: state.DeadLetter) -> dict[str, Any]:
     return {
         "id": row.id,
         "messageId": row.message_id,
@@ -243,8 +263,6 @@ def summary(row: state.DeadLetter) -> dict[str, Any]:
         "firstAt": _iso(row.first_at),
         "lastAt": _iso(row.last_at),
         "replayedAt": _iso(row.replayed_at),
-        "frames": len(frames),
-        "bytes": sum(len(frame) for frame in frames),
     }
 
 
@@ -286,7 +304,7 @@ def get(letter_id: str) -> dict[str, Any]:
     """One letter with its body frames decoded for reading; raises LookupError when not found."""
     row = find(letter_id)
     data = summary(row)
-    data["body"] = [preview(frame) for frame in frames_of(row)]
+    data["body"] = [] if "bodyError" in data else [preview(frame) for frame in frames_of(row)]
     return data
 
 
@@ -345,13 +363,48 @@ def refreshed_envelope(envelope: dict[str, Any], timeout: float, retries: int) -
     """The stored envelope made sendable again: same messageId, one more retry, a future expiry.
 
     The original ``expiresAt`` has passed (often the very reason it died), so it is pushed to
-    cover every attempt of the replay, as a fresh client request would be.
+    cover every attempt of the replay, as a fresh client request would be. Only what can be read
+    is refreshed: ``metadata`` that is not an object, a ``retryCount`` that is not a count or an
+    ``expiresAt`` that is not a time stay as they were (the worker sees what it would have seen).
     """
-    refreshed = env.mark_retry(copy.deepcopy(envelope))
-    metadata = refreshed["metadata"]
-    if "expiresAt" in metadata:
+    refreshed = copy.deepcopy(envelope)
+    metadata = refreshed.setdefault("metadata", {})
+    if not isinstance(metadata, dict):
+        return refreshed
+    if _is_count(count := metadata.get("retryCount", 0)):
+        metadata["retryCount"] = count + 1
+    if isinstance(metadata.get("expiresAt"), str) and env.expires_at(refreshed) is not None:
         metadata["expiresAt"] = env.iso(env.utc_now() + dt.timedelta(seconds=timeout * (retries + 1)))
     return refreshed
+
+
+def replay_body(frame: bytes, timeout: float, retries: int) -> bytes | dict[str, Any]:
+    """A letter's first frame as a replay sends it. An envelope is refreshed where it can be
+    (:func:`refreshed_envelope`) and handed back as a mapping, so the client counts its own
+    retries on it; one whose ``retryCount`` is no count goes as bytes, which the client sends
+    unchanged; one whose ``metadata`` is no object, and anything that is no envelope (not JSON,
+    not an object), goes byte for byte, as it was sent the first time."""
+    data = _envelope(frame)
+    if data is None or not isinstance(data.get("metadata", {}), dict):
+        return frame
+    refreshed = refreshed_envelope(data, timeout, retries)
+    return refreshed if _is_count(data.get("metadata", {}).get("retryCount", 0)) else env.encode(refreshed)
+
+
+def _envelope(frame: bytes) -> dict[str, Any] | None:
+    """The frame as an envelope (an object with a messageId and a payload), whatever else it holds."""
+    try:
+        data = env.decode(frame)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    if isinstance(data, dict) and isinstance(data.get("messageId"), str) and isinstance(data.get("payload"), dict):
+        return data
+    return None
+
+
+def _is_count(value: Any) -> bool:
+    """A retryCount the client can add its own retries to (JSON's true is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def mark_replayed(letter_id: str) -> None:

@@ -6,11 +6,17 @@ in its poll loop, go to a recorder process (:mod:`arbiter.store.recorder`) as :d
 rows, in batches. Every path builds the row with :func:`decision_row` from the decision's JSON,
 so what ``arbiter decisions`` shows is the same whoever decided. How long rows are kept is
 :mod:`arbiter.store.retention`.
+
+A row keeps the first :data:`MAX_STORED_CHARS` characters of the request; a longer request is
+stored cut, with its length and the SHA-256 of the whole text in ``classification.storedInput``
+(:func:`stored_input`), so the log stays small and a stored row can still be matched to the
+request it came from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,15 +26,53 @@ import peewee as pw
 
 from arbiter.store import database as state
 
+MAX_STORED_CHARS = 2000  # of a request's text in a row: what a person reading the log needs of it
 
-def decision_row(decision: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    """Map a decision in the explain JSON shape onto the columns of ``routing_decisions``."""
+
+@dataclass(frozen=True)
+class StoredInput:
+    """What a row says of a request it stored cut: the whole text's length and SHA-256 (of its
+    UTF-8 bytes, lone surrogates passed through as JSON allows them)."""
+
+    chars: int
+    stored_chars: int
+    sha256: str
+
+    @classmethod
+    def of(cls, text: str, stored_chars: int) -> StoredInput:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return cls(len(text), stored_chars, digest)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chars": self.chars, "storedChars": self.stored_chars, "sha256": self.sha256}
+
+    def note(self, digits: int = 64) -> str:
+        """What a reader appends to the stored text: ``… (N characters, sha256 …)``."""
+        digest = self.sha256 if digits >= len(self.sha256) else self.sha256[:digits] + "…"
+        return f"… ({self.chars:,} characters, sha256 {digest})"
+
+
+def _stored_text(text: Any, classification: Any, limit: int) -> tuple[Any, Any]:
+    """The request text as its row keeps it, and the classification with ``storedInput`` added
+    when the text was cut (a copy: the decision's JSON is shared with the reply)."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return text, classification
+    cut = StoredInput.of(text, limit)
+    return text[:limit], {**(classification or {}), "storedInput": cut.to_json()}
+
+
+def decision_row(decision: Mapping[str, Any], origin: str, max_stored_chars: int = MAX_STORED_CHARS) -> dict[str, Any]:
+    """Map a decision in the explain JSON shape onto the columns of ``routing_decisions``; a
+    request text over ``max_stored_chars`` is stored cut (see :class:`StoredInput`)."""
     routing = decision.get("routingDecision") or {}
+    user_input, classification = _stored_text(
+        decision.get("userInput"), decision.get("classification"), max_stored_chars
+    )
     return {
         "id": state.ordered_id(),
         "request_id": str(decision.get("requestId") or ""),
-        "user_input": decision.get("userInput"),
-        "classification": decision.get("classification"),
+        "user_input": user_input,
+        "classification": classification,
         "capability_scores": decision.get("capabilityScores"),
         "primary_plugin": routing.get("primaryPlugin"),
         "fallback_plugins": routing.get("fallbackPlugins"),
@@ -86,11 +130,21 @@ class RowTemplate:
 
     @classmethod
     def of(cls, decision: Mapping[str, Any], origin: str) -> RowTemplate:
-        first = row_values(decision_row(decision, origin))
+        return cls.of_values(str(decision.get("requestId") or ""), row_values(decision_row(decision, origin)))
+
+    @classmethod
+    def of_values(cls, request_id: str, first: Sequence[Any]) -> RowTemplate:
         repeat = list(first)
         for index in _SHARED:
             repeat[index] = None
-        return cls(str(decision.get("requestId") or ""), first, tuple(repeat))
+        return cls(request_id, tuple(first), tuple(repeat))
+
+    def wire(self) -> list[Any]:
+        """The row's database values as JSON can carry them (a decider process sends them to the
+        broker): the id and the time, which each request's entry sets anyway, are left out."""
+        values = list(self.first)
+        values[_ID] = values[_CREATED_AT] = None
+        return values
 
     def entry(self, request_id: str, outcome: dict[str, Any] | None, success: bool | None) -> LogEntry:
         """This request's row, to be completed by :func:`entry_values`. A repeat refers to the
@@ -213,6 +267,24 @@ def _complete(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for key in _SHARED_KEYS:
                 decision[key] = origin[key]
     return decisions
+
+
+def stored_input(decision: Mapping[str, Any]) -> StoredInput | None:
+    """How a recorded decision's request was cut when stored, or None if it is stored whole."""
+    found = (decision.get("classification") or {}).get("storedInput")
+    if not isinstance(found, Mapping):
+        return None
+    try:
+        return StoredInput(int(found["chars"]), int(found["storedChars"]), str(found["sha256"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def shown_input(decision: Mapping[str, Any], digits: int = 64) -> str:
+    """A recorded request's text for people: a cut one ends in ``… (N characters, sha256 …)``."""
+    text = str(decision.get("userInput") or "")
+    cut = stored_input(decision)
+    return text if cut is None else text + cut.note(digits)
 
 
 def recent_decisions(limit: int = 20) -> list[dict[str, Any]]:

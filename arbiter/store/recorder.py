@@ -14,9 +14,10 @@ recorder dies, the broker starts another and sends the unconfirmed batches again
 recorder had already written is not written twice: a decision row's id is its primary key
 (``INSERT ... ON CONFLICT DO NOTHING``), and a dead letter's id, chosen here on the broker, is
 skipped when the store already has it (:mod:`.dead_letters`), also when the letter was counted
-on an earlier one. What waits is bounded (``max_queue`` rows, ``max_letters`` letters): beyond
-it new ones are counted as dropped, never blocking the broker, and so is a batch the database
-refuses.
+on an earlier one. What waits in memory is bounded: decision rows beyond ``max_queue`` are
+counted as dropped, never blocking the broker, as are the rows of a batch the database refuses;
+dead letters beyond ``max_letters``, or refused with a batch, wait in a spill file
+(:mod:`.spill`), since a dead letter is the request itself.
 
 Between batches the recorder applies the decision log's retention (:mod:`.retention`), a
 bounded amount per round, so the broker's loop never does.
@@ -24,7 +25,8 @@ bounded amount per round, so the broker's loop never does.
 The parent side, :class:`Recorder`, is driven by one thread (the broker's loop: ``submit_*``
 per request, :meth:`Recorder.flush` every ``interval_s``, the ``state.batch_ms`` setting) and
 needs no lock; ``arbiter route --input`` drives it the same way. Run the child with
-``python -m arbiter.store.recorder ENDPOINT DATABASE_URL ROOT [RETENTION_JSON]``.
+``python -m arbiter.store.recorder_process ENDPOINT DATABASE_URL ROOT [RETENTION_JSON]``
+(:mod:`.recorder_process`, which also holds what travels between the two).
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
-import os
-import pickle
 import shutil
 import signal
 import socket
@@ -42,9 +42,8 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import orjson
 import zmq
@@ -53,44 +52,15 @@ from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
 from arbiter.store import decisions as record
 from arbiter.store import retention as keeping
+from arbiter.store.recorder_process import CIRCUITS, LETTERS, ROWS, Message, Run
+from arbiter.store.spill import Spill
 
 log = logging.getLogger("arbiter.store.recorder")
 
-ROWS = "rows"  # decision rows (record.LogEntry)
-CIRCUITS = "circuits"  # (plugin, version, circuit, reason)
-LETTERS = "letters"  # dead letters (letters.Submitted)
-BATCH = "batch"
-CLOSE = "close"
-PARENT_CHECK_S = 1.0  # how often an idle recorder looks whether the broker is still there
 DIR_PREFIX = "arbiter-recorder-"
 RESPAWN_FIRST_S = 0.05  # a recorder that served a while is replaced at once (well, next flush)
 RESPAWN_MAX_S = 5.0
 ERRORS_KEPT = 20
-
-Run = tuple[str, list[Any]]  # one kind's items, in submission order
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message to the recorder, encoded once: a batch that has to be sent again after a
-    restart, or waits for a full pipe to drain, is not pickled again."""
-
-    seq: int
-    rows: int  # decision rows in it, released from ``queued`` when it is confirmed
-    letters: int  # dead letters in it, likewise
-    data: bytes  # pickled (BATCH, seq, runs) or (CLOSE, seq, None)
-
-    @classmethod
-    def batch(cls, seq: int, runs: list[Run]) -> Message:
-        counts = {ROWS: 0, LETTERS: 0, CIRCUITS: 0}
-        for kind, items in runs:
-            counts[kind] += len(items)
-        data = pickle.dumps((BATCH, seq, runs), protocol=pickle.HIGHEST_PROTOCOL)
-        return cls(seq, counts[ROWS], counts[LETTERS], data)
-
-    @classmethod
-    def close(cls, seq: int) -> Message:
-        return cls(seq, 0, 0, pickle.dumps((CLOSE, seq, None), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class Tally:
@@ -110,13 +80,19 @@ class Tally:
 
 class DeadLetters(Tally):
     """The dead-letter writer of a :class:`Recorder` (the broker's ``dead_letters``): letters go
-    in the recorder's batches, in order with the decision rows; the counts are the letters'."""
+    in the recorder's batches, in order with the decision rows; the counts are the letters'.
 
-    def __init__(self, recorder: Recorder, max_queue: int) -> None:
+    A dead letter is never dropped for want of room: beyond ``max_queue`` held in memory, and
+    whenever the database refuses a batch, letters go to the spill file (:mod:`.spill`) and come
+    back as room frees up. Only a letter the spill file cannot take either is counted lost."""
+
+    def __init__(self, recorder: Recorder, max_queue: int, spill: Spill | None = None) -> None:
         super().__init__()
         self._recorder = recorder
         self._max_queue = max_queue
+        self.spill = spill
         self.queued = 0  # letters held until the recorder confirms them
+        self.spilled = 0  # letters that went to the spill file, in all
 
     def submit(
         self,
@@ -133,12 +109,37 @@ class DeadLetters(Tally):
             self.dropped += 1
             self.error(f"a dead letter without {'a service' if not service else 'a reason'} was not kept")
             return
-        if self.queued >= self._max_queue:
-            self.dropped += 1
-            return
-        self.queued += 1
         item = (state.new_id(), service, letters.as_frames(body), reason, detail, message_id, client, time.time())
-        self._recorder._add(LETTERS, item)
+        self.hold(item)
+
+    def hold(self, item: letters.Submitted) -> None:
+        """Queue a letter for the next batch, or spill it when memory holds enough already."""
+        if self.queued < self._max_queue or self.spill is None:
+            self.queued += 1
+            self._recorder._add(LETTERS, item)
+        else:
+            self.keep_aside(item)
+
+    def keep_aside(self, item: letters.Submitted) -> None:
+        if self.spill is not None and self.spill.add(item):
+            self.spilled += 1
+        else:
+            self.dropped += 1
+            self.error(f"a dead letter to {item[1]} was lost: the spill file cannot be written")
+
+    def refill(self, batch: int) -> None:
+        """Take spilled letters back while memory has room for them (at most ``batch`` at a time)."""
+        if self.spill is None or not self.spill.waiting:
+            return
+        room = min(batch, self._max_queue - self.queued)
+        if room > 0:
+            for item in self.spill.take(room):
+                self.queued += 1
+                self._recorder._add(LETTERS, item)
+
+    @property
+    def waiting_in_spill(self) -> int:
+        return self.spill.waiting if self.spill is not None else 0
 
     def close(self, timeout: float = 10.0) -> None:
         """Close the recorder (the dead letters are written by it)."""
@@ -160,6 +161,7 @@ class Recorder(Tally):
         max_batch: int = 1000,
         max_queue: int = 50_000,
         max_letters: int = 10_000,
+        spill: bool = True,
         retention: keeping.Retention | None = None,
         context: zmq.Context | None = None,
     ):
@@ -170,7 +172,7 @@ class Recorder(Tally):
         sweep_stale_sockets()
         self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX)  # mode 0700: only we can connect
         self.endpoint = f"ipc://{self._dir}/log"
-        self._command = [sys.executable, "-m", "arbiter.store.recorder", self.endpoint, database_url]
+        self._command = [sys.executable, "-m", "arbiter.store.recorder_process", self.endpoint, database_url]
         self._command.append(str(Path(root).resolve()))
         if retention is not None:
             self._command.append(orjson.dumps(retention.to_json()).decode())
@@ -186,7 +188,10 @@ class Recorder(Tally):
         self._seq = itertools.count(1)
         self._next_flush = 0.0
         self.restarts = 0
-        self.dead_letters = DeadLetters(self, max_letters)
+        self.dead_letters = DeadLetters(self, max_letters, Spill(Path(root) / ".arbiter") if spill else None)
+        if self.dead_letters.spill is not None:
+            for item in self.dead_letters.spill.adopt_orphans():  # spilled by a broker that died
+                self.dead_letters.hold(item)
         self._respawn_delay = RESPAWN_FIRST_S
         self._process = self._spawn()
 
@@ -222,6 +227,7 @@ class Recorder(Tally):
         new recorder when the last one died. The broker calls this every ``interval_s``."""
         self._next_flush = time.monotonic() + self.interval_s
         self._watch()
+        self.dead_letters.refill(self._max_batch)
         self._batch()
         self._send_waiting()
         self._read_confirmations()
@@ -310,26 +316,32 @@ class Recorder(Tally):
     def _read_confirmations(self) -> None:
         while True:
             try:
-                seq, error = orjson.loads(self._sock.recv(zmq.NOBLOCK))
+                seq, error, letters_error = orjson.loads(self._sock.recv(zmq.NOBLOCK))
             except zmq.Again:
                 return
             message = self._unconfirmed.pop(seq, None)
             if message is not None:  # else a confirmation from before a restart, of a batch re-sent
-                self._confirmed(message, error)
+                self._confirmed(message, error, letters_error)
 
-    def _confirmed(self, message: Message, error: str | None) -> None:
+    def _confirmed(self, message: Message, error: str | None, letters_error: str | None) -> None:
         """Release what a batch held and count it: written, or, when the database refused it even
-        after retries, dropped with the error (not kept: it would be refused again)."""
+        after retries, its decision rows dropped with the error (they would be refused again) and
+        its dead letters spilled, to be tried again (a dead letter is the request itself)."""
         self._held -= message.rows
-        self.dead_letters.queued -= message.letters
-        for tally, count in ((self, message.rows), (self.dead_letters, message.letters)):
-            if error is None:
-                tally.written += count
-            elif count:
-                tally.dropped += count
-                tally.error(error)
-        if error is not None and not (message.rows or message.letters):
-            self.error(error)  # a batch of circuit states alone
+        self.dead_letters.queued -= len(message.letters)
+        if error is None:
+            self.written += message.rows
+        else:
+            self.dropped += message.rows
+            if message.rows or not message.letters:
+                self.error(error)
+        letters_error = letters_error or (error if message.letters else None)
+        if letters_error is None:
+            self.dead_letters.written += len(message.letters)
+            return
+        self.dead_letters.error(letters_error)  # not lost: tried again when the spill file is read back
+        for item in message.letters:
+            self.dead_letters.keep_aside(item)
 
     def _watch(self) -> None:
         """A recorder that exited on its own is replaced, and what it had not confirmed goes again.
@@ -356,7 +368,7 @@ class Recorder(Tally):
 
     def _spawn(self) -> subprocess.Popen:
         self._spawned_at, self._respawn_at = time.monotonic(), 0.0
-        return subprocess.Popen(self._command, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        return subprocess.Popen(self._command, preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
 
 def sweep_stale_sockets(folder: str | None = None) -> None:
@@ -374,7 +386,7 @@ def sweep_stale_sockets(folder: str | None = None) -> None:
             probe.close()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: end with the broker even when it is killed outright. Linux sends
     the signal when the *thread* that started the child ends: the broker starts and restarts its
     recorder from its main thread, the one that lives as long as the broker."""
@@ -382,90 +394,3 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-# -- the recorder process ---------------------------------------------------------------------
-
-
-def _write_rows(entries: list[record.LogEntry]) -> None:
-    record.store_values([record.entry_values(entry) for entry in entries], skip_existing=True)
-
-
-def _write_circuits(circuits: list[tuple[str, str, str, str]]) -> None:
-    for circuit in circuits:
-        record.save_circuit(*circuit)
-
-
-def _write_letters(items: list[letters.Submitted]) -> None:
-    for item in items:
-        letters.store(letters.submitted(item))
-
-
-WRITERS: dict[str, Callable[[list[Any]], None]] = {
-    ROWS: _write_rows,
-    CIRCUITS: _write_circuits,
-    LETTERS: _write_letters,
-}
-
-
-def write(runs: list[Run]) -> None:
-    """Apply one batch to the database, in order, in one transaction (tried again while the
-    database is busy). A re-sent batch the dead recorder had written changes nothing."""
-    state.with_retries(_write_batch, runs)
-
-
-def _write_batch(runs: list[Run]) -> None:
-    with state.writing():
-        for kind, items in runs:
-            WRITERS[kind](items)
-
-
-def serve(endpoint: str, database_url: str, root: Path, retention: keeping.Retention | None = None) -> int:
-    """Write what the broker sends until it says CLOSE or goes away; keep the retention between."""
-    state.open_store(database_url, root)
-    sock = zmq.Context.instance().socket(zmq.PAIR)
-    sock.setsockopt(zmq.LINGER, 5000)  # the last confirmation must reach the broker
-    sock.connect(endpoint)
-    parent = os.getppid()
-    upkeep = keeping.Upkeep(retention)
-    try:
-        while True:
-            if sock.poll(int(min(PARENT_CHECK_S, upkeep.wait_s()) * 1000)):
-                kind, seq, runs = pickle.loads(sock.recv())
-                if kind == CLOSE:
-                    sock.send(orjson.dumps((seq, None)))
-                    return 0
-                sock.send(orjson.dumps((seq, _apply(runs))))
-            elif os.getppid() != parent:
-                return 0  # the broker is gone; nobody is left to confirm to
-            upkeep.run_if_due()
-    finally:
-        sock.close()
-        state.close_store()
-        if os.getppid() != parent:  # killed with the broker: nobody else will remove its socket
-            shutil.rmtree(Path(endpoint.removeprefix("ipc://")).parent, ignore_errors=True)
-
-
-def _apply(runs: list[Run]) -> str | None:
-    """Write a batch; the error, for the broker's status, when the database refused it."""
-    try:
-        write(runs)
-    except Exception as exc:  # the broker keeps serving; the error shows in its status
-        kinds = " and ".join(dict.fromkeys(kind for kind, _ in runs))
-        return f"{kinds} not written: {type(exc).__name__}: {exc}"
-    return None
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) not in (3, 4):
-        print("usage: python -m arbiter.store.recorder ENDPOINT DATABASE_URL ROOT [RETENTION_JSON]", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the broker died (PR_SET_PDEATHSIG)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the broker, which closes us in order
-    retention = keeping.Retention.from_json(orjson.loads(argv[3])) if len(argv) == 4 else None
-    return serve(argv[0], argv[1], Path(argv[2]), retention)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

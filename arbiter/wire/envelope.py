@@ -19,6 +19,97 @@ import orjson
 
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_PRIORITY = 5
+MAX_ID_CHARS = 256  # messageId and correlationId: ids, not payloads
+
+_NULL = type(None)
+_SCALARS = frozenset({str, int, float, bool, _NULL})
+# Every top-level field an envelope may carry, and what it must be when present (docs/PROTOCOL.md
+# §3.1), as exact types: JSON decoders make exactly these, and ``True`` is then no integer.
+_TOP_LEVEL: dict[str, tuple[frozenset[type], str]] = {
+    "messageId": (frozenset({str}), "a string"),
+    "correlationId": (frozenset({str, _NULL}), "a string or null"),
+    "timestamp": (frozenset({str}), "a string"),
+    "source": (frozenset({str}), "a string"),
+    "destination": (frozenset({str}), "a string"),
+    "topic": (frozenset({str}), "a string"),
+    "messageType": (frozenset({str}), "a string"),
+    "priority": (frozenset({int}), "an integer"),
+    "headers": (frozenset({dict}), "an object"),
+    "payload": (frozenset({dict}), "an object"),
+    "metadata": (frozenset({dict}), "an object"),
+}
+_METADATA: dict[str, tuple[frozenset[type], str]] = {
+    "retryCount": (frozenset({int}), "a non-negative integer"),
+    "timeout": (frozenset({int, float}), "a number of milliseconds"),
+    "expiresAt": (frozenset({str}), "an ISO-8601 time"),
+}
+
+
+class EnvelopeError(ValueError):
+    """An envelope field of the wrong type or form; ``field`` is its dotted path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def _typed(value: Any, kinds: frozenset[type] | tuple[type, ...]) -> bool:
+    """Whether ``value`` is exactly of one of ``kinds`` (so JSON's ``true`` is not an integer)."""
+    return type(value) in kinds
+
+
+def check(data: Any) -> dict[str, Any]:
+    """``data`` when it is an envelope every part of the broker can read without surprise: each
+    field the seed defines, when present, of its type; ``headers`` a flat object of scalars;
+    ``metadata.expiresAt`` a time. Raises :class:`EnvelopeError` naming the first field that is not.
+    Fields the seed does not define are left alone. One pass over the fields present: the broker
+    checks every envelope it reads."""
+    if type(data) is not dict:
+        raise EnvelopeError("(body)", f"must be a JSON object, not {_json_type(data)}")
+    for name, value in data.items():
+        rule = _TOP_LEVEL.get(name)
+        if rule is not None and type(value) not in rule[0]:
+            raise EnvelopeError(name, f"must be {rule[1]}, not {_json_type(value)}")
+    for name in ("messageId", "correlationId"):
+        value = data.get(name)
+        if value is not None and len(value) > MAX_ID_CHARS:
+            raise EnvelopeError(name, f"must be at most {MAX_ID_CHARS} characters")
+    headers = data.get("headers")
+    if headers:
+        for key, value in headers.items():
+            if type(value) not in _SCALARS:
+                raise EnvelopeError(
+                    f"headers.{key}", f"must be a string, number, boolean or null, not {_json_type(value)}"
+                )
+    metadata = data.get("metadata")
+    if metadata:
+        _check_metadata(metadata)
+    return data
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    for name, value in metadata.items():
+        rule = _METADATA.get(name)
+        if rule is not None and type(value) not in rule[0]:
+            raise EnvelopeError(f"metadata.{name}", f"must be {rule[1]}, not {_json_type(value)}")
+    if metadata.get("retryCount", 0) < 0:
+        raise EnvelopeError("metadata.retryCount", "must be a non-negative integer")
+    if "expiresAt" in metadata and _parse_time(metadata["expiresAt"]) is None:
+        raise EnvelopeError("metadata.expiresAt", "must be an ISO-8601 time such as 2026-01-31T12:00:00.000Z")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 def utc_now() -> datetime:
@@ -104,25 +195,32 @@ def new_request(
 
 def mark_retry(envelope: dict[str, Any]) -> dict[str, Any]:
     """Count one more attempt, in place; the messageId stays so the retry is recognisable."""
-    metadata = envelope.setdefault("metadata", {})
-    metadata["retryCount"] = int(metadata.get("retryCount", 0)) + 1
+    metadata = envelope.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = envelope["metadata"] = {}
+    count = metadata.get("retryCount")
+    metadata["retryCount"] = (count if _typed(count, (int,)) and count >= 0 else 0) + 1
     return envelope
 
 
 def _reply_base(request: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The fields every response shares: it answers ``request`` and continues its trace."""
-    headers = dict(request.get("headers") or {})
+    """The fields every response shares: it answers ``request`` and continues its trace. Only
+    fields of the right type are carried over, so a reply can be built for any request, even
+    one refused for its envelope."""
+    headers = request.get("headers")
+    headers = {k: v for k, v in headers.items() if _typed(v, _SCALARS)} if isinstance(headers, dict) else {}
     headers["parentSpanId"] = headers.get("spanId")
     headers["spanId"] = span_id()
+    message_id, sender, priority = request.get("messageId"), request.get("source"), request.get("priority")
     return {
         "messageId": new_id(),
-        "correlationId": request.get("messageId"),
+        "correlationId": message_id if isinstance(message_id, str) else None,
         "timestamp": now_iso(),
         "source": source,
-        "destination": request.get("source", "*"),
+        "destination": sender if isinstance(sender, str) else "*",
         "topic": f"plugin/{source}/response",
         "messageType": "response",
-        "priority": request.get("priority", DEFAULT_PRIORITY),
+        "priority": priority if _typed(priority, (int,)) else DEFAULT_PRIORITY,
         "headers": headers,
     }
 
@@ -149,26 +247,37 @@ def decode(body: bytes) -> Any:
 
 
 def as_envelope(body: bytes) -> dict[str, Any] | None:
-    """The envelope in ``body``, or None when the body is not one (plain MDP traffic)."""
+    """The envelope in ``body``, or None when the body is not one a broker can rely on (plain MDP
+    traffic, or JSON that breaks :func:`check`): such a body is passed on untouched and read as
+    bytes, never as an envelope."""
     try:
         data = orjson.loads(body)
     except ValueError:
         return None
-    if isinstance(data, dict) and isinstance(data.get("messageId"), str) and isinstance(data.get("payload"), dict):
-        return data
-    return None
+    if not (
+        isinstance(data, dict) and isinstance(data.get("messageId"), str) and isinstance(data.get("payload"), dict)
+    ):
+        return None
+    try:
+        return check(data)
+    except EnvelopeError:
+        return None
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def expires_at(envelope: Mapping[str, Any]) -> datetime | None:
     """``metadata.expiresAt`` as an aware datetime; None when missing or unreadable (never expires)."""
-    expires = (envelope.get("metadata") or {}).get("expiresAt")
-    if not isinstance(expires, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(expires.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    metadata = envelope.get("metadata")
+    return _parse_time(metadata.get("expiresAt")) if isinstance(metadata, dict) else None
 
 
 def is_expired(envelope: Mapping[str, Any], now: datetime | None = None) -> bool:

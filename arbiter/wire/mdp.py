@@ -96,6 +96,24 @@ def parse_ready_options(frames: list[bytes]) -> tuple[int, bytes | None]:
     return credit, frames[1]
 
 
+class Tokens:
+    """The addresses the broker gives requests it hands to workers: ``TOKEN_BYTES`` bytes, unique
+    per broker, and never a zero byte. Workers written in C and C++ (the ZeroMQ guide's among them)
+    keep the address frame as a C string, which a zero byte would cut short; so the count is
+    written in base 255 with digits 1 to 255, and moved on like an odometer."""
+
+    def __init__(self) -> None:
+        self._digits = bytearray(b"\x01" * TOKEN_BYTES)
+
+    def next(self) -> bytes:
+        digits, place = self._digits, TOKEN_BYTES - 1
+        while digits[place] == 255:
+            digits[place] = 1
+            place -= 1
+        digits[place] += 1
+        return bytes(digits)
+
+
 def pack(token: bytes, body: list[bytes]) -> list[bytes]:
     """A packed REQUEST or REPLY: the token glued to the first body frame (``body`` non-empty)."""
     return [token + body[0], *body[1:]]

@@ -493,3 +493,120 @@ def test_durations():
     for bad in ("", "7", "d", "7x", "7d junk", "-1d"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+# ---------------------------------------------------------------- replaying malformed letters
+
+
+def _with_metadata(**metadata: Any) -> bytes:
+    """A stale envelope whose metadata fields are replaced by these (None: the field removed)."""
+    request = _stale_envelope()
+    for key, value in metadata.items():
+        request["metadata"][key] = value
+    return json.dumps(request).encode()
+
+
+def _envelope_with(**fields: Any) -> bytes:
+    request = _stale_envelope()
+    request.update(fields)
+    return json.dumps(request).encode()
+
+
+# name: (first frame stored, what the replay sends: "as is", or the metadata it carries)
+MALFORMED: dict[str, tuple[bytes, Any]] = {
+    "not JSON": (b'{"messageId": "m-1", "payload": {', "as is"),
+    "not UTF-8": (b"\xff\xfe{}", "as is"),
+    "JSON, not an object": (b'[{"messageId": "m-1", "payload": {}}]', "as is"),
+    "a JSON string": (b'"run the report"', "as is"),
+    "metadata a list": (_envelope_with(metadata=["retryCount", 1]), "as is"),
+    "metadata null": (_envelope_with(metadata=None), "as is"),
+    "expiresAt not a date": (_with_metadata(expiresAt="next tuesday"), {"retryCount": 2, "expiresAt": "next tuesday"}),
+    "expiresAt a number": (_with_metadata(expiresAt=1700000000), {"retryCount": 2, "expiresAt": 1700000000}),
+    "retryCount not a count": (_with_metadata(retryCount="three"), {"retryCount": "three", "expiresAt": "refreshed"}),
+    "no metadata": (_envelope_with(metadata={}), {"retryCount": 1}),
+}
+
+
+@pytest.mark.parametrize("shape", MALFORMED)
+def test_cli_replay_of_a_malformed_envelope_sends_it_refreshed_only_where_it_can_be(
+    project: Path, frontend: FakeFrontend, shape: str
+) -> None:
+    stored, expected = MALFORMED[shape]
+    [letter_id] = _seed(project, ("svc", [stored, b"second frame"], dlq.EXHAUSTED, "m-1"))
+    sent_at = env.utc_now()
+    result = run(project, "replay", letter_id, "--endpoint", frontend.endpoint)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert f"{letter_id}: replayed (1 attempt(s))" in result.output
+    [frames] = frontend.received
+    assert frames[:3] == [b"", MDPC01, b"svc"] and frames[4:] == [b"second frame"]
+    if expected == "as is":
+        assert frames[3] == stored
+    else:
+        sent, original = json.loads(frames[3]), json.loads(stored)
+        metadata = {**original["metadata"], **expected}
+        if expected.get("expiresAt") == "refreshed":
+            assert not env.is_expired(sent, now=sent_at)
+            metadata["expiresAt"] = sent["metadata"]["expiresAt"]
+        assert sent == {**original, "metadata": metadata}
+    state.open_store("sqlite:///.arbiter/state.db", project)
+    try:
+        assert dlq.frames_of(_row(letter_id)) == [stored, b"second frame"]  # the letter is as it was
+    finally:
+        state.close_store()
+
+
+@pytest.mark.parametrize("shape", ["metadata a list", "retryCount not a count", "not JSON"])
+def test_cli_replay_of_a_malformed_envelope_that_gets_no_reply_leaves_the_letter(
+    project: Path, silent_frontend: FakeFrontend, shape: str
+) -> None:
+    stored, _ = MALFORMED[shape]
+    [letter_id] = _seed(project, ("svc", [stored], dlq.EXHAUSTED, "m-1"))
+    result = run(
+        project, "replay", letter_id, "--endpoint", silent_frontend.endpoint, "--timeout", "0.2", "--retries", "1"
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {letter_id}: no reply from service 'svc' after 2 attempt(s)")
+    wait_until(lambda: len(silent_frontend.received) == 2, 5, 0.01, what="both attempts arrived")
+    first, second = (frames[3] for frames in silent_frontend.received)
+    assert first == second  # the client counts no retries on what is not an envelope it can count on
+    assert json.loads(run(project, "show", letter_id, "--json").output)["replayedAt"] is None
+
+
+BAD_BODIES = {
+    "not JSON": b"\x00garbage",
+    "JSON, not a list": b'{"frame": "x"}',
+    "a list of numbers": b"[1, 2]",
+    "beyond Latin-1": b'["\\u20ac"]',
+}
+
+
+@pytest.mark.parametrize("shape", BAD_BODIES)
+def test_cli_replay_of_a_letter_whose_body_cannot_be_read_refuses_in_one_line(
+    project: Path, frontend: FakeFrontend, shape: str
+) -> None:
+    [letter_id, good_id] = _seed(project, ("svc", [b"x"], dlq.EXPIRED, None), ("svc", [b"y"], dlq.EXPIRED, None))
+    state.open_store("sqlite:///.arbiter/state.db", project)
+    try:
+        state.DeadLetter.update(body=BAD_BODIES[shape]).where(state.DeadLetter.id == letter_id).execute()
+    finally:
+        state.close_store()
+    result = run(project, "replay", letter_id, good_id, "--endpoint", frontend.endpoint)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {letter_id}: its stored body is not a list of frames (")
+    assert [frames[3:] for frames in frontend.received] == [[b"y"]]  # nothing sent for it; the next one goes
+    state.open_store("sqlite:///.arbiter/state.db", project)
+    try:
+        row = _row(letter_id)
+        assert (bytes(row.body), row.replayed_at) == (BAD_BODIES[shape], None)
+    finally:
+        state.close_store()
+    listed = run(project, "list", "--json")  # the damaged row hides no other, and says what is wrong
+    assert listed.exit_code == 0 and {row["id"]: row["frames"] for row in json.loads(listed.output)} == {
+        letter_id: None,
+        good_id: 1,
+    }
+    shown = run(project, "show", letter_id)
+    assert shown.exit_code == 0 and "body: its stored body is not a list of frames (" in shown.output
+    assert json.loads(run(project, "show", letter_id, "--json").output)["body"] == []

@@ -224,24 +224,55 @@ def test_dead_letters_go_in_order_with_the_rows_and_are_counted_apart(
     assert record.saved_circuits()["aws-cdk"]["circuit"] == "open" and len(stored_request_ids()) == 10
 
 
-def test_letters_lost_to_a_database_error_are_counted_as_dropped(
+def test_letters_the_database_refuses_are_spilled_and_written_once_it_takes_them(
     store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
 ) -> None:
-    state.database.obj.execute_sql(
+    """A dead letter is the request itself: a database error sends it to the spill file, not away."""
+    db = state.database.obj
+    db.execute_sql(
         "CREATE TRIGGER refuse_letters BEFORE INSERT ON dead_letters BEGIN SELECT RAISE(ABORT, 'letters refused'); END"
     )
     recorder = start(recorders, store, tmp_path)
-    recorder.dead_letters.submit("svc", [b"x"], dlq.EXPIRED)
-    recorder.dead_letters.submit("svc", [b"y"], dlq.SHUTDOWN)
-    settle(recorder, lambda: recorder.dead_letters.queued == 0)
     letters = recorder.dead_letters
-    assert (letters.written, letters.dropped) == (0, 2)
+    letters.submit("svc", [b"x"], dlq.EXPIRED)
+    letters.submit("svc", [b"y"], dlq.SHUTDOWN)
+    settle(recorder, lambda: letters.spilled >= 2)
+    assert (letters.written, letters.dropped) == (0, 0)
     assert "letters refused" in letters.errors[-1] and recorder.errors == []
-    recorder.dead_letters.submit("", [b"z"], dlq.EXPIRED)  # no service: refused at once, counted
-    assert letters.dropped == 3 and "without a service" in letters.errors[-1]
     submit(recorder, template, range(3))
-    settle(recorder, lambda: recorder.queued == 0)
-    assert recorder.written == 3 and recorder.dropped == 0  # the next batch, without letters, goes through
+    settle(recorder, lambda: recorder.written == 3)  # decision rows go through meanwhile
+    db.execute_sql("DROP TRIGGER refuse_letters")
+    settle(recorder, lambda: letters.written == 2 and letters.waiting_in_spill == 0 and letters.queued == 0)
+    assert sorted(dlq.frames_of(row)[0] for row in state.DeadLetter.select()) == [b"x", b"y"]
+    assert not list((tmp_path / ".arbiter").glob("dead-letters-*.spill"))  # read back whole, then gone
+    letters.submit("", [b"z"], dlq.EXPIRED)  # no service: refused at once, counted
+    assert letters.dropped == 1 and "without a service" in letters.errors[-1]
+
+
+def test_a_flood_of_letters_beyond_memory_is_spilled_and_every_one_stored(
+    store: str, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    recorder = start(recorders, store, tmp_path, max_letters=20)
+    letters = recorder.dead_letters
+    for i in range(500):
+        letters.submit("svc", [b"job %d" % i], dlq.EXPIRED, None, None, "c")
+    assert letters.queued <= 20 and letters.waiting_in_spill >= 480
+    settle(recorder, lambda: letters.written == 500)
+    assert (letters.dropped, letters.waiting_in_spill, state.DeadLetter.select().count()) == (0, 0, 500)
+
+
+def test_a_letter_is_lost_only_when_the_spill_file_cannot_be_written_either(
+    store: str, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / ".arbiter").write_text("a file where the folder should be")  # nothing can be spilled
+    recorder = start(recorders, store, root, max_letters=1)
+    letters = recorder.dead_letters
+    letters.submit("svc", [b"held"], dlq.EXPIRED)
+    letters.submit("svc", [b"lost"], dlq.EXPIRED)
+    assert letters.dropped == 1 and "spill file" in letters.errors[-1]
+    settle(recorder, lambda: letters.written == 1)
 
 
 def test_a_confirmation_lost_with_the_recorder_sends_the_batch_again_without_doubling(
@@ -276,11 +307,12 @@ def test_a_stalled_recorder_bounds_the_letters_that_wait(store: str, recorders: 
         for index in range(12):
             recorder.dead_letters.submit("svc", [b"%d" % index], dlq.EXPIRED)
         recorder.flush()
-        assert (recorder.dead_letters.queued, recorder.dead_letters.dropped) == (5, 7)
+        letters = recorder.dead_letters
+        assert (letters.queued, letters.waiting_in_spill, letters.dropped) == (5, 7, 0)  # held apart, not lost
     finally:
         os.kill(recorder.process.pid, signal.SIGCONT)
-    settle(recorder, lambda: recorder.dead_letters.queued == 0)
-    assert recorder.dead_letters.written == 5 and state.DeadLetter.select().count() == 5
+    settle(recorder, lambda: recorder.dead_letters.written == 12)
+    assert state.DeadLetter.select().count() == 12
 
 
 # ---------------------------------------------------------------- retention

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
-from arbiter.broker.decision_cache import DecisionCache
+from arbiter.broker.decision_cache import Decided, DecisionCache
 from arbiter.broker.dispatch import Routed
+from arbiter.broker.messages import RouteInput
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import Pending
 from arbiter.routing.match import Health
@@ -38,6 +39,13 @@ class ServiceHost(Protocol):
         ...
 
     def start_routed(self, routed: Routed) -> None: ...
+
+    def ask_decider(
+        self, pending: Pending, route: RouteInput, request_id: str, done: Callable[[Decided | None], None]
+    ) -> bool:
+        """Have a decider process decide ``route``; ``done`` gets the decision, or None when the
+        decider's snapshot was stale. False when no decider runs (decide it yourself)."""
+        ...
 
     def log_decision(self, entry: LogEntry) -> None: ...
 

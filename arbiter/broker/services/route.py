@@ -27,7 +27,46 @@ class RouteService:
         return messages.read_route_input(body)
 
     def execute(self, host: ServiceHost, pending: Pending, route: messages.RouteInput) -> None:
-        decided, request_id, cached = self._decide(host, route)
+        """A cached decision is used at once; a new text is decided by a decider process when the
+        broker runs any, else here on the loop."""
+        hit = host.decision_cache.get(route.cache_key)
+        if hit is not None:
+            host.counters["decision-cache-hits"] += 1
+            self._carry(host, pending, route, hit, new_request_id(), True)
+            return
+        request_id = new_request_id()
+        generation = host.decision_cache.generation
+        if host.ask_decider(
+            pending, route, request_id, lambda data: self._decided(host, pending, route, request_id, data, generation)
+        ):
+            return
+        self._decided(host, pending, route, request_id, None, generation)
+
+    def _decided(
+        self,
+        host: ServiceHost,
+        pending: Pending,
+        route: messages.RouteInput,
+        request_id: str,
+        decided: Decided | None,
+        generation: int,
+    ) -> None:
+        """Carry the request on with the decision a decider made (None: decide it here, now)."""
+        if decided is None:
+            result = host.router.route(Request(route.text, route.files, route.caller, request_id), host.health)
+            decided = Decided.of(result.to_json(trace=False))
+        host.decision_cache.put(route.cache_key, decided, generation)
+        self._carry(host, pending, route, decided, request_id, False)
+
+    def _carry(
+        self,
+        host: ServiceHost,
+        pending: Pending,
+        route: messages.RouteInput,
+        decided: Decided,
+        request_id: str,
+        cached: bool,
+    ) -> None:
         if host.wants("routing/decision"):
             host.publish("routing/decision", _event(decided, request_id, cached))
         if decided.primary is None:
@@ -39,29 +78,23 @@ class RouteService:
         patience = messages.seconds_left(route.envelope, host.settings.request_timeout_s)
         deadline = min(pending.deadline, pending.received + patience)
         routed = Routed(
-            pending.client, pending.service_frame, route, decided, request_id, cached, deadline, pending.received
+            pending.client,
+            pending.service_frame,
+            route,
+            decided,
+            request_id,
+            cached,
+            deadline,
+            pending.received,
+            pending,
         )
         host.start_routed(routed)
-
-    def _decide(self, host: ServiceHost, route: messages.RouteInput) -> tuple[Decided, str, bool]:
-        """The decision and this request's id: from the cache when this snapshot and these circuit
-        states already decided the same text, files and caller."""
-        key = route.cache_key
-        hit = host.decision_cache.get(key)
-        if hit is not None:
-            host.counters["decision-cache-hits"] += 1
-            return hit, new_request_id(), True
-        request_id = new_request_id()
-        result = host.router.route(Request(route.text, route.files, route.caller, request_id), host.health)
-        decided = Decided.of(result.to_json(trace=False))
-        host.decision_cache.put(key, decided)
-        return decided, request_id, False
 
 
 def _event(decided: Decided, request_id: str, cached: bool) -> dict:
     return {
         "requestId": request_id,
-        "userInput": decided.data.get("userInput"),
+        "userInput": decided.user_input,
         "primaryPlugin": decided.primary,
         "fallbackPlugins": list(decided.plan[1:]),
         "cached": cached,

@@ -1,0 +1,176 @@
+"""The recorder process: it writes what the broker records — decision rows, circuit states, dead
+letters — into the state store, a batch per transaction, and confirms each batch by its sequence
+number; between batches it applies the decision log's retention. The broker's side is
+:class:`arbiter.store.recorder.Recorder`; what travels between the two is here.
+
+Run by the broker as ``python -m arbiter.store.recorder_process ENDPOINT DATABASE_URL ROOT
+[RETENTION_JSON]``; it ends with the broker (PR_SET_PDEATHSIG) or when told CLOSE.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import zmq
+
+from arbiter.store import database as state
+from arbiter.store import dead_letters as letters
+from arbiter.store import decisions as record
+from arbiter.store import retention as keeping
+
+log = logging.getLogger("arbiter.store.recorder")
+
+ROWS = "rows"  # decision rows (record.LogEntry)
+CIRCUITS = "circuits"  # (plugin, version, circuit, reason)
+LETTERS = "letters"  # dead letters (letters.Submitted)
+BATCH = "batch"
+CLOSE = "close"
+PARENT_CHECK_S = 1.0  # how often an idle recorder looks whether the broker is still there
+
+Run = tuple[str, list[Any]]  # one kind's items, in submission order
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message to the recorder, encoded once: a batch that has to be sent again after a
+    restart, or waits for a full pipe to drain, is not pickled again."""
+
+    seq: int
+    rows: int  # decision rows in it, released from ``queued`` when it is confirmed
+    letters: tuple[Any, ...]  # its dead letters: kept, to be spilled should the database refuse them
+    data: bytes  # pickled (BATCH, seq, runs) or (CLOSE, seq, None)
+
+    @classmethod
+    def batch(cls, seq: int, runs: list[Run]) -> Message:
+        rows, letter_items = 0, []
+        for kind, items in runs:
+            if kind == ROWS:
+                rows += len(items)
+            elif kind == LETTERS:
+                letter_items += items
+        data = pickle.dumps((BATCH, seq, runs), protocol=pickle.HIGHEST_PROTOCOL)
+        return cls(seq, rows, tuple(letter_items), data)
+
+    @classmethod
+    def close(cls, seq: int) -> Message:
+        return cls(seq, 0, (), pickle.dumps((CLOSE, seq, None), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _write_rows(entries: list[record.LogEntry]) -> None:
+    record.store_values([record.entry_values(entry) for entry in entries], skip_existing=True)
+
+
+def _write_circuits(circuits: list[tuple[str, str, str, str]]) -> None:
+    for circuit in circuits:
+        record.save_circuit(*circuit)
+
+
+def _write_letters(items: list[letters.Submitted]) -> None:
+    for item in items:
+        letters.store(letters.submitted(item))
+
+
+WRITERS: dict[str, Callable[[list[Any]], None]] = {
+    ROWS: _write_rows,
+    CIRCUITS: _write_circuits,
+    LETTERS: _write_letters,
+}
+
+
+def write(runs: list[Run]) -> None:
+    """Apply one batch to the database, in order, in one transaction (tried again while the
+    database is busy). A re-sent batch the dead recorder had written changes nothing."""
+    state.with_retries(_write_batch, runs)
+
+
+def _write_batch(runs: list[Run]) -> None:
+    with state.writing():
+        for kind, items in runs:
+            WRITERS[kind](items)
+
+
+def serve(endpoint: str, database_url: str, root: Path, retention: keeping.Retention | None = None) -> int:
+    """Write what the broker sends until it says CLOSE or goes away; keep the retention between.
+    A store that cannot be opened at start ends the process (the broker holds the batches and
+    starts another later); one that fails later costs the batches it refuses, counted."""
+    store = state.Reopening(database_url, root)
+    try:
+        store.ready()
+    except state.StoreError as exc:
+        log.error("recorder: %s", exc)
+        return 1
+    sock = zmq.Context.instance().socket(zmq.PAIR)
+    sock.setsockopt(zmq.LINGER, 5000)  # the last confirmation must reach the broker
+    sock.connect(endpoint)
+    parent = os.getppid()
+    upkeep = keeping.Upkeep(retention)
+    try:
+        while True:
+            if sock.poll(int(min(PARENT_CHECK_S, upkeep.wait_s()) * 1000)):
+                kind, seq, runs = pickle.loads(sock.recv())
+                if kind == CLOSE:
+                    sock.send(orjson.dumps((seq, None, None)))
+                    return 0
+                sock.send(orjson.dumps((seq, *_apply(store, runs))))
+            elif os.getppid() != parent:
+                return 0  # the broker is gone; nobody is left to confirm to
+            upkeep.run_if_due()
+    finally:
+        sock.close()
+        store.close()
+        if os.getppid() != parent:  # killed with the broker: nobody else will remove its socket
+            shutil.rmtree(Path(endpoint.removeprefix("ipc://")).parent, ignore_errors=True)
+
+
+def _apply(store: state.Reopening, runs: list[Run]) -> tuple[str | None, str | None]:
+    """Write a batch: (the batch's error, its letters' error), for the broker's status. When a
+    batch with dead letters fails, the rest is tried without them, so a letter the database
+    refuses costs no decision row (the broker keeps such letters for later). The store is opened
+    again first when its file changed or the last batch failed."""
+    error = _try(store, runs)
+    if error is None or not any(kind == LETTERS for kind, _ in runs):
+        return error, None
+    others = [run for run in runs if run[0] != LETTERS]
+    if not others or _try(store, others) is None:
+        return None, error
+    return error, error
+
+
+def _try(store: state.Reopening, runs: list[Run]) -> str | None:
+    try:
+        store.ready()
+        write(runs)
+    except Exception as exc:  # the broker keeps serving; the error shows in its status
+        store.wrote(False)
+        kinds = " and ".join(dict.fromkeys(kind for kind, _ in runs))
+        failure = state.store_failure(exc)
+        return f"{kinds} not written: {failure or f'{type(exc).__name__}: {exc}'}"
+    store.wrote(True)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (3, 4):
+        print(
+            "usage: python -m arbiter.store.recorder_process ENDPOINT DATABASE_URL ROOT [RETENTION_JSON]",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the broker died (PR_SET_PDEATHSIG)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the broker, which closes us in order
+    retention = keeping.Retention.from_json(orjson.loads(argv[3])) if len(argv) == 4 else None
+    return serve(argv[0], argv[1], Path(argv[2]), retention)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
