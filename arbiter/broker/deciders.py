@@ -3,8 +3,9 @@ like any service.
 
 Classifying and scoring a new text takes the better part of a millisecond. On the loop thread
 every other client would wait meanwhile, and one Python thread is all the loop has; so the broker
-starts decider processes (``deciders`` in configs/broker.yaml: a count, or ``auto``, one per
-core), at a lower priority than itself, which connect to its frontend as MDP workers of an
+starts decider processes (``deciders`` in configs/broker.yaml: a count, or ``auto``), at a lower
+priority than itself (``decider_priority``: by default they only use cores the broker, its
+clients and workers leave idle), which connect to its frontend as MDP workers of an
 internal service and answer with decisions. They scale across cores; a decider that dies is
 replaced, and what it held is handed to another like any worker's requests. Cached decisions
 never leave the loop.
@@ -52,7 +53,7 @@ from arbiter.store.recorder import die_with_parent
 log = logging.getLogger("arbiter.broker")
 
 SERVICE = "arbiter.decide"  # as status shows it; the registered name adds the secret
-NICENESS = 5  # the broker's loop comes first: a decision can wait a little, a forwarded message should not
+PRIORITIES = ("idle", "low", "normal")  # configs/broker.yaml decider_priority
 RESPAWN_FIRST_S = 0.1
 RESPAWN_MAX_S = 5.0
 
@@ -105,6 +106,7 @@ class Deciders:
         command = [sys.executable, "-m", "arbiter.broker.deciders", connectable(settings.frontend), service]
         command += [str(project.root), *(str(p) for p in project.plugin_dirs)]
         command += [f"--heartbeat={settings.heartbeat_s}", f"--liveness={settings.liveness}"]
+        command += [f"--priority={settings.decider_priority}"]
         return cls(count, service, command)
 
     def ask(
@@ -227,6 +229,16 @@ class Decider:
         return Decided.of(result.to_json(trace=False)).wire()
 
 
+def lower_priority(priority: str) -> None:
+    """``idle``: run only when a core has nothing else to do (Linux SCHED_IDLE; elsewhere the
+    lowest nice level), so forwarding never waits for a decision; ``low``: nice 10; ``normal``:
+    as the broker. Under a host saturated with other work, ``idle`` deciders wait for it."""
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif priority in ("idle", "low"):
+        os.nice(19 if priority == "idle" else 10)
+
+
 def main(argv: list[str]) -> int:
     options = [a for a in argv if a.startswith("--")]
     args = [a for a in argv if not a.startswith("--")]
@@ -237,7 +249,7 @@ def main(argv: list[str]) -> int:
     settings = dict(option[2:].split("=", 1) for option in options)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s decider %(levelname)s %(message)s")
     decider = Decider(Project(Path(root), tuple(Path(p) for p in plugin_dirs)))
-    os.nice(NICENESS)
+    lower_priority(settings.get("priority", "idle"))
     worker = Worker(
         endpoint,
         service,

@@ -22,6 +22,7 @@ class Settings:
     attempt_timeout_s: float
     max_deliveries: int = 3  # deliveries of one request to workers that were lost while holding it
     deciders: int = 0  # decider processes (configs/broker.yaml ``deciders``, ``auto`` resolved)
+    decider_priority: str = "idle"  # idle | low | normal (deciders.lower_priority)
 
     @property
     def worker_patience_s(self) -> float:
@@ -46,6 +47,7 @@ class Settings:
             attempt_timeout_s=config["dispatch"]["attempt_timeout_ms"] / 1000,
             max_deliveries=limits.get("max_deliveries", 3),
             deciders=decider_count(config.get("deciders", "auto")),
+            decider_priority=config.get("decider_priority", "idle"),
         )
 
 
@@ -53,9 +55,10 @@ MAX_AUTO_DECIDERS = 8  # each holds a snapshot of its own: memory, not cores, bo
 
 
 def decider_count(setting: int | str) -> int:
-    """``auto``: one decider per core, at most ``MAX_AUTO_DECIDERS``. The deciders run at a lower
-    priority than the broker, so the loop keeps its core when they are busy (docs/PERFORMANCE.md)."""
+    """``auto``: one decider per core but the broker loop's, at least one and at most
+    ``MAX_AUTO_DECIDERS`` (on two cores a second decider took CPU from forwarding and won little
+    routing: docs/PERFORMANCE.md)."""
     if setting != "auto":
         return int(setting)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_AUTO_DECIDERS, cores))
+    return max(1, min(MAX_AUTO_DECIDERS, cores - 1))

@@ -202,6 +202,8 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             "anyof": [{"type": "integer", "min": 0, "max": 64}, {"type": "string", "allowed": ["auto"]}],
             "default": "auto",
         },
+        # idle: deciders use only cores nothing else wants; low: nice 10; normal: as the broker
+        "decider_priority": {"type": "string", "allowed": ["idle", "low", "normal"], "default": "idle"},
         "dispatch": {
             "type": "dict",
             "default": {},
