@@ -35,7 +35,10 @@ TEXTS = [
 
 
 def route(frontend: str, text: str, timeout: float = 20) -> dict:
-    request = env.new_request("arbiter.route", "work")
+    """The reply to routing ``text``; its expiry keeps a plan whose plugins have no worker (retried
+    with backoff, then their fallbacks) from outlasting the client: the answer then carries the
+    decision all the same."""
+    request = env.new_request("arbiter.route", "work", timeout_ms=3000)
     request["payload"] = {"text": text}
     with Client(frontend, timeout=timeout, retries=0) as client:
         return client.request("arbiter.route", request).envelope
