@@ -16,7 +16,7 @@ import pytest
 
 from arbiter.store import database as state
 from arbiter.store import decisions as record
-from arbiter.store import retention
+from arbiter.store import migrations, models, retention
 
 SEED_V1_DECISIONS = """
 CREATE TABLE routing_decisions (
@@ -32,13 +32,13 @@ def test_fresh_sqlite_database_is_wal_and_current(tmp_path):
     try:
         assert (tmp_path / ".arbiter" / "state.db").exists()
         assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert state.schema_version(db) == state.SCHEMA_VERSION
-        for model in state.MODELS:
+        assert migrations.schema_version(db) == migrations.SCHEMA_VERSION
+        for model in models.MODELS:
             assert model.table_exists(), model.__name__
-        state.RoutingDecision.create(
+        models.RoutingDecision.create(
             request_id="r1", primary_plugin="p", rules_hash="abc", capability_scores=[{"a": 1}]
         )
-        row = state.RoutingDecision.get(state.RoutingDecision.request_id == "r1")
+        row = models.RoutingDecision.get(models.RoutingDecision.request_id == "r1")
         assert row.capability_scores == [{"a": 1}]
     finally:
         state.close_store()
@@ -55,24 +55,24 @@ def test_seed_schema_database_is_migrated_without_losing_rows(tmp_path):
     con.close()
     db = state.open_store(f"sqlite:///{path}")
     try:
-        assert state.schema_version(db) == state.SCHEMA_VERSION
-        old = state.RoutingDecision.get_by_id("d1")
+        assert migrations.schema_version(db) == migrations.SCHEMA_VERSION
+        old = models.RoutingDecision.get_by_id("d1")
         assert (old.request_id, old.primary_plugin, old.rules_hash) == ("req1", "fastapi-backend", None)
-        state.RoutingDecision.create(request_id="req2", rules_hash="h")
-        assert state.RoutingDecision.select().count() == 2
+        models.RoutingDecision.create(request_id="req2", rules_hash="h")
+        assert models.RoutingDecision.select().count() == 2
         assert db.table_exists("dead_letters") and db.table_exists("dead_letter_repeats")
     finally:
         state.close_store()
     # Opening again is a no-op.
     db = state.open_store(f"sqlite:///{path}")
-    assert state.RoutingDecision.select().count() == 2
+    assert models.RoutingDecision.select().count() == 2
     state.close_store()
 
 
 def test_newer_schema_is_refused_clearly(tmp_path):
     path = tmp_path / "new.db"
     state.open_store(f"sqlite:///{path}")
-    state.Meta.update(value="99").execute()
+    models.Meta.update(value="99").execute()
     state.close_store()
     with pytest.raises(state.SchemaTooNew, match="version 99"):
         state.open_store(f"sqlite:///{path}")
@@ -105,10 +105,10 @@ def test_postgresql_store_fresh_and_migrated():
         url = f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
         db = state.open_store(url)
         assert isinstance(db, pw.PostgresqlDatabase)
-        assert state.schema_version(db) == state.SCHEMA_VERSION
-        assert state.RoutingDecision.get_by_id("d1").request_id == "req1"
-        state.RoutingDecision.create(request_id="req2", timings={"classify_us": 10})
-        assert state.RoutingDecision.select().count() == 2
+        assert migrations.schema_version(db) == migrations.SCHEMA_VERSION
+        assert models.RoutingDecision.get_by_id("d1").request_id == "req1"
+        models.RoutingDecision.create(request_id="req2", timings={"classify_us": 10})
+        assert models.RoutingDecision.select().count() == 2
         # the broker's batched path: a decision's row converted once, many rows per INSERT;
         # a repeat of a cached decision stores only its own columns and points at the first row
         decision = {
@@ -130,7 +130,7 @@ def test_postgresql_store_fresh_and_migrated():
         repeat = record.find_decision("req4")
         assert repeat["classification"] == {"domain": ["api"]} and repeat["success"] is False
         assert repeat["outcome"]["decisionOf"] == "req3"
-        assert state.RoutingDecision.select().count() == 4
+        assert models.RoutingDecision.select().count() == 4
         _age_decisions(["req1", "req2"], days=40)
         assert retention.prune(dt.timedelta(days=30), dry_run=True) == 2
         assert retention.prune(dt.timedelta(days=30), keep=1) == 3
@@ -145,13 +145,13 @@ def test_decision_log_ids_are_unique_and_sort_by_creation_time():
     """Indexed ids that grow with time keep the decision log's inserts at the end of the B-tree."""
     from arbiter.routing.pipeline import new_request_id
 
-    for make, length in ((state.ordered_id, 32), (new_request_id, 25)):
+    for make, length in ((models.ordered_id, 32), (new_request_id, 25)):
         batch = [make() for _ in range(5000)]
         assert len(set(batch)) == len(batch) and {len(i) for i in batch} == {length}
         earlier = make()
         time.sleep(0.002)  # the behaviour under test: an id made later (2 ms, past the microsecond clock) sorts after
         assert make() > earlier
-    assert abs(int(state.ordered_id()[:14], 16) - time.time_ns() // 1000) < 1_000_000
+    assert abs(int(models.ordered_id()[:14], 16) - time.time_ns() // 1000) < 1_000_000
 
 
 def test_opening_a_current_database_writes_nothing(tmp_path):
@@ -166,7 +166,7 @@ def test_opening_a_current_database_writes_nothing(tmp_path):
         started = time.monotonic()
         db = state.open_store(f"sqlite:///{path}")
         opened_in = time.monotonic() - started
-        assert state.schema_version(db) == state.SCHEMA_VERSION and state.DeadLetter.select().count() == 0
+        assert migrations.schema_version(db) == migrations.SCHEMA_VERSION and models.DeadLetter.select().count() == 0
         assert db.connection().total_changes == 0, "opening a current database wrote to it"
         # had it asked for the lock, it would have waited out SQLite's busy timeout (and then failed)
         busy_timeout_s = db.execute_sql("PRAGMA busy_timeout").fetchone()[0] / 1000
@@ -180,14 +180,14 @@ def test_opening_a_current_database_writes_nothing(tmp_path):
 def test_a_version_2_database_gains_the_repeat_ids(tmp_path):
     path = tmp_path / "v2.db"
     state.open_store(f"sqlite:///{path}")
-    state.database.obj.drop_tables([state.DeadLetterRepeat])
-    state.Meta.update(value="2").execute()
-    state.DeadLetter.create(service="svc", reason="expired", body=b"[]")
+    state.database.obj.drop_tables([models.DeadLetterRepeat])
+    models.Meta.update(value="2").execute()
+    models.DeadLetter.create(service="svc", reason="expired", body=b"[]")
     state.close_store()
     db = state.open_store(f"sqlite:///{path}")
     try:
-        assert state.schema_version(db) == state.SCHEMA_VERSION and db.table_exists("dead_letter_repeats")
-        assert state.DeadLetter.select().count() == 1
+        assert migrations.schema_version(db) == migrations.SCHEMA_VERSION and db.table_exists("dead_letter_repeats")
+        assert models.DeadLetter.select().count() == 1
     finally:
         state.close_store()
 
@@ -201,18 +201,20 @@ def decision_log(tmp_path: Path) -> Iterator[list[str]]:
     state.open_store(f"sqlite:///{tmp_path / 'state.db'}")
     ids = [f"req{day}" for day in range(10)]
     for day, request_id in enumerate(ids):
-        state.RoutingDecision.create(request_id=request_id, created_at=state.now() - dt.timedelta(days=day, hours=1))
+        models.RoutingDecision.create(request_id=request_id, created_at=models.now() - dt.timedelta(days=day, hours=1))
     yield ids
     state.close_store()
 
 
 def _kept() -> list[str]:
-    return [row.request_id for row in state.RoutingDecision.select().order_by(state.RoutingDecision.created_at.desc())]
+    return [
+        row.request_id for row in models.RoutingDecision.select().order_by(models.RoutingDecision.created_at.desc())
+    ]
 
 
 def _age_decisions(request_ids: list[str], days: float) -> None:
-    past = state.now() - dt.timedelta(days=days)
-    state.RoutingDecision.update(created_at=past).where(state.RoutingDecision.request_id.in_(request_ids)).execute()
+    past = models.now() - dt.timedelta(days=days)
+    models.RoutingDecision.update(created_at=past).where(models.RoutingDecision.request_id.in_(request_ids)).execute()
 
 
 def test_prune_by_age_by_count_and_both(decision_log):

@@ -29,6 +29,7 @@ from arbiter.sdk.client import Client, RequestTimeout
 from arbiter.store import database as state
 from arbiter.store import dead_letters as dlq
 from arbiter.store import decisions as record
+from arbiter.store import migrations, models
 from arbiter.store.errors import without_password
 from arbiter.store.recorder import Recorder
 from arbiter.wire import envelope as env
@@ -201,7 +202,7 @@ def test_urls_are_shown_without_their_password() -> None:
 def test_a_newer_schema_is_one_line_too(project: Path) -> None:
     sound_store(project)
     state.open_store(URL, project)
-    state.Meta.update(value="99").execute()
+    models.Meta.update(value="99").execute()
     state.close_store()
     result = cli(project, "dlq", "list")
     line = assert_one_line(result.exit_code, result.stdout, result.stderr, str(db_path(project)), "version 99")
@@ -262,7 +263,7 @@ def test_store_check_on_a_sound_store(project: Path) -> None:
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     code, report, text = check(project)
     assert code == 0 and report["ok"] and report["problems"] == []
-    assert report["schemaVersion"] == report["currentSchemaVersion"] == state.SCHEMA_VERSION
+    assert report["schemaVersion"] == report["currentSchemaVersion"] == migrations.SCHEMA_VERSION
     assert report["integrity"] == {"quick_check": ["ok"], "integrity_check": ["ok"]}
     assert report["tables"]["routing_decisions"] == 3 and report["tables"]["dead_letters"] == 1
     assert report["sizeBytes"] == path.stat().st_size and report["location"] == str(path)
@@ -347,7 +348,7 @@ def test_store_check_on_postgresql(project: Path, pg_schema: str) -> None:
     (project / "configs" / "state.yaml").write_text(yaml.safe_dump({"database": url}))
     code, report, text = check(project)
     assert code == 0 and report["ok"] and report["kind"] == "postgresql"
-    assert report["schemaVersion"] == state.SCHEMA_VERSION and report["tables"]["dead_letters"] == 1
+    assert report["schemaVersion"] == migrations.SCHEMA_VERSION and report["tables"]["dead_letters"] == 1
     assert report["sizeBytes"] > 0 and text.splitlines()[-1] == "sound"
 
 
@@ -411,7 +412,7 @@ def test_batches_lost_to_a_store_replaced_under_the_recorder_are_counted(
         recorder.close()
     state.open_store(url)
     try:
-        assert [row.request_id for row in state.RoutingDecision.select()] == ["req_after"]
+        assert [row.request_id for row in models.RoutingDecision.select()] == ["req_after"]
     finally:
         state.close_store()
 

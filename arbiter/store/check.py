@@ -19,6 +19,7 @@ from urllib.parse import quote
 import peewee as pw
 
 from arbiter.store import database as state
+from arbiter.store import migrations, models
 from arbiter.store.errors import NOT_A_FILE, PERMISSIONS, RECOVER, SERVER, START_AFRESH, failure, one_line
 
 CHECK_LINES = 20  # problems each SQLite check lists at most
@@ -58,7 +59,7 @@ class Report:
             "sizeBytes": self.size_bytes,
             "walBytes": self.wal_bytes,
             "schemaVersion": self.schema_version,
-            "currentSchemaVersion": state.SCHEMA_VERSION,
+            "currentSchemaVersion": migrations.SCHEMA_VERSION,
             "integrity": self.integrity,
             "tables": self.tables,
             "problems": self.problems,
@@ -169,9 +170,10 @@ def _read_contents(db: pw.Database, report: Report) -> None:
     """The schema version and every table's row count; a table that cannot be read is a problem."""
     tables = sorted(db.get_tables())
     report.schema_version = _schema_version(db, tables)
-    if report.schema_version > state.SCHEMA_VERSION:
+    if report.schema_version > migrations.SCHEMA_VERSION:
         report.problem(
-            f"schema version {report.schema_version} is newer than this Arbiter knows (up to {state.SCHEMA_VERSION})",
+            f"schema version {report.schema_version} is newer than this Arbiter knows"
+            f" (up to {migrations.SCHEMA_VERSION})",
             "upgrade Arbiter",
         )
     for table in tables:
@@ -180,14 +182,14 @@ def _read_contents(db: pw.Database, report: Report) -> None:
         except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
             report.tables[table] = None
             report.problem(f"table {table}: {exc}")
-    if report.schema_version == state.SCHEMA_VERSION:
-        missing = sorted({model._meta.table_name for model in state.MODELS} - set(tables))
+    if report.schema_version == migrations.SCHEMA_VERSION:
+        missing = sorted({model._meta.table_name for model in models.MODELS} - set(tables))
         if missing:
-            report.problem(f"missing table(s) of schema version {state.SCHEMA_VERSION}: {', '.join(missing)}")
+            report.problem(f"missing table(s) of schema version {migrations.SCHEMA_VERSION}: {', '.join(missing)}")
 
 
 def _schema_version(db: pw.Database, tables: list[str]) -> int:
-    """As :func:`state.schema_version` reads it, without binding the models to this connection."""
+    """As :func:`migrations.schema_version` reads it, without binding the models to this connection."""
     if "arbiter_meta" not in tables:
         return 1 if "routing_decisions" in tables else 0
     param = "?" if isinstance(db, pw.SqliteDatabase) else "%s"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from arbiter.store import database as state
+from arbiter.store import models
 from arbiter.wire import envelope as env
 
 # The reasons the broker gives (docs/PROTOCOL.md §6); ``arbiter dlq list --reason`` offers these.
@@ -36,8 +37,8 @@ POISON = "poison"  # every worker that took it was lost while holding it, limits
 INTERNAL_ERROR = "internal-error"  # the broker failed on it (a bug, logged); it was answered INTERNAL_ERROR
 REASONS = (EXPIRED, SHUTDOWN, EXHAUSTED, POISON, INTERNAL_ERROR, REJECTED)
 
-DeadLetter = state.DeadLetter
-Repeat = state.DeadLetterRepeat
+DeadLetter = models.DeadLetter
+Repeat = models.DeadLetterRepeat
 REPEAT_MEMORY = dt.timedelta(days=1)  # how long a repeat's id is kept: re-sends come within seconds
 
 
@@ -78,7 +79,7 @@ def decode_frames(blob: bytes | memoryview | str) -> list[bytes]:
         raise UnreadableLetter(f"its stored body is not a list of frames ({exc})") from None
 
 
-def frames_of(row: state.DeadLetter) -> list[bytes]:
+def frames_of(row: models.DeadLetter) -> list[bytes]:
     """The request body frames stored in ``row``, byte for byte as the client sent them."""
     return decode_frames(row.body)
 
@@ -141,7 +142,7 @@ def submitted(item: Submitted) -> Letter:
     return new_letter(service, frames, reason, detail, message_id, client, letter_id, at)
 
 
-def _pending_twin(letter: Letter) -> state.DeadLetter | None:
+def _pending_twin(letter: Letter) -> models.DeadLetter | None:
     """The not-yet-replayed letter this one repeats, if any (only letters with an id can repeat)."""
     if letter.message_id is None:
         return None
@@ -168,7 +169,7 @@ def _stored_as(letter_id: str) -> str | None:
 
 def _moment(letter: Letter) -> dt.datetime:
     if letter.at is None:
-        return state.now()
+        return models.now()
     return dt.datetime.fromtimestamp(letter.at, dt.timezone.utc).replace(tzinfo=None)
 
 
@@ -188,7 +189,7 @@ def store(letter: Letter) -> str:
         if letter.id is not None:
             Repeat.insert(id=letter.id, letter=twin.id, at=moment).execute()
         return str(twin.id)
-    row_id = letter.id or state.new_id()
+    row_id = letter.id or models.new_id()
     DeadLetter.insert(
         id=row_id,
         message_id=letter.message_id,
@@ -229,7 +230,7 @@ def forget_repeats(limit: int) -> int:
 
 
 def _forget_repeats(limit: int) -> int:
-    old = Repeat.select(Repeat.id).where(Repeat.at < state.now() - REPEAT_MEMORY).limit(limit)
+    old = Repeat.select(Repeat.id).where(Repeat.at < models.now() - REPEAT_MEMORY).limit(limit)
     with state.writing():
         return int(Repeat.delete().where(Repeat.id.in_(old)).execute())
 
@@ -241,7 +242,7 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
 
 
-def summary(row: state.DeadLetter) -> dict[str, Any]:
+def summary(row: models.DeadLetter) -> dict[str, Any]:
     """A letter without its body: what listings show. A body that cannot be read is said so
     (``frames`` and ``bytes`` null, ``bodyError`` why), so one damaged row hides no other."""
     try:
@@ -251,7 +252,7 @@ def summary(row: state.DeadLetter) -> dict[str, Any]:
     return {**_fields(row), "frames": len(frames), "bytes": sum(len(frame) for frame in frames)}
 
 
-def _fields(row: state.DeadLetter) -> dict[str, Any]:
+def _fields(row: models.DeadLetter) -> dict[str, Any]:
     return {
         "id": row.id,
         "messageId": row.message_id,
@@ -276,7 +277,7 @@ def list_letters(limit: int = 50, service: str | None = None, reason: str | None
     return [summary(row) for row in query]
 
 
-def find(letter_id: str) -> state.DeadLetter:
+def find(letter_id: str) -> models.DeadLetter:
     """The letter with this id, or with the one id starting with this prefix (like git)."""
     prefix = letter_id.strip().lower()
     if not prefix:
@@ -332,7 +333,7 @@ def purge(
     if ids is not None:
         query = query.where(DeadLetter.id.in_([find(letter_id).id for letter_id in ids]))
     if older_than is not None:
-        query = query.where(DeadLetter.last_at < state.now() - older_than)
+        query = query.where(DeadLetter.last_at < models.now() - older_than)
     if service:
         query = query.where(DeadLetter.service == service)
     chosen = [row.id for row in query]
@@ -415,4 +416,4 @@ def mark_replayed(letter_id: str) -> None:
 
 def _mark_replayed(letter_id: str) -> None:
     with state.writing():
-        DeadLetter.update(replayed_at=state.now()).where(DeadLetter.id == letter_id).execute()
+        DeadLetter.update(replayed_at=models.now()).where(DeadLetter.id == letter_id).execute()

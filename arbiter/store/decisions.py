@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import peewee as pw
 
 from arbiter.store import database as state
+from arbiter.store import models
 
 MAX_STORED_CHARS = 2000  # of a request's text in a row: what a person reading the log needs of it
 
@@ -69,7 +70,7 @@ def decision_row(decision: Mapping[str, Any], origin: str, max_stored_chars: int
         decision.get("userInput"), decision.get("classification"), max_stored_chars
     )
     return {
-        "id": state.ordered_id(),
+        "id": models.ordered_id(),
         "request_id": str(decision.get("requestId") or ""),
         "user_input": user_input,
         "classification": classification,
@@ -86,7 +87,7 @@ def decision_row(decision: Mapping[str, Any], origin: str, max_stored_chars: int
         "outcome": decision.get("outcome"),
         "success": decision.get("success"),
         "origin": origin,
-        "created_at": state.now(),
+        "created_at": models.now(),
     }
 
 
@@ -96,7 +97,7 @@ ROW_COLUMNS = tuple(decision_row({}, "").keys())
 SHARED_COLUMNS = ("classification", "capability_scores", "collaboration_plan", "agent_team", "timings")
 
 
-_FIELDS: tuple[pw.Field, ...] = tuple(state.RoutingDecision._meta.fields[c] for c in ROW_COLUMNS)
+_FIELDS: tuple[pw.Field, ...] = tuple(models.RoutingDecision._meta.fields[c] for c in ROW_COLUMNS)
 _ID, _REQUEST_ID, _OUTCOME, _SUCCESS, _CREATED_AT = (
     ROW_COLUMNS.index(c) for c in ("id", "request_id", "outcome", "success", "created_at")
 )
@@ -153,7 +154,7 @@ class RowTemplate:
         if request_id != self.request_id:
             outcome = {} if outcome is None else outcome
             outcome["decisionOf"] = self.request_id
-        return (self, state.ordered_id(), request_id, _FIELDS[_OUTCOME].db_value(outcome), success, time.time())
+        return (self, models.ordered_id(), request_id, _FIELDS[_OUTCOME].db_value(outcome), success, time.time())
 
 
 def entry_values(entry: LogEntry) -> tuple[Any, ...]:
@@ -219,7 +220,7 @@ def record_decision(decision: Mapping[str, Any], origin: str = "cli") -> str:
     return row["id"]
 
 
-def _as_dict(row: state.RoutingDecision) -> dict[str, Any]:
+def _as_dict(row: models.RoutingDecision) -> dict[str, Any]:
     return {
         "id": row.id,
         "requestId": row.request_id,
@@ -257,9 +258,9 @@ def _complete(decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     }
     if not wanted:
         return decisions
-    firsts = state.RoutingDecision.select().where(state.RoutingDecision.request_id.in_(list(wanted)))
+    firsts = models.RoutingDecision.select().where(models.RoutingDecision.request_id.in_(list(wanted)))
     origins: dict[str, dict[str, Any]] = {}
-    for row in firsts.order_by(state.RoutingDecision.created_at.desc()):
+    for row in firsts.order_by(models.RoutingDecision.created_at.desc()):
         origins[row.request_id] = _as_dict(row)  # the oldest row of a request id wins
     for decision in decisions:
         origin = origins.get((decision.get("outcome") or {}).get("decisionOf"))
@@ -289,16 +290,16 @@ def shown_input(decision: Mapping[str, Any], digits: int = 64) -> str:
 
 def recent_decisions(limit: int = 20) -> list[dict[str, Any]]:
     """The newest decisions first, as plain dicts."""
-    query = state.RoutingDecision.select().order_by(state.RoutingDecision.created_at.desc()).limit(limit)
+    query = models.RoutingDecision.select().order_by(models.RoutingDecision.created_at.desc()).limit(limit)
     return _complete([_as_dict(row) for row in query])
 
 
 def find_decision(request_id: str) -> dict[str, Any] | None:
     """The recorded decision of one request (the newest, if it was decided more than once)."""
     query = (
-        state.RoutingDecision.select()
-        .where(state.RoutingDecision.request_id == request_id)
-        .order_by(state.RoutingDecision.created_at.desc())
+        models.RoutingDecision.select()
+        .where(models.RoutingDecision.request_id == request_id)
+        .order_by(models.RoutingDecision.created_at.desc())
         .limit(1)
     )
     row = query.first()
@@ -309,19 +310,19 @@ def save_circuit(plugin: str, version: str, circuit: str, reason: str) -> None:
     """Keep a plugin's circuit state in the ``plugins`` table, so ``arbiter explain`` run from
     the command line sees what the broker last saw. Reads, then writes: call it inside
     :func:`state.writing` (the recorder does, with the rest of its batch)."""
-    info = {"circuit": circuit, "reason": reason, "at": state.now().isoformat(timespec="milliseconds") + "Z"}
+    info = {"circuit": circuit, "reason": reason, "at": models.now().isoformat(timespec="milliseconds") + "Z"}
     status = "active" if circuit == "closed" else "error"
-    row = state.PluginRecord.get_or_none(state.PluginRecord.name == plugin)
+    row = models.PluginRecord.get_or_none(models.PluginRecord.name == plugin)
     if row is None:
-        state.PluginRecord.create(id=state.new_id(), name=plugin, version=version, status=status, metadata=info)
+        models.PluginRecord.create(id=models.new_id(), name=plugin, version=version, status=status, metadata=info)
         return
     metadata = dict(row.metadata or {}, **info)
-    state.PluginRecord.update(status=status, metadata=metadata, updated_at=state.now()).where(
-        state.PluginRecord.name == plugin
+    models.PluginRecord.update(status=status, metadata=metadata, updated_at=models.now()).where(
+        models.PluginRecord.name == plugin
     ).execute()
 
 
 def saved_circuits() -> dict[str, dict[str, Any]]:
     """The last circuit state the broker recorded for each plugin whose circuit is not closed."""
-    rows = state.PluginRecord.select().where(state.PluginRecord.status == "error")
+    rows = models.PluginRecord.select().where(models.PluginRecord.status == "error")
     return {row.name: dict(row.metadata or {}) for row in rows if (row.metadata or {}).get("circuit")}

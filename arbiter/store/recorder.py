@@ -48,9 +48,9 @@ from typing import Any, Mapping, Sequence
 import orjson
 import zmq
 
-from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
 from arbiter.store import decisions as record
+from arbiter.store import models
 from arbiter.store import retention as keeping
 from arbiter.store.recorder_process import CIRCUITS, LETTERS, ROWS, Message, Run
 from arbiter.store.spill import Spill
@@ -109,7 +109,7 @@ class DeadLetters(Tally):
             self.dropped += 1
             self.error(f"a dead letter without {'a service' if not service else 'a reason'} was not kept")
             return
-        item = (state.new_id(), service, letters.as_frames(body), reason, detail, message_id, client, time.time())
+        item = (models.new_id(), service, letters.as_frames(body), reason, detail, message_id, client, time.time())
         self.hold(item)
 
     def hold(self, item: letters.Submitted) -> None:

@@ -22,6 +22,7 @@ import peewee as pw
 
 from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
+from arbiter.store import models
 
 log = logging.getLogger("arbiter.store.retention")
 
@@ -29,7 +30,7 @@ DELETE_CHUNK = 1000  # rows per transaction: other writers wait at most one chun
 FIRST_ROUND_S = 1.0  # the recorder's first round, after it starts
 BUSY_ROUND_S = 1.0  # the next round, while a round found more due than it may delete
 
-Decision = state.RoutingDecision
+Decision = models.RoutingDecision
 Boundary = tuple[dt.datetime, str]  # (created_at, id) of the newest row to delete
 
 
@@ -100,7 +101,7 @@ def _boundary(older_than: dt.timedelta | None, keep: int | None) -> Boundary | N
     newest_first = newest_first.order_by(Decision.created_at.desc(), Decision.id.desc())
     found: list[Boundary] = []
     if older_than is not None:
-        aged = newest_first.where(Decision.created_at < state.now() - older_than)
+        aged = newest_first.where(Decision.created_at < models.now() - older_than)
         found += [(r.created_at, r.id) for r in aged.limit(1)]
     if keep is not None:
         found += [(r.created_at, r.id) for r in newest_first.offset(keep).limit(1)]

@@ -25,6 +25,7 @@ from arbiter.cli.dlq_commands import parse_duration, replay_letter
 from arbiter.sdk.client import Client, RequestTimeout
 from arbiter.store import database as state
 from arbiter.store import dead_letters as dlq
+from arbiter.store import models
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import MDPC01
 
@@ -64,18 +65,18 @@ def store(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue("sqlite_store" if request.param == "sqlite" else "pg_store")
 
 
-def _row(letter_id: str) -> state.DeadLetter:
-    return state.DeadLetter.get_by_id(letter_id)
+def _row(letter_id: str) -> models.DeadLetter:
+    return models.DeadLetter.get_by_id(letter_id)
 
 
 def _rename(letter_id: str, new_id: str) -> str:
-    state.DeadLetter.update(id=new_id).where(state.DeadLetter.id == letter_id).execute()
+    models.DeadLetter.update(id=new_id).where(models.DeadLetter.id == letter_id).execute()
     return new_id
 
 
 def _age(letter_id: str, days: float) -> None:
-    past = state.now() - dt.timedelta(days=days)
-    state.DeadLetter.update(first_at=past, last_at=past).where(state.DeadLetter.id == letter_id).execute()
+    past = models.now() - dt.timedelta(days=days)
+    models.DeadLetter.update(first_at=past, last_at=past).where(models.DeadLetter.id == letter_id).execute()
 
 
 # ---------------------------------------------------------------- recording
@@ -92,7 +93,7 @@ def test_a_repeat_counts_on_the_pending_letter(store):
     other_service = dlq.record("svc2", [b"body"], dlq.EXPIRED, message_id="m1")
     no_id = [dlq.record("svc", [b"plain"], dlq.REJECTED) for _ in range(2)]
     assert len({first, other_reason, other_service, *no_id}) == 5
-    state.DeadLetter.update(replayed_at=state.now()).where(state.DeadLetter.id == first).execute()
+    models.DeadLetter.update(replayed_at=models.now()).where(models.DeadLetter.id == first).execute()
     after_replay = dlq.record("svc", [b"body"], dlq.EXPIRED, message_id="m1")
     assert after_replay != first and _row(after_replay).count == 1
 
@@ -163,7 +164,7 @@ def test_purge_variants(store):
     _age(ids[0], 10)
     _age(ids[1], 10)
     assert dlq.purge(older_than=dt.timedelta(days=7), dry_run=True) == 2
-    assert state.DeadLetter.select().count() == 6
+    assert models.DeadLetter.select().count() == 6
     assert dlq.purge(older_than=dt.timedelta(days=7), service="alpha") == 1  # ids[1]
     assert dlq.purge(older_than=dt.timedelta(days=7)) == 1  # ids[0]
     assert dlq.purge(ids=[ids[2][:10], ids[3]]) == 2
@@ -221,7 +222,7 @@ def test_a_letter_handed_in_again_is_neither_stored_nor_counted_twice(store):
     assert first == ["a" * 32, "a" * 32, "c" * 32]
     assert dlq.write_letters(dlq.submitted(item) for item in batch) == first  # the whole batch again
     assert dlq.write_letters([dlq.submitted(batch[1])]) == ["a" * 32]  # or only its end
-    assert state.DeadLetter.select().count() == 2
+    assert models.DeadLetter.select().count() == 2
     row = _row("a" * 32)
     assert (row.count, row.client, dlq.frames_of(row)) == (2, "c0ffee", [b"x", b"\xff"])
     assert row.first_at == dt.datetime(2023, 11, 14, 22, 13, 20, 500000)  # when it died, not when written
@@ -232,15 +233,15 @@ def test_a_letter_handed_in_again_is_neither_stored_nor_counted_twice(store):
 
 def test_repeat_ids_are_forgotten_after_a_while_and_with_their_letter(store):
     dlq.write_letters(dlq.submitted(_handed_in(i * 32, "m1", at=time.time())) for i in "abcd")
-    assert state.DeadLetterRepeat.select().count() == 3
-    long_ago = state.now() - dlq.REPEAT_MEMORY - dt.timedelta(minutes=1)
-    state.DeadLetterRepeat.update(at=long_ago).where(state.DeadLetterRepeat.id != "d" * 32).execute()
+    assert models.DeadLetterRepeat.select().count() == 3
+    long_ago = models.now() - dlq.REPEAT_MEMORY - dt.timedelta(minutes=1)
+    models.DeadLetterRepeat.update(at=long_ago).where(models.DeadLetterRepeat.id != "d" * 32).execute()
     assert dlq.forget_repeats(limit=1) == 1
     assert dlq.forget_repeats(limit=10) == 1
-    assert [r.id for r in state.DeadLetterRepeat.select()] == ["d" * 32]
+    assert [r.id for r in models.DeadLetterRepeat.select()] == ["d" * 32]
     assert _row("a" * 32).count == 4  # the count stays
     assert dlq.purge(ids=["a" * 32]) == 1
-    assert state.DeadLetterRepeat.select().count() == 0
+    assert models.DeadLetterRepeat.select().count() == 0
 
 
 # ---------------------------------------------------------------- replaying against a real socket
@@ -389,7 +390,7 @@ def run(root: Path, *args: str, input: str | None = None) -> Result:
 def _count(root: Path) -> int:
     state.open_store("sqlite:///.arbiter/state.db", root)
     try:
-        return state.DeadLetter.select().count()
+        return models.DeadLetter.select().count()
     finally:
         state.close_store()
 
@@ -588,7 +589,7 @@ def test_cli_replay_of_a_letter_whose_body_cannot_be_read_refuses_in_one_line(
     [letter_id, good_id] = _seed(project, ("svc", [b"x"], dlq.EXPIRED, None), ("svc", [b"y"], dlq.EXPIRED, None))
     state.open_store("sqlite:///.arbiter/state.db", project)
     try:
-        state.DeadLetter.update(body=BAD_BODIES[shape]).where(state.DeadLetter.id == letter_id).execute()
+        models.DeadLetter.update(body=BAD_BODIES[shape]).where(models.DeadLetter.id == letter_id).execute()
     finally:
         state.close_store()
     result = run(project, "replay", letter_id, good_id, "--endpoint", frontend.endpoint)

@@ -19,6 +19,7 @@ from arbiter.routing.pipeline import Request
 from arbiter.store import database as state
 from arbiter.store import dead_letters as dlq
 from arbiter.store import decisions as record
+from arbiter.store import models
 from arbiter.store.recorder import Recorder, sweep_stale_sockets
 from arbiter.store.retention import Retention
 from arbiter.wire import envelope as env
@@ -73,11 +74,11 @@ def submit(recorder: Recorder, template: record.RowTemplate, ids: range) -> None
 
 
 def stored_request_ids() -> list[str]:
-    return [row.request_id for row in state.RoutingDecision.select(state.RoutingDecision.request_id)]
+    return [row.request_id for row in models.RoutingDecision.select(models.RoutingDecision.request_id)]
 
 
 def letter_counts() -> dict[str | None, int]:
-    return {row.message_id: row.count for row in state.DeadLetter.select()}
+    return {row.message_id: row.count for row in models.DeadLetter.select()}
 
 
 def test_rows_reach_the_database_and_close_ends_the_process(
@@ -217,9 +218,9 @@ def test_dead_letters_go_in_order_with_the_rows_and_are_counted_apart(
     letters = recorder.dead_letters
     assert (letters.written, letters.dropped, letters.queued, letters.errors) == (3, 0, 0, [])
     assert letter_counts() == {request["messageId"]: 2, None: 1}  # the message id read from the envelope
-    merged = state.DeadLetter.get(state.DeadLetter.message_id == request["messageId"])
+    merged = models.DeadLetter.get(models.DeadLetter.message_id == request["messageId"])
     assert (merged.detail, merged.client, merged.reason) == ("again", "c0", dlq.EXPIRED)
-    raw = state.DeadLetter.get(state.DeadLetter.service == "raw")
+    raw = models.DeadLetter.get(models.DeadLetter.service == "raw")
     assert dlq.frames_of(raw) == [b"\x00", b"\xff"]
     assert record.saved_circuits()["aws-cdk"]["circuit"] == "open" and len(stored_request_ids()) == 10
 
@@ -243,7 +244,7 @@ def test_letters_the_database_refuses_are_spilled_and_written_once_it_takes_them
     settle(recorder, lambda: recorder.written == 3)  # decision rows go through meanwhile
     db.execute_sql("DROP TRIGGER refuse_letters")
     settle(recorder, lambda: letters.written == 2 and letters.waiting_in_spill == 0 and letters.queued == 0)
-    assert sorted(dlq.frames_of(row)[0] for row in state.DeadLetter.select()) == [b"x", b"y"]
+    assert sorted(dlq.frames_of(row)[0] for row in models.DeadLetter.select()) == [b"x", b"y"]
     assert not list((tmp_path / ".arbiter").glob("dead-letters-*.spill"))  # read back whole, then gone
     letters.submit("", [b"z"], dlq.EXPIRED)  # no service: refused at once, counted
     assert letters.dropped == 1 and "without a service" in letters.errors[-1]
@@ -258,7 +259,7 @@ def test_a_flood_of_letters_beyond_memory_is_spilled_and_every_one_stored(
         letters.submit("svc", [b"job %d" % i], dlq.EXPIRED, None, None, "c")
     assert letters.queued <= 20 and letters.waiting_in_spill >= 480
     settle(recorder, lambda: letters.written == 500)
-    assert (letters.dropped, letters.waiting_in_spill, state.DeadLetter.select().count()) == (0, 0, 500)
+    assert (letters.dropped, letters.waiting_in_spill, models.DeadLetter.select().count()) == (0, 0, 500)
 
 
 def test_a_letter_is_lost_only_when_the_spill_file_cannot_be_written_either(
@@ -312,7 +313,7 @@ def test_a_stalled_recorder_bounds_the_letters_that_wait(store: str, recorders: 
     finally:
         os.kill(recorder.process.pid, signal.SIGCONT)
     settle(recorder, lambda: recorder.dead_letters.written == 12)
-    assert state.DeadLetter.select().count() == 12
+    assert models.DeadLetter.select().count() == 12
 
 
 # ---------------------------------------------------------------- retention
@@ -321,13 +322,13 @@ def test_a_stalled_recorder_bounds_the_letters_that_wait(store: str, recorders: 
 def test_the_recorder_applies_retention_a_bounded_round_at_a_time(
     store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:
-    long_ago = state.now() - dt.timedelta(days=40)
+    long_ago = models.now() - dt.timedelta(days=40)
     for index in range(250):
-        state.RoutingDecision.create(request_id=f"old_{index}", created_at=long_ago + dt.timedelta(seconds=index))
+        models.RoutingDecision.create(request_id=f"old_{index}", created_at=long_ago + dt.timedelta(seconds=index))
     retention = Retention(max_age_s=30 * 86400, max_rows=20, every_s=0.1, per_round=100)
     recorder = start(recorders, store, tmp_path, retention=retention)
     submit(recorder, template, range(30))  # rows keep coming while it prunes
-    settle(recorder, lambda: recorder.queued == 0 and state.RoutingDecision.select().count() == 20)
+    settle(recorder, lambda: recorder.queued == 0 and models.RoutingDecision.select().count() == 20)
     recorder.close()
 
     assert sorted(stored_request_ids()) == sorted(f"req_{i}" for i in range(10, 30))  # the newest 20

@@ -22,6 +22,7 @@ from arbiter.routing.decide import Decision
 from arbiter.routing.pipeline import Request, Router
 from arbiter.store import database as state
 from arbiter.store import decisions as record
+from arbiter.store import models
 
 FIRST_PARAGRAPH = "Build a FastAPI endpoint with MongoDB and Keycloak auth."
 LOG_LINE = "2024-05-01 12:00:00 INFO worker 7 handled the request in 12 ms with status 200\n"
@@ -101,7 +102,7 @@ def test_megabyte_request_from_the_command_line_is_routed_noted_and_stored_cut(p
 
     state.open_store("sqlite:///.arbiter/state.db", project)
     try:
-        row = state.RoutingDecision.get(state.RoutingDecision.request_id == data["requestId"])
+        row = models.RoutingDecision.get(models.RoutingDecision.request_id == data["requestId"])
     finally:
         state.close_store()
     assert row.user_input == text[: record.MAX_STORED_CHARS]

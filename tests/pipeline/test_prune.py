@@ -10,6 +10,7 @@ from click.testing import CliRunner, Result
 
 from arbiter.cli import main
 from arbiter.store import database as state
+from arbiter.store import models
 
 URL = "sqlite:///.arbiter/state.db"
 
@@ -23,8 +24,8 @@ def seed(project: Path, days: list[int]) -> None:
     state.open_store(URL, project)
     try:
         for day in days:
-            state.RoutingDecision.create(
-                request_id=f"day{day}", origin="cli", created_at=state.now() - dt.timedelta(days=day, hours=1)
+            models.RoutingDecision.create(
+                request_id=f"day{day}", origin="cli", created_at=models.now() - dt.timedelta(days=day, hours=1)
             )
     finally:
         state.close_store()
@@ -33,7 +34,7 @@ def seed(project: Path, days: list[int]) -> None:
 def kept(project: Path) -> list[str]:
     state.open_store(URL, project)
     try:
-        query = state.RoutingDecision.select().order_by(state.RoutingDecision.created_at.desc())
+        query = models.RoutingDecision.select().order_by(models.RoutingDecision.created_at.desc())
         return [row.request_id for row in query]
     finally:
         state.close_store()

@@ -11,6 +11,7 @@ from arbiter.cli import main
 from arbiter.routing.pipeline import Request
 from arbiter.store import database as state
 from arbiter.store import decisions as record
+from arbiter.store import models
 from arbiter.store.recorder import Recorder
 
 
@@ -45,7 +46,7 @@ def test_full_queue_counts_drops_instead_of_blocking(shipped_router, tmp_path):
             writer.submit_decision(data, origin="cli")
         writer.close()
         assert writer.dropped == 199 and writer.written == 1
-        assert state.RoutingDecision.select().count() == 1
+        assert models.RoutingDecision.select().count() == 1
     finally:
         state.close_store()
 
@@ -73,9 +74,9 @@ def test_rows_of_a_cached_decision_in_chunks(shipped_router, tmp_path):
         ids = ["req_first", *(f"req_{i}" for i in range(count - 1))]
         rows = [record.entry_values(template.entry(rid, {"status": "success"}, True)) for rid in ids]
         assert record.insert_values(rows) == count
-        assert state.RoutingDecision.select().count() == count
+        assert models.RoutingDecision.select().count() == count
         assert record.insert_values(rows[-50:] + rows[:3], skip_existing=True) == 0  # re-sent rows are skipped
-        assert state.RoutingDecision.select().count() == count
+        assert models.RoutingDecision.select().count() == count
         first, repeat = record.find_decision("req_first"), record.find_decision(f"req_{count - 2}")
         assert repeat["outcome"]["decisionOf"] == "req_first" and "decisionOf" not in first["outcome"]
         assert (
@@ -83,7 +84,7 @@ def test_rows_of_a_cached_decision_in_chunks(shipped_router, tmp_path):
         )
         listed = record.recent_decisions(50)  # fifty repeats of one decision, filled in from its first row
         assert len(listed) == 50 and all(d["classification"] == first["classification"] for d in listed)
-        raw = state.RoutingDecision.get(state.RoutingDecision.request_id == f"req_{count - 2}")
+        raw = models.RoutingDecision.get(models.RoutingDecision.request_id == f"req_{count - 2}")
         assert raw.classification is None  # stored once, on the first row
     finally:
         state.close_store()

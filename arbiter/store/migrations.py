@@ -1,0 +1,57 @@
+"""The schema's versions, and how an older store is brought forward in place.
+
+The version is kept in ``arbiter_meta``; :func:`arbiter.store.database.open_store` runs the steps
+from the store's version to :data:`SCHEMA_VERSION`, so an upgrade never asks the operator to throw
+their history away.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import peewee as pw
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+from arbiter.store.models import V2_DECISION_COLUMNS, DeadLetter, DeadLetterRepeat, Meta, RoutingDecision
+
+SCHEMA_VERSION = 3
+
+
+def _migrator(db: pw.Database) -> Any:
+    return SqliteMigrator(db) if isinstance(db, pw.SqliteDatabase) else PostgresqlMigrator(db)
+
+
+def _to_v2(db: pw.Database) -> None:
+    """Version 1 was the seed's schema as written; version 2 adds explain columns and dead letters."""
+    existing = {c.name for c in db.get_columns("routing_decisions")}
+    ops = [
+        _migrator(db).add_column("routing_decisions", name, RoutingDecision._meta.fields[name])
+        for name in V2_DECISION_COLUMNS
+        if name not in existing
+    ]
+    with db.atomic():
+        migrate(*ops)
+        db.create_tables([DeadLetter])
+
+
+def _to_v3(db: pw.Database) -> None:
+    """Version 3 remembers the ids of repeated dead letters, so a re-sent batch does not count them twice."""
+    db.create_tables([DeadLetterRepeat])
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3}
+
+
+def schema_version(db: pw.Database) -> int:
+    if not db.table_exists("arbiter_meta"):
+        return 1 if db.table_exists("routing_decisions") else 0
+    row = Meta.get_or_none(Meta.key == "schema_version")
+    return int(row.value) if row else 1
+
+
+def set_version(version: int) -> None:
+    (
+        Meta.insert(key="schema_version", value=str(version))
+        .on_conflict(conflict_target=[Meta.key], update={Meta.value: str(version)})
+        .execute()
+    )
