@@ -108,6 +108,9 @@ class Step:
     compensate: str | None = None
     compensate_args: tuple[tuple[str, Value], ...] = ()
     pos: Pos = Pos(0, 0)
+    # where each argument's name was written (parallel to args), for findings about parameters
+    arg_pos: tuple[Pos, ...] = field(default=(), compare=False, hash=False)
+    compensate_arg_pos: tuple[Pos, ...] = field(default=(), compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,33 @@ class Chain:
     timeout_ms: int | None = None
     items: tuple[ChainItem, ...] = ()
     pos: Pos = Pos(0, 0)
+    on_failure: str | None = None  # fail-fast | wait-all, as written (None: not written)
 
 
-Decl = Union[Domain, Pattern, Rule, Capabilities, Chain]
+@dataclass(frozen=True)
+class ParameterBinding:
+    """One line of a ``parameters`` block: where a command's parameter is read from the text."""
+
+    name: str
+    regexes: tuple[str, ...] = ()  # as written: /body/flags
+    default: Value | None = None
+    pos: Pos = Pos(0, 0)
+    regex_pos: tuple[Pos, ...] = field(default=(), compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ParameterBindings:
+    """``parameters PLUGIN COMMAND { ... }``: how a routed request's text fills a command's parameters."""
+
+    plugin: str
+    command: str
+    items: tuple[ParameterBinding, ...] = ()
+    pos: Pos = Pos(0, 0)
+    plugin_pos: Pos = field(default=Pos(0, 0), compare=False, hash=False)
+    command_pos: Pos = field(default=Pos(0, 0), compare=False, hash=False)
+
+
+Decl = Union[Domain, Pattern, Rule, Capabilities, Chain, ParameterBindings]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from arbiter.dsl.durations import parse_ms
 from arbiter.project.snapshot import build_snapshot
 from arbiter.routing.pipeline import Router
 from arbiter.store import database as state
+from arbiter.store import runs
 from arbiter.store.recorder import Recorder
 from arbiter.store.retention import Retention
 
@@ -67,6 +68,7 @@ def build_broker(
         broker.decisions.close(timeout=2)  # type: ignore[union-attr]  # its process must not outlive us
         raise StartupError(f"cannot bind: {exc} (is another broker running on these endpoints?)") from exc
     broker.start_deciders(settings.deciders)
+    broker.chains.resume_stored(runs.unfinished(), snapshot.rules.chains)
     return broker, reloader
 
 

@@ -51,13 +51,17 @@ class Routed:
     cached: bool
     deadline: float  # monotonic: the client's patience
     received: float
-    origin: Pending  # the client's request as admitted: it holds the client's slot until the end
+    origin: Pending | None  # the client's request as admitted, which holds its slot (None: a chain's step)
     stage: int = 0
     retries: int = 0  # retries on the current plugin
     attempts: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)
     current: Attempt | None = None
     done: bool = False
+    # A chain's step: who hears the end instead of a client, and the step's own timeout and tries.
+    owner: Callable[[Routed, list[bytes], dict[str, Any], bool], None] | None = None
+    attempt_timeout_s: float | None = None
+    max_retries: int | None = None
 
     @property
     def message_id(self) -> str | None:
@@ -225,7 +229,7 @@ class Dispatcher:
                 self._step(routed, name, None, "skipped", "the plugin is gone or has no command", now)
                 self._advance(routed)
                 continue
-            deadline = min(routed.deadline, now + self.attempt_timeout_s)
+            deadline = min(routed.deadline, now + (routed.attempt_timeout_s or self.attempt_timeout_s))
             attempt = Attempt(routed, name, command, now, deadline, self)
             breaker = self.breakers.get(name)
             if breaker is not None:
@@ -319,8 +323,8 @@ class Dispatcher:
         self._step(routed, attempt.plugin, attempt.command, kind, f"{code}: {message}", attempt.started)
         plugin = self._plugin(attempt.plugin)
         policy = plugin.error_handling.retry if plugin else None
-        if policy and rz.is_retryable(policy, kind, code) and routed.retries < policy.max_retries:
-            delay = rz.backoff_ms(policy, routed.retries + 1, self.rng) / 1000
+        if self._retries_left(routed, policy, kind, code):
+            delay = rz.backoff_ms(policy, routed.retries + 1, self.rng) / 1000 if policy else 0.0
             if now + delay < routed.deadline:
                 routed.retries += 1
                 routed.steps[-1]["retryInMs"] = round(delay * 1000, 1)
@@ -328,6 +332,13 @@ class Dispatcher:
                 return
         self._advance(routed)
         self._next(routed)
+
+    def _retries_left(self, routed: Routed, policy: rz.RetryPolicy | None, kind: str, code: str) -> bool:
+        """A chain step's ``retry N`` tries the plugin again on any failure that is not the
+        client's; otherwise the plugin's retry policy decides."""
+        if routed.max_retries is not None:
+            return routed.retries < routed.max_retries
+        return policy is not None and rz.is_retryable(policy, kind, code) and routed.retries < policy.max_retries
 
     def _step(
         self, routed: Routed, plugin: str, command: str | None, outcome: str, detail: str | None, started: float
@@ -399,7 +410,8 @@ class Dispatcher:
             decision=routed.decision,
             steps=routed.steps,
         )
-        self.host.dead_letter_routed(routed, "exhausted", f"EXHAUSTED: {detail}")
+        if routed.owner is None:  # a chain's step: its run decides what its failure means
+            self.host.dead_letter_routed(routed, "exhausted", f"EXHAUSTED: {detail}")
         self._finish(routed, [body], {"status": "exhausted", "plugin": None}, False)
 
     def fail(self, routed: Routed, code: str, message: str, reason: str) -> None:
@@ -409,7 +421,8 @@ class Dispatcher:
         if routed.current is not None:
             self.host.withdraw(routed.current)
         body = svc.error_body(routed.route.envelope, code, message, decision=routed.decision, steps=routed.steps)
-        self.host.dead_letter_routed(routed, reason, f"{code}: {message}")
+        if routed.owner is None:
+            self.host.dead_letter_routed(routed, reason, f"{code}: {message}")
         self._finish(routed, [body], {"status": reason, "plugin": None, "error": code}, False)
 
     def _finish(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
@@ -422,7 +435,10 @@ class Dispatcher:
             cachedDecision=routed.cached,
             durationMs=round((time.monotonic() - routed.received) * 1000, 2),
         )
-        self.host.finish_routed(routed, reply, outcome, success)
+        if routed.owner is not None:
+            routed.owner(routed, reply, outcome, success)
+        else:
+            self.host.finish_routed(routed, reply, outcome, success)
 
     # -- the last good results ----------------------------------------------------------
 

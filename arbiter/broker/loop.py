@@ -31,6 +31,7 @@ import zmq
 from arbiter.broker import deciders, shutdown
 from arbiter.broker import messages as svc
 from arbiter.broker.admission import Admission
+from arbiter.broker.chains import ChainDesk
 from arbiter.broker.clients import Clients
 from arbiter.broker.deciders import Deciders
 from arbiter.broker.decision_cache import Decided, DecisionCache
@@ -101,6 +102,7 @@ class Broker:
         self._stopping = False
         self._next_heartbeat = 0.0  # monotonic time of the next round of heartbeats
         self.dispatcher = Dispatcher(self, settings.attempt_timeout_s)
+        self.chains = ChainDesk(self)
         # frames to send, the worker they go to (dropped when unreachable), what to count if they fail
         self._outbox: deque[tuple[list[bytes], WorkerState | None, str | None]] = deque()
         self._outbox_since = 0.0  # when the oldest message in the outbox was queued
@@ -392,6 +394,13 @@ class Broker:
         """Record one request's decision row (a repeat of a cached decision points at the first)."""
         if self.decisions is not None:
             self.decisions.submit_entry(entry)
+
+    def keep_task(self, row: Mapping[str, Any]) -> None:
+        if self.decisions is not None:
+            self.decisions.submit_task(row)
+
+    def keep_letter(self, service: str, body: bytes, reason: str, detail: str, message_id: str) -> None:
+        self.clients.dead_letter(service.encode(), [body], reason, detail, b"", message_id)
 
     def circuits(self) -> dict[str, str]:
         return self.dispatcher.circuits()

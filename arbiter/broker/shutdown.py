@@ -12,6 +12,7 @@ import time
 from typing import Callable, Protocol
 
 from arbiter.broker.admission import Admission
+from arbiter.broker.chains import ChainDesk
 from arbiter.broker.clients import Clients
 from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.workers import Pending, WorkerPool
@@ -28,6 +29,7 @@ class ShutdownHost(Protocol):
     dispatcher: Dispatcher
     admission: Admission
     clients: Clients
+    chains: ChainDesk
 
     @property
     def stopping(self) -> bool: ...
@@ -47,6 +49,7 @@ def begin(host: ShutdownHost) -> None:
         return
     host.begin_stopping()
     host.call_at(time.monotonic() + GRACE_S, lambda: abandon(host))
+    host.chains.detach()  # runs stay stored as they are, and go on when the broker starts again
     log.info("stopping: %d request(s) in flight", host.admission.pending_total)
     held = {id(p) for p in host.pool.held()}
     _fail_queued(host, STOPPING)

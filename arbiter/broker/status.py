@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any, Protocol
 
 from arbiter.broker.admission import Admission
+from arbiter.broker.chains import ChainDesk
 from arbiter.broker.deciders import Deciders
 from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.events import EventHub
@@ -29,6 +30,7 @@ class StatusSource(Protocol):
     pool: WorkerPool
     admission: Admission
     dispatcher: Dispatcher
+    chains: ChainDesk
     events: EventHub | None
     decisions: Any
     dead_letters: Any
@@ -62,6 +64,7 @@ def report(broker: StatusSource) -> dict[str, Any]:
         },
         "circuits": {name: b.to_json(time.monotonic()) for name, b in broker.dispatcher.breakers.items()},
         "routedInFlight": len(broker.dispatcher.inflight),
+        "chainRuns": len(broker.chains.runs),
         "deciders": _deciders(broker.deciders),
         "events": broker.events.stats() if broker.events else {},
         "writers": _writers(broker),

@@ -35,7 +35,8 @@ SHUTDOWN = "shutdown"  # the broker stopped with the request still queued or in 
 EXHAUSTED = "exhausted"  # every dispatch attempt (primary and fallbacks) failed
 POISON = "poison"  # every worker that took it was lost while holding it, limits.max_deliveries times
 INTERNAL_ERROR = "internal-error"  # the broker failed on it (a bug, logged); it was answered INTERNAL_ERROR
-REASONS = (EXPIRED, SHUTDOWN, EXHAUSTED, POISON, INTERNAL_ERROR, REJECTED)
+COMPENSATION_FAILED = "compensation-failed"  # a saga's compensation that failed for good (the step to undo)
+REASONS = (EXPIRED, SHUTDOWN, EXHAUSTED, POISON, INTERNAL_ERROR, COMPENSATION_FAILED, REJECTED)
 
 DeadLetter = models.DeadLetter
 Repeat = models.DeadLetterRepeat

@@ -12,9 +12,17 @@ from typing import Any, Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from arbiter.store.models import V2_DECISION_COLUMNS, DeadLetter, DeadLetterRepeat, Meta, RoutingDecision
+from arbiter.store.models import (
+    TASK_STATUS_CHECK,
+    V2_DECISION_COLUMNS,
+    DeadLetter,
+    DeadLetterRepeat,
+    Meta,
+    RoutingDecision,
+    Task,
+)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _migrator(db: pw.Database) -> Any:
@@ -39,7 +47,32 @@ def _to_v3(db: pw.Database) -> None:
     db.create_tables([DeadLetterRepeat])
 
 
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3}
+def _to_v4(db: pw.Database) -> None:
+    """Version 4 lets tasks take the states of chain runs and their steps (skipped, timed-out,
+    compensating, compensated, compensation-failed). A CHECK constraint cannot be altered in place
+    on SQLite: the table is copied into a new one; PostgreSQL replaces the constraint."""
+    if isinstance(db, pw.SqliteDatabase):
+        _rebuild_sqlite_tasks(db)
+        return
+    with db.atomic():
+        db.execute_sql("ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_status_check")
+        db.execute_sql(f"ALTER TABLE tasks ADD CONSTRAINT tasks_status_check CHECK ({TASK_STATUS_CHECK})")
+
+
+def _rebuild_sqlite_tasks(db: pw.Database) -> None:
+    class TaskV4(Task):
+        class Meta:
+            table_name = "tasks_v4"
+
+    columns = ", ".join(f'"{field.column_name}"' for field in Task._meta.sorted_fields)
+    with db.atomic():
+        db.create_tables([TaskV4])
+        db.execute_sql(f'INSERT INTO "tasks_v4" ({columns}) SELECT {columns} FROM "tasks"')
+        db.execute_sql('DROP TABLE "tasks"')
+        db.execute_sql('ALTER TABLE "tasks_v4" RENAME TO "tasks"')
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3, 3: _to_v4}
 
 
 def schema_version(db: pw.Database) -> int:

@@ -77,16 +77,33 @@ class PluginRecord(BaseModel):
         table_name = "plugins"
 
 
+# The seed's task states, and what chain runs and their steps add (version 4 of the schema).
+TASK_STATES = (
+    "pending",
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "skipped",
+    "timed-out",
+    "compensating",
+    "compensated",
+    "compensation-failed",
+)
+TASK_STATUS_CHECK = "status IN ({})".format(", ".join(f"'{state}'" for state in TASK_STATES))
+
+
 class Task(BaseModel):
+    """The seed's tasks: a chain run is one (``parent_task_id`` null) and each of its steps one
+    more, whose ``parent_task_id`` is the run's id (:mod:`arbiter.store.runs`)."""
+
     id = pw.CharField(primary_key=True, default=new_id)
     session_id = pw.CharField(null=True)
     parent_task_id = pw.CharField(null=True)
     title = pw.TextField()
     description = pw.TextField(null=True)
-    status = pw.CharField(
-        index=True,
-        constraints=[pw.Check("status IN ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled')")],
-    )
+    status = pw.CharField(index=True, constraints=[pw.Check(TASK_STATUS_CHECK)])
     priority = pw.IntegerField(default=5)
     assigned_plugin = pw.CharField(null=True, index=True)
     assigned_agent = pw.CharField(null=True)

@@ -52,7 +52,7 @@ from arbiter.store import dead_letters as letters
 from arbiter.store import decisions as record
 from arbiter.store import models
 from arbiter.store import retention as keeping
-from arbiter.store.recorder_process import CIRCUITS, LETTERS, ROWS, Message, Run
+from arbiter.store.recorder_process import CIRCUITS, LETTERS, ROWS, TASKS, Message, Run
 from arbiter.store.spill import Spill
 
 log = logging.getLogger("arbiter.store.recorder")
@@ -217,6 +217,10 @@ class Recorder(Tally):
         cache to reuse rows from (``arbiter route --input``)."""
         template = record.RowTemplate.of(decision, origin)
         self.submit_entry(template.entry(template.request_id, decision.get("outcome"), decision.get("success")))
+
+    def submit_task(self, row: Mapping[str, Any]) -> None:
+        """Keep a chain run's or step's state (:func:`runs.task_values`), in order with the rest."""
+        self._add(TASKS, dict(row))
 
     def submit_circuit(self, plugin: str, version: str, circuit: str, reason: str) -> None:
         """Keep a circuit state (:func:`record.save_circuit`), in order with the rows before it."""

@@ -26,12 +26,14 @@ from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
 from arbiter.store import decisions as record
 from arbiter.store import retention as keeping
+from arbiter.store import runs
 
 log = logging.getLogger("arbiter.store.recorder")
 
 ROWS = "rows"  # decision rows (record.LogEntry)
 CIRCUITS = "circuits"  # (plugin, version, circuit, reason)
 LETTERS = "letters"  # dead letters (letters.Submitted)
+TASKS = "tasks"  # chain runs and their steps as they change (runs.task_values)
 BATCH = "batch"
 CLOSE = "close"
 PARENT_CHECK_S = 1.0  # how often an idle recorder looks whether the broker is still there
@@ -83,6 +85,7 @@ WRITERS: dict[str, Callable[[list[Any]], None]] = {
     ROWS: _write_rows,
     CIRCUITS: _write_circuits,
     LETTERS: _write_letters,
+    TASKS: runs.save,
 }
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Callable, Mapping, Protocol
 
+from arbiter.broker.chains import ChainDesk
 from arbiter.broker.decision_cache import Decided, DecisionCache
 from arbiter.broker.dispatch import Routed
 from arbiter.broker.messages import RouteInput
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import Pending
+from arbiter.project.snapshot import Snapshot
 from arbiter.routing.match import Health
 from arbiter.routing.pipeline import Router
 from arbiter.store.decisions import LogEntry
@@ -17,6 +19,8 @@ from arbiter.store.decisions import LogEntry
 
 class ServiceHost(Protocol):
     settings: Settings
+    snapshot: Snapshot
+    chains: ChainDesk
     router: Router
     health: Mapping[str, Health]
     decision_cache: DecisionCache

@@ -1,0 +1,123 @@
+"""``arbiter.chain``: run a chain declared in ``rules/*.arb``, go on with a run, or cancel one
+(docs/PROTOCOL.md §4.4).
+
+Request: an envelope whose payload is one of ``{"chain": NAME, "params": {...}, "wait": true}``
+(start a run; ``wait`` false answers at once with the run's id), ``{"resume": RUN_ID}`` (go on
+with a run a stop cut short, or that failed: its completed steps stay done) and ``{"cancel":
+RUN_ID}``.
+Reply: a success envelope whose ``result`` is the run — ``runId``, ``chain``, ``status``,
+``result`` (the last step's), ``results`` (by step), ``error``, and every step's ``name``,
+``status``, ``plugin``, ``command``, ``tries``, ``ms``, ``result``, ``error``; errors
+``UNKNOWN_CHAIN``, ``BAD_PARAMETERS``, ``UNKNOWN_RUN``, ``RUN_FINISHED``, ``RUN_RUNNING``.
+Command line: ``arbiter chain run NAME --param K=V``, ``arbiter chain resume|cancel RUN_ID``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from arbiter.broker import messages
+from arbiter.broker.services.base import ServiceHost
+from arbiter.broker.workers import Pending
+from arbiter.dsl.chains import ChainPlan
+from arbiter.orchestration.runner import ChainRun
+from arbiter.store import runs
+from arbiter.store.errors import StoreError
+
+FINISHED_OK = ("completed", "compensated")
+
+
+@dataclass(frozen=True)
+class ChainRequest:
+    envelope: dict[str, Any]
+    action: str  # run | resume | cancel
+    target: str  # the chain's name, or the run's id
+    params: dict[str, Any]
+    wait: bool
+
+
+class ChainService:
+    name = "arbiter.chain"
+
+    def read(self, body: list[bytes]) -> ChainRequest:
+        envelope = messages.read_envelope(body)
+        payload = envelope.get("payload") or {}
+        for action in ("chain", "resume", "cancel"):
+            target = payload.get(action)
+            if target is None:
+                continue
+            if not isinstance(target, str) or not target:
+                raise messages.BadRequest("BAD_REQUEST", f"payload.{action} must be a non-empty string")
+            params = payload.get("params") or {}
+            if not isinstance(params, dict):
+                raise messages.BadRequest("BAD_REQUEST", "payload.params must be an object")
+            wait = payload.get("wait", True)
+            if not isinstance(wait, bool):
+                raise messages.BadRequest("BAD_REQUEST", "payload.wait must be true or false")
+            return ChainRequest(envelope, "run" if action == "chain" else action, target, params, wait)
+        raise messages.BadRequest("BAD_REQUEST", "payload must name a chain to run, or a run to resume or cancel")
+
+    def execute(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
+        if request.action == "run":
+            self._run(host, pending, request)
+        elif request.action == "cancel":
+            self._cancel(host, pending, request)
+        else:
+            self._resume(host, pending, request)
+
+    def _run(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
+        plans = host.snapshot.rules.chains
+        plan = plans.get(request.target)
+        if plan is None:
+            close = difflib.get_close_matches(request.target, list(plans), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; chains: {', '.join(sorted(plans)) or 'none'}"
+            raise messages.BadRequest("UNKNOWN_CHAIN", f"no chain '{request.target}'{hint}")
+        params = _parameters(plan, request.params)
+        meta = {k: v for k, v in (request.envelope.get("headers") or {}).items() if k in ("traceId", "traceparent")}
+        run = host.chains.start(plan, params, meta=meta)
+        self._answer(host, pending, request, run)
+
+    def _cancel(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
+        run = host.chains.cancel(request.target)
+        if run is None:
+            raise messages.BadRequest("UNKNOWN_RUN", f"no run '{request.target}' is going on on this broker")
+        self._answer(host, pending, request, run)
+
+    def _resume(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
+        if request.target in host.chains.runs:
+            raise messages.BadRequest("RUN_RUNNING", f"run '{request.target}' is going on already")
+        try:
+            stored = runs.get(request.target)  # an operator's command: one read of the store
+        except runs.RunNotFound as exc:
+            raise messages.BadRequest("UNKNOWN_RUN", str(exc)) from None
+        except StoreError as exc:
+            raise messages.BadRequest("STORE_UNAVAILABLE", str(exc)) from None
+        if stored["status"] in FINISHED_OK:
+            raise messages.BadRequest("RUN_FINISHED", f"run '{stored['id']}' ended {stored['status']}")
+        plan = host.snapshot.rules.chains.get(stored["name"])
+        if plan is None:
+            raise messages.BadRequest("UNKNOWN_CHAIN", f"the chain '{stored['name']}' of this run is no longer defined")
+        self._answer(host, pending, request, host.chains.resume(stored, plan))
+
+    def _answer(self, host: ServiceHost, pending: Pending, request: ChainRequest, run: ChainRun) -> None:
+        if not request.wait or request.action == "cancel":
+            host.reply(pending, messages.success_body(request.envelope, run.to_json()))
+            return
+        host.chains.when_done(
+            run, lambda ended: host.reply(pending, messages.success_body(request.envelope, ended.to_json()))
+        )
+
+
+def _parameters(plan: ChainPlan, given: dict[str, Any]) -> dict[str, Any]:
+    """The run's parameters: those given, then the declared defaults; a parameter the chain does
+    not declare, or one it needs without a default, is refused before anything runs."""
+    declared = dict(plan.params)
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise messages.BadRequest("BAD_PARAMETERS", f"chain '{plan.name}' has no parameter {', '.join(unknown)}")
+    missing = [name for name, default in declared.items() if name not in given and default is None]
+    if missing:
+        raise messages.BadRequest("BAD_PARAMETERS", f"chain '{plan.name}' needs {', '.join(missing)}")
+    return {**{k: v for k, v in declared.items() if v is not None}, **given}

@@ -1,0 +1,156 @@
+"""Chain runs and their steps in the seed's ``tasks`` table: written as they change, read back to
+show them and to resume a run after the broker restarts.
+
+A run is one task row (``parent_task_id`` null, ``title`` the chain's name, ``description`` what
+ran: ``chain`` or ``plan``, a routed request's collaboration plan); each step is one more, its
+``parent_task_id`` the run's id, ``title`` the step's name, ``priority`` its place in the chain,
+``assigned_plugin``/``assigned_agent`` the plugin and command; a step's compensation is a row of
+its own (``description`` ``compensation``). Everything else — parameters, arguments, tries, time
+— is in ``metadata``. The broker hands these rows to its recorder process with the decision log
+(:mod:`.recorder`), in the order the run changed; the command line reads them here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable, Mapping
+
+import peewee as pw
+
+from arbiter.store import database as state
+from arbiter.store import models
+
+Task = models.Task
+UNFINISHED = ("pending", "running", "compensating")  # a run in one of these was cut short by a stop
+FINISHED = ("completed", "failed", "cancelled", "timed-out", "compensated", "compensation-failed")
+
+
+class RunNotFound(LookupError):
+    """No run has this id (or id prefix)."""
+
+
+def _moment(epoch: float | None) -> dt.datetime | None:
+    return None if epoch is None else dt.datetime.fromtimestamp(epoch, dt.timezone.utc).replace(tzinfo=None)
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="milliseconds") + "Z"
+
+
+# -- writing (the recorder process) ---------------------------------------------------------------
+
+COLUMNS = (
+    "parent_task_id",
+    "title",
+    "description",
+    "status",
+    "priority",
+    "assigned_plugin",
+    "assigned_agent",
+    "result",
+    "error",
+    "metadata",
+    "updated_at",
+    "completed_at",
+)
+
+
+def task_values(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's or a step's row as the broker describes it (plain values, times in epoch seconds),
+    as columns of ``tasks``."""
+    return {
+        "id": row["id"],
+        "parent_task_id": row.get("run"),
+        "title": row["name"],
+        "description": row["what"],
+        "status": row["status"],
+        "priority": row.get("order", 0),
+        "assigned_plugin": row.get("plugin"),
+        "assigned_agent": row.get("command"),
+        "result": row.get("result"),
+        "error": row.get("error"),
+        "metadata": row.get("meta") or {},
+        "created_at": _moment(row.get("created")),
+        "updated_at": _moment(row.get("updated")),
+        "completed_at": _moment(row.get("completed")),
+    }
+
+
+def save(rows: Iterable[Mapping[str, Any]]) -> None:
+    """Insert or update rows, inside the caller's transaction; a row written again (the same
+    change re-sent after a recorder restart) changes nothing more."""
+    values = [task_values(row) for row in rows]
+    if not values:
+        return
+    update = {getattr(Task, name): getattr(pw.EXCLUDED, name) for name in COLUMNS}
+    Task.insert_many(values).on_conflict(conflict_target=[Task.id], update=update).execute()
+
+
+# -- reading (the command line, the broker at start) --------------------------------------------
+
+
+def _row(task: models.Task) -> dict[str, Any]:
+    meta = dict(task.metadata or {})
+    return {
+        "id": task.id,
+        "name": task.title,
+        "what": task.description,
+        "status": task.status,
+        "order": task.priority,
+        "plugin": task.assigned_plugin,
+        "command": task.assigned_agent,
+        "result": task.result,
+        "error": task.error,
+        "meta": meta,
+        "createdAt": _iso(task.created_at),
+        "updatedAt": _iso(task.updated_at),
+        "completedAt": _iso(task.completed_at),
+    }
+
+
+def find(run_id: str) -> models.Task:
+    """The run with this id, or with the one id starting with this prefix (like git)."""
+    prefix = run_id.strip()
+    runs = Task.select().where(Task.parent_task_id.is_null())
+    exact = runs.where(Task.id == prefix).first()
+    if exact is not None:
+        return exact
+    matches = list(runs.where(Task.id.startswith(prefix)).limit(2)) if prefix else []
+    if len(matches) != 1:
+        problem = "no chain run" if not matches else "several chain runs"
+        raise RunNotFound(f"{problem} with id '{run_id}'; see `arbiter chain runs`")
+    return matches[0]
+
+
+def get(run_id: str) -> dict[str, Any]:
+    """One run with its steps in order (compensations after the step they undo)."""
+    run = find(run_id)
+    steps = Task.select().where(Task.parent_task_id == run.id).order_by(Task.priority, Task.created_at)
+    data = _row(run)
+    data["steps"] = [_row(step) for step in steps]
+    return data
+
+
+def recent(last: int = 20, chain: str | None = None) -> list[dict[str, Any]]:
+    """The newest runs first, without their steps."""
+    query = Task.select().where(Task.parent_task_id.is_null()).order_by(Task.created_at.desc()).limit(last)
+    if chain:
+        query = query.where(Task.title == chain)
+    return [_row(run) for run in query]
+
+
+def unfinished() -> list[dict[str, Any]]:
+    """Runs a stop cut short, with their steps: the broker resumes them when it starts."""
+    runs = Task.select(Task.id).where(Task.parent_task_id.is_null() & Task.status.in_(UNFINISHED))
+    return [get(run.id) for run in runs]
+
+
+def write_now(rows: Iterable[Mapping[str, Any]]) -> None:
+    """Store rows at once, for a process without a recorder (tests, tools)."""
+    rows = list(rows)
+    state.with_retries(_write, rows)
+
+
+def _write(rows: list[Mapping[str, Any]]) -> None:
+    with state.writing():
+        save(rows)
