@@ -15,6 +15,8 @@ from . import ast, compiler, ir
 
 DEFAULT_STEP_TIMEOUT_MS = 30_000
 DEFAULT_RETRY = 0
+ON_FAILURE = ("wait-all", "fail-fast")
+DEFAULT_ON_FAILURE = "wait-all"
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,18 @@ PlanItem = Union[StepPlan, BranchPlan]
 
 @dataclass(frozen=True)
 class ChainPlan:
+    """A chain ready to run. ``on_failure`` is what a parallel chain does when a step fails for good:
+    ``wait-all`` lets every step run to its end and fails the run afterwards, ``fail-fast`` fails it
+    at once and ignores the late answers of the steps still running. Other kinds stop at the first
+    failure anyway and keep the default."""
+
     name: str
     kind: str
     params: tuple[tuple[str, Any], ...]  # (name, default or None)
     timeout_ms: int | None
     items: tuple[PlanItem, ...]
     source: ir.Source
+    on_failure: str = DEFAULT_ON_FAILURE  # one of ON_FAILURE
 
 
 def _arg(value: ast.Value) -> Arg:
@@ -116,6 +124,7 @@ def compile_chain(chain: ast.Chain, path: str) -> ChainPlan:
         chain.timeout_ms,
         _items(chain.items, path),
         ir.Source(path, chain.pos.line, chain.pos.col),
+        chain.on_failure or DEFAULT_ON_FAILURE,
     )
 
 

@@ -183,12 +183,25 @@ def _param(p: ast.Param) -> str:
 
 
 def _chain(c: ast.Chain) -> list[Line]:
-    head = f"chain {c.name} {c.kind}"
+    head = f"chain {c.name} {c.kind}" + (f" {c.on_failure}" if c.on_failure else "")
     if c.params:
         head += " (" + ", ".join(_param(p) for p in c.params) + ")"
     if c.timeout_ms is not None:
         head += " timeout " + format_ms(c.timeout_ms)
     return [(c.pos.line, head + " {")] + _items(c.items, 1) + [(None, "}")]
+
+
+def _binding(b: ast.ParameterBinding) -> str:
+    text = f"{INDENT}{b.name}"
+    if b.regexes:
+        text += " from " + ", ".join(b.regexes)
+    return text + (f" default {value(b.default)}" if b.default is not None else "")
+
+
+def _bindings(d: ast.ParameterBindings) -> list[Line]:
+    out: list[Line] = [(d.pos.line, f"parameters {d.plugin} {d.command} {{")]
+    out.extend((b.pos.line or None, _binding(b)) for b in d.items)
+    return out + [(None, "}")]
 
 
 PRINTERS: dict[type, Any] = {
@@ -197,6 +210,7 @@ PRINTERS: dict[type, Any] = {
     ast.Rule: _rule,
     ast.Capabilities: _caps,
     ast.Chain: _chain,
+    ast.ParameterBindings: _bindings,
 }
 
 
@@ -259,6 +273,18 @@ def format_source(text: str, path: str = "<string>") -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+POSITION_FIELDS = (
+    "pos",
+    "clause_pos",
+    "item_lines",
+    "arg_pos",
+    "compensate_arg_pos",
+    "regex_pos",
+    "plugin_pos",
+    "command_pos",
+)
+
+
 def to_json(module: ast.Module) -> str:
     """A position-free rendering of a module, for comparing ASTs in tests."""
 
@@ -268,11 +294,7 @@ def to_json(module: ast.Module) -> str:
         if isinstance(node, (tuple, list)):
             return [strip(n) for n in node]
         if hasattr(node, "__dataclass_fields__"):
-            return {
-                f: strip(getattr(node, f))
-                for f in node.__dataclass_fields__
-                if f not in ("pos", "clause_pos", "item_lines")
-            }
+            return {f: strip(getattr(node, f)) for f in node.__dataclass_fields__ if f not in POSITION_FIELDS}
         return node
 
     return json.dumps(strip(module.decls), sort_keys=True)

@@ -7,7 +7,10 @@ Codes (also in REFERENCE.md):
   E106 rule without actions                 E107 invalid regular expression
   E108 more than 512 rules test one fact    E301 step refers to a step that has not run
   E302 unknown step                         E303 unknown chain parameter
-  E304 saga step without compensation       E401 route forbidden by the manifests' ACLs
+  E304 saga step without compensation       E305 unknown parameter of a command
+  E306 required parameter not given         E307 value of the wrong type for a parameter
+  E308 binding regex without a group        E309 chain option the chain's kind does not take
+  E401 route forbidden by the manifests' ACLs
   W101 unknown context or pattern           W102 unknown strategy
   W201 rule can never fire                  W202 rule shadowed by a higher-priority rule
   W203 fact tested but never asserted       W204 rule without `when` fires on every request
@@ -15,16 +18,15 @@ Codes (also in REFERENCE.md):
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from . import ast, compiler, ir
-from .diagnostics import Diagnostic
+from . import ast, compiler, ir, lint_parameters
+from .diagnostics import Diagnostic, did_you_mean
 from .parser import SyntaxProblem
-from .plugin_view import PluginView
+from .plugin_view import CommandView, PluginView
 from .satisfiability import conflicts_or_repeats, literal_sets, never, weaker
 
 MAX_RULES_PER_FACT = 512
@@ -44,11 +46,6 @@ def syntax_diagnostics(path: str, text: str, problems: Sequence[SyntaxProblem]) 
         src = lines[p.line - 1] if 0 < p.line <= len(lines) else ""
         out.append(Diagnostic(path, p.line, p.col, "error", "E001", p.message, p.hint, src))
     return out
-
-
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
 
 
 @dataclass
@@ -71,17 +68,29 @@ class _Checker:
             c for p in self.plugins.values() for c in (*p.capabilities.contexts, *p.capabilities.integrations)
         }
         self.asserted = {a.target for _, d in decls if isinstance(d, ast.Rule) for a in d.then if a.op == "assert"}
+        self.bound: dict[tuple[str, str, str], tuple[str, int]] = {}
 
     # ------------------------------------------------------------ output
     def report(self, path: str, pos: ast.Pos, severity: str, code: str, message: str, hint: str = "") -> None:
         src = _line(self.sources, path, pos.line)
         self.out.append(Diagnostic(path, pos.line, pos.col, severity, code, message, hint, src))
 
+    def error(self, path: str, pos: ast.Pos, code: str, message: str, hint: str = "") -> None:
+        self.report(path, pos, "error", code, message, hint)
+
     def plugin_known(self, path: str, pos: ast.Pos, name: str) -> bool:
         if name in self.plugins:
             return True
         self.report(path, pos, "error", "E101", f"unknown plugin '{name}'", did_you_mean(name, self.plugins))
         return False
+
+    def command_of(self, path: str, pos: ast.Pos, plugin: str, name: str) -> CommandView | None:
+        """The known plugin's command called ``name``; E102 when it has none."""
+        command = self.plugins[plugin].command(name)
+        if command is None:
+            known = [c.name for c in self.plugins[plugin].commands]
+            self.report(path, pos, "error", "E102", f"{plugin} has no command '{name}'", did_you_mean(name, known))
+        return command
 
     # ------------------------------------------------------------ whole program
     def run(self) -> list[Diagnostic]:
@@ -93,6 +102,8 @@ class _Checker:
                 self.check_chain(path, decl)
             elif isinstance(decl, ast.Capabilities):
                 self.check_capabilities(path, decl)
+            elif isinstance(decl, ast.ParameterBindings):
+                self.check_bindings(path, decl)
             elif isinstance(decl, ast.Pattern):
                 for regex in decl.regexes:
                     self.check_regex(path, decl.pos, regex)
@@ -103,7 +114,7 @@ class _Checker:
     def check_duplicates(self) -> None:
         seen: dict[tuple[str, str], tuple[str, ast.Pos]] = {}
         for path, decl in self.decls:
-            if isinstance(decl, ast.Capabilities):
+            if isinstance(decl, (ast.Capabilities, ast.ParameterBindings)):
                 continue
             kind = type(decl).__name__.lower()
             key = (kind, decl.name)
@@ -196,22 +207,14 @@ class _Checker:
         try:
             re.compile(body)
         except re.error as exc:
-            self.report(
-                path,
-                pos,
-                "error",
-                "E107",
-                f"invalid regular expression {literal}: {exc.msg}",
-                "regular expressions use Python syntax",
-            )
+            message = f"invalid regular expression {literal}: {exc.msg}"
+            self.error(path, pos, "E107", message, "regular expressions use Python syntax")
 
     def check_action(self, path: str, rule: ast.Rule, act: ast.Action) -> None:
         if act.op in ("prefer", "avoid", "require", "exclude", "collaborate"):
             self.plugin_known(path, act.pos, act.target)
         if act.op == "collaborate" and act.on and act.on not in self.domains:
-            self.report(
-                path, act.pos, "error", "E103", f"unknown domain '{act.on}'", did_you_mean(act.on, self.domains)
-            )
+            self.error(path, act.pos, "E103", f"unknown domain '{act.on}'", did_you_mean(act.on, self.domains))
         if act.op == "strategy" and act.target not in STRATEGIES:
             self.report(
                 path,
@@ -329,7 +332,24 @@ class _Checker:
                     did_you_mean(name, known),
                 )
 
+    def check_bindings(self, path: str, decl: ast.ParameterBindings) -> None:
+        command = None
+        if self.plugin_known(path, decl.plugin_pos, decl.plugin):
+            command = self.command_of(path, decl.command_pos, decl.plugin, decl.command)
+        for item in decl.items:
+            for literal, pos in zip(item.regexes, item.regex_pos):
+                self.check_regex(path, pos, literal)
+        lint_parameters.check_bindings(self.error, path, decl, command, self.bound)
+
     def check_chain(self, path: str, chain: ast.Chain) -> None:
+        if chain.on_failure and chain.kind != "parallel":
+            self.error(
+                path,
+                chain.pos,
+                "E309",
+                f"'{chain.on_failure}' is for parallel chains; '{chain.name}' is {chain.kind}",
+                f"drop it, or write `chain {chain.name} parallel {chain.on_failure}`",
+            )
         params = {p.name for p in chain.params}
         all_steps = ast.steps(chain.items)
         names = [s.name for s in all_steps]
@@ -369,18 +389,9 @@ class _Checker:
         self, path: str, chain: ast.Chain, step: ast.Step, params: set[str], done: list[str], names: list[str]
     ) -> None:
         if self.plugin_known(path, step.pos, step.plugin):
-            plugin = self.plugins[step.plugin]
-            for command in filter(None, (step.command, step.compensate)):
-                if plugin.command(command) is None:
-                    known = [c.name for c in plugin.commands]
-                    self.report(
-                        path,
-                        step.pos,
-                        "error",
-                        "E102",
-                        f"{step.plugin} has no command '{command}'",
-                        did_you_mean(command, known),
-                    )
+            command = self.command_of(path, step.pos, step.plugin, step.command)
+            compensation = self.command_of(path, step.pos, step.plugin, step.compensate) if step.compensate else None
+            lint_parameters.check_step(self.error, path, step, command, compensation)
         if chain.kind == "saga" and not step.compensate:
             self.report(
                 path,
@@ -408,14 +419,8 @@ class _Checker:
         own: bool = False,
     ) -> None:
         if value.kind == "param" and value.value not in params:
-            self.report(
-                path,
-                value.pos,
-                "error",
-                "E303",
-                f"chain '{chain.name}' has no parameter '{value.value}'",
-                did_you_mean(value.value, params),
-            )
+            message = f"chain '{chain.name}' has no parameter '{value.value}'"
+            self.error(path, value.pos, "E303", message, did_you_mean(value.value, params))
         if value.kind != "ref":
             return
         target = value.value.split(".")[0]

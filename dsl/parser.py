@@ -21,13 +21,13 @@ from . import ast
 from .durations import parse_ms
 
 GRAMMAR = Path(__file__).with_name("arbiter.lark")
-TOP_KEYWORDS = ("domain", "pattern", "rule", "capabilities", "chain")
+TOP_KEYWORDS = ("domain", "pattern", "rule", "capabilities", "chain", "parameters")
 _BLOCK_START = re.compile(r"^(?:" + "|".join(TOP_KEYWORDS) + r")\b", re.M)
 KEYWORDS = (
     "domain pattern rule capabilities chain keywords synonyms files phrases regex priority when then because "
     "and or not score context fact text matches contains file plugin circuit caller is in prefer by avoid "
     "require exclude collaborate on after parallel strategy assert retract step with timeout retry compensate "
-    "if else sequential saga true false none"
+    "if else sequential saga true false none parameters from default fail-fast wait-all"
 ).split()
 TERMINAL_WORDS = {
     "IDENT": "a name",
@@ -39,6 +39,7 @@ TERMINAL_WORDS = {
     "DURATION": "a duration (e.g. 500ms, 30s, 2m, 1h30m)",
     "CMP": "a comparison (==, !=, <, <=, >, >=)",
     "CHAIN_KIND": "sequential, parallel or saga",
+    "ON_FAILURE": "fail-fast or wait-all",
     "$END": "the end of the file",
 }
 
@@ -294,7 +295,7 @@ class _ToAst(Transformer):
         return ("timeout", parse_ms(str(c[0])))
 
     def arg(self, meta, c):
-        return (str(c[0]), c[1])
+        return (str(c[0]), c[1], _pos(meta))
 
     def step_with(self, meta, c):
         return ("args", tuple(c))
@@ -315,14 +316,18 @@ class _ToAst(Transformer):
         opts: dict[str, Any] = {}
         for key, value in c[3:]:
             opts[key] = opts.get(key, ()) + value if key == "args" else value
-        comp = opts.pop("compensate", None)
+        name, comp_args = opts.pop("compensate", (None, ()))
+        args = opts.pop("args", ())
         return ast.Step(
             str(c[0]),
             str(c[1]),
             str(c[2]),
-            compensate=comp[0] if comp else None,
-            compensate_args=comp[1] if comp else (),
+            args=tuple((k, v) for k, v, _ in args),
+            compensate=name,
+            compensate_args=tuple((k, v) for k, v, _ in comp_args),
             pos=_pos(meta),
+            arg_pos=tuple(where for _, _, where in args),
+            compensate_arg_pos=tuple(where for _, _, where in comp_args),
             **opts,
         )
 
@@ -337,15 +342,40 @@ class _ToAst(Transformer):
         return ast.Branch(c[0], tuple(items), otherwise, _pos(meta))
 
     def chain_decl(self, meta, c):
-        name, kind, params = str(c[0]), c[1], c[2]
+        name, kind, on_failure, params = str(c[0]), c[1], c[2], c[3]
         timeout = None
         items = []
-        for part in c[3:]:
+        for part in c[4:]:
             if isinstance(part, tuple) and part and part[0] == "timeout":
                 timeout = part[1]
             else:
                 items.append(part)
-        return ast.Chain(name, str(kind) if kind else "sequential", params or (), timeout, tuple(items), _pos(meta))
+        return ast.Chain(
+            name,
+            str(kind) if kind else "sequential",
+            params or (),
+            timeout,
+            tuple(items),
+            _pos(meta),
+            on_failure=str(on_failure) if on_failure else None,
+        )
+
+    # command parameters ---------------------------------------------
+    def binding_from(self, meta, c):
+        regexes = [t for t in c[1:] if isinstance(t, Token)]
+        default = c[-1] if isinstance(c[-1], ast.Value) else None
+        return ast.ParameterBinding(
+            str(c[0]), tuple(str(t) for t in regexes), default, _pos(meta), tuple(_tok_pos(t) for t in regexes)
+        )
+
+    def binding_default(self, meta, c):
+        return ast.ParameterBinding(str(c[0]), (), c[1], _pos(meta))
+
+    def bindings_decl(self, meta, c):
+        plugin, command = c[0], c[1]
+        return ast.ParameterBindings(
+            str(plugin), str(command), tuple(c[2:]), _pos(meta), _tok_pos(plugin), _tok_pos(command)
+        )
 
     def start(self, meta, c):
         return tuple(c)

@@ -8,16 +8,43 @@ other.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, TypeVar
+from typing import Any, Protocol, Sequence, TypeVar
 
 _View = TypeVar("_View", bound="PluginView")
 
+PARAMETER_TYPES = ("string", "integer", "number", "boolean", "array", "object")
+"""The types a command's parameter may declare (JSON's); a parameter view's ``type`` is one of them."""
+
 
 class NamedPart(Protocol):
-    """A command (or agent, skill) of a plugin: lint only needs its name."""
+    """An agent or skill of a plugin: lint only needs its name."""
 
     @property
     def name(self) -> str: ...
+
+
+class ParameterView(Protocol):
+    """A parameter a command declares: chain steps and ``parameters`` blocks are checked against it,
+    and the compiled bindings carry its type, whether it is required and its default."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def required(self) -> bool: ...
+
+    @property
+    def default(self) -> Any: ...
+
+
+class CommandView(NamedPart, Protocol):
+    """A command of a plugin: its name and the parameters it declares (none: nothing is checked)."""
+
+    @property
+    def parameters(self) -> Sequence[ParameterView]: ...
 
 
 class CapabilitiesView(Protocol):
@@ -37,7 +64,8 @@ class CapabilitiesView(Protocol):
 
 
 class PluginView(Protocol):
-    """A plugin as lint reads it: its name, declared capabilities, commands and routing ACLs."""
+    """A plugin as lint reads it: its name, declared capabilities, commands (with their parameters)
+    and routing ACLs."""
 
     @property
     def name(self) -> str: ...
@@ -46,9 +74,9 @@ class PluginView(Protocol):
     def capabilities(self) -> CapabilitiesView: ...
 
     @property
-    def commands(self) -> Sequence[NamedPart]: ...
+    def commands(self) -> Sequence[CommandView]: ...
 
-    def command(self, name: str) -> NamedPart | None:
+    def command(self, name: str) -> CommandView | None:
         """The command called ``name`` (with or without its ``prefix:``), or None."""
         ...
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import ast, compiler, ir
+from .bindings import Binding, BindingKey, compile_bindings
 from .chains import ChainPlan, compile_chain
 from .diagnostics import Diagnostic
 from .lint import check_program, syntax_diagnostics
@@ -31,6 +32,8 @@ class RulesBundle:
     capability_weights: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     chains: Mapping[str, ChainPlan] = field(default_factory=dict)
     diagnostics: tuple[Diagnostic, ...] = ()
+    # every command's parameters and where a routed request's text gives them (routing.parameters.bind)
+    bindings: Mapping[BindingKey, tuple[Binding, ...]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +92,7 @@ def load_rules(paths: Sequence[Path], plugins: Mapping[str, PluginView]) -> Rule
         capability_weights=compiler.capability_weights(program),
         chains=chains,
         diagnostics=tuple(diags),
+        bindings=compile_bindings(program, plugins),
     )
 
 

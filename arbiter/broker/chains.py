@@ -78,6 +78,8 @@ class ChainDesk:
     def detach(self) -> None:
         """The broker is stopping: runs stay as they are stored, to go on when it starts again;
         the steps' answers (or SHUTTING_DOWN) no longer move them, and who waits hears so now."""
+        for run in [r for r in self.runs.values() if r.what == "plan"]:
+            run.cancel()  # a plan answers its client: it cannot go on after a restart
         self.detached = True
         for run_id, waiters in list(self.waiting.items()):
             run = self.runs.get(run_id)
@@ -135,14 +137,15 @@ class ChainDesk:
 
     # -- RunHost: what a run asks ---------------------------------------------------------------
 
-    def send(self, run: ChainRun, step: StepState, timeout_ms: int, retries: int) -> None:
+    def send(self, run: ChainRun, step: StepState, timeout_ms: int, retries: int | None) -> None:
         key = run.key(step)
         now = time.monotonic()
         route = svc.RouteInput(self._envelope(run, step, key, timeout_ms), f"{run.plan.name}: {step.name}",
                                (), None, step.command, step.args)  # fmt: skip
         plan = (step.plugin, *self._fallbacks(step))
         decided = Decided(None, step.plugin, plan, (), b"}", NO_ROW)
-        patience = timeout_ms / 1000 * (retries + 1) + 30.0  # every try, and the backoffs between them
+        tries = (3 if retries is None else retries) + 1  # None: the plugin's retry policy decides
+        patience = timeout_ms / 1000 * tries + 30.0  # every try, and the backoffs between them
         routed = Routed(b"", CHAIN_SERVICE, route, decided, key, False, now + patience, now, None)
         routed.owner = self._ended
         routed.attempt_timeout_s, routed.max_retries = timeout_ms / 1000, retries

@@ -19,6 +19,7 @@ from arbiter.store.decisions import RowTemplate
 CACHE_SIZE = 4096
 
 Key = tuple[str, tuple[str, ...], "str | None"]
+Phase = tuple[str, str, tuple[str, ...]]  # (domain, plugin, the domains it waits for)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Decided:
     collaborators: tuple[str, ...]
     tail: bytes  # the encoded decision after the requestId value
     row: RowTemplate  # its row in the decision log, converted once
+    phases: tuple[Phase, ...] = ()  # the collaboration plan, when there is one to run
 
     @classmethod
     def of(cls, data: dict[str, Any], origin: str = "broker") -> Decided:
@@ -44,19 +46,34 @@ class Decided:
         plan = (primary, *routing.get("fallbackPlugins", ())) if primary else ()
         collaborators = tuple(p["plugin"] for p in phases[1:])
         row = RowTemplate.of(data, origin)
-        return cls(data.get("userInput"), primary, plan, collaborators, encoded[len(head) :], row)
+        steps = tuple((p["domain"], p["plugin"], tuple(p.get("dependencies") or ())) for p in phases)
+        return cls(data.get("userInput"), primary, plan, collaborators, encoded[len(head) :], row, steps)
 
     def wire(self) -> list[bytes]:
         """Two frames: what the broker reads of the decision, and its encoded JSON as it is. A
         decider process answers with them, so the broker neither parses nor encodes a decision."""
-        head = [self.user_input, self.primary, self.plan, self.collaborators, self.row.request_id, self.row.wire()]
+        head = [
+            self.user_input,
+            self.primary,
+            self.plan,
+            self.collaborators,
+            self.row.request_id,
+            self.row.wire(),
+            self.phases,
+        ]
         return [orjson.dumps(head), self.tail]
 
     @classmethod
     def from_wire(cls, frames: list[bytes]) -> Decided:
-        user_input, primary, plan, collaborators, request_id, row = orjson.loads(frames[0])
+        user_input, primary, plan, collaborators, request_id, row, phases = orjson.loads(frames[0])
         return cls(
-            user_input, primary, tuple(plan), tuple(collaborators), frames[1], RowTemplate.of_values(request_id, row)
+            user_input,
+            primary,
+            tuple(plan),
+            tuple(collaborators),
+            frames[1],
+            RowTemplate.of_values(request_id, row),
+            tuple((domain, plugin, tuple(needs)) for domain, plugin, needs in phases),
         )
 
     def json_for(self, request_id: str) -> orjson.Fragment:

@@ -203,14 +203,18 @@ class Dispatcher:
         wanted = routed.route.command
         if wanted and (routed.stage == 0 or any(c.name == wanted for c in plugin.invocable)):
             return wanted
-        key = (plugin.name, routed.route.text)
+        return self.command_for_text(plugin, routed.route.text)
+
+    def command_for_text(self, plugin: Plugin, text: str) -> str | None:
+        """The plugin's command that reads most like ``text`` (chosen once per text and snapshot)."""
+        key = (plugin.name, text)
         if key not in self.chosen:  # repeats are common: a text's command is chosen once
             if len(self.chosen) >= CHOSEN_CACHE_SIZE:
                 self.chosen.clear()
             index = self.command_indexes.get(plugin.name)
             if index is None:
                 index = self.command_indexes[plugin.name] = CommandIndex(plugin)
-            self.chosen[key] = index.choose(routed.route.text)
+            self.chosen[key] = index.choose(text)
         return self.chosen[key]
 
     def _next(self, routed: Routed) -> None:

@@ -36,6 +36,7 @@ class RouteInput:
     caller: str | None
     command: str | None
     parameters: dict[str, Any]
+    collaborate: bool = True  # run the decision's collaboration plan (False: the primary only)
 
     @property
     def cache_key(self) -> tuple[str, tuple[str, ...], str | None]:
@@ -82,7 +83,10 @@ def read_route_input(body: Sequence[bytes]) -> RouteInput:
     caller = payload.get("from") if "from" in payload else payload.get("caller")
     if caller is not None and not isinstance(caller, str):
         raise BadRequest("BAD_REQUEST", "payload.from must be a plugin name (a string)")
-    return RouteInput(envelope, text, tuple(files), caller or None, command, parameters)
+    collaborate = payload.get("collaborate", True)
+    if not isinstance(collaborate, bool):
+        raise BadRequest("BAD_REQUEST", "payload.collaborate must be true or false")
+    return RouteInput(envelope, text, tuple(files), caller or None, command, parameters, collaborate)
 
 
 def dispatch_body(

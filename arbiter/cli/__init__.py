@@ -15,6 +15,7 @@ import click
 from arbiter import __version__
 
 from .broker_commands import broker, events, status
+from .chain_commands import chain
 from .common import ArbiterGroup, Context, project_options
 from .demo_command import demo
 from .dlq_commands import dlq
@@ -56,6 +57,7 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter request arbiter.route '{"text": "deploy the tenant"}'
       arbiter status | arbiter events [TOPIC]... | arbiter dlq list
       arbiter store check                  is the state database sound?
+    arbiter chain run NAME --param K=V   run a chain of rules/*.arb; chain list|show|status|runs
     \b
     Any other ecosystem, e.g. plain Claude Code plugins:
       arbiter --plugins-dir ../claude-plugins plugins list --json
@@ -75,3 +77,4 @@ main.add_command(decisions)
 for command in (demo, broker, workers, request, status, events, dlq):
     main.add_command(command)
 main.add_command(store)
+main.add_command(chain)

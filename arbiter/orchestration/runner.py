@@ -89,7 +89,7 @@ class Outcome:
 class RunHost(Protocol):
     """What a run asks of the broker."""
 
-    def send(self, run: ChainRun, step: StepState, timeout_ms: int, retries: int) -> None:
+    def send(self, run: ChainRun, step: StepState, timeout_ms: int, retries: int | None) -> None:
         """Send ``step`` (its plugin, command, arguments) with the key ``run.key(step)``; report to
         :meth:`ChainRun.step_done` when it ends."""
         ...
@@ -132,7 +132,7 @@ class ChainRun:
 
     def key(self, step: StepState) -> str:
         """The step's idempotency key: its messageId, the same on every try and after a resume."""
-        return f"{self.run_id}:{step.key}"
+        return f"{self.meta.get('keyBase', self.run_id)}:{step.key}"
 
     @property
     def kind(self) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from arbiter.project.parameters import Parameter, read_parameters
+
 
 def freeze(value: Any) -> Any:
     """Return a deeply read-only copy of plain YAML/JSON data (dicts, lists, scalars)."""
@@ -38,7 +40,9 @@ class Component:
     """An agent, command or skill of a plugin, read from a markdown file's frontmatter.
 
     ``keywords`` merges the file's tags and keywords; ``body`` keeps the markdown text so the
-    classifier can learn vocabulary from plugins that declare no capabilities.
+    classifier can learn vocabulary from plugins that declare no capabilities. ``parameters`` is
+    the typed reading of ``meta["parameters"]``, made once here so lint and routing share it (the
+    loader reports what it could not read).
     """
 
     kind: str  # "agent" | "command" | "skill"
@@ -51,6 +55,10 @@ class Component:
     category: str | None = None
     body: str = ""
     meta: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    parameters: tuple[Parameter, ...] = field(init=False, default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters", read_parameters(self.meta.get("parameters"))[0])
 
     @property
     def id(self) -> str:

@@ -12,6 +12,7 @@ not mean.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -30,6 +31,7 @@ from arbiter.project.model import (
     Routing,
     freeze,
 )
+from arbiter.project.parameters import read_parameters
 from arbiter.project.schemas import CLAUDE_MANIFEST_SCHEMA, MANIFEST_SCHEMA, validate
 
 MANIFEST = Path(".claude-plugin") / "plugin.json"
@@ -122,11 +124,13 @@ def read_component(path: Path, kind: str, plugin: str, collector: _Collector) ->
         description = frontmatter.first_paragraph(fm.body)
     keywords = _keywords(meta, notes)
     caps, _ = frontmatter.as_list(meta.get("capabilities"))
+    safe_meta = {k: v for k, v in meta.items() if isinstance(k, str)}
+    safe_meta.setdefault("capabilities", caps)
+    plain = json.loads(json.dumps(safe_meta, default=str))
+    notes.extend((_key_line(text, "parameters"), note) for note in read_parameters(plain.get("parameters"))[1])
     collector.file_notes(path, notes, "W010", text.splitlines())
     model = meta.get("model")
     category = meta.get("category")
-    safe_meta = {k: v for k, v in meta.items() if isinstance(k, str)}
-    safe_meta.setdefault("capabilities", caps)
     return Component(
         kind=kind,
         name=name,
@@ -137,8 +141,14 @@ def read_component(path: Path, kind: str, plugin: str, collector: _Collector) ->
         model=str(model) if model else None,
         category=str(category) if category else None,
         body=fm.body,
-        meta=freeze(json.loads(json.dumps(safe_meta, default=str))),
+        meta=freeze(plain),
     )
+
+
+def _key_line(text: str, key: str) -> int:
+    """The line of a top-level frontmatter key (2, the first frontmatter line, when not found)."""
+    found = re.search(rf"^{re.escape(key)}\s*:", text, re.M)
+    return text.count("\n", 0, found.start()) + 1 if found else 2
 
 
 def _component_files(plugin_dir: Path, kind: str) -> list[Path]:

@@ -112,3 +112,51 @@ def test_shipped_chains_compile_to_plans(repo, shipped_plugins):
         "destroy-tenant-resources",
     ]
     assert steps(saga.items)[2].compensate_args == (("resourceIds", Ref("resources", ("createdResources",))),)
+
+
+def test_a_parallel_chain_keeps_its_failure_option(tmp_path):
+    (tmp_path / "c.arb").write_text(
+        "chain a parallel fail-fast {\n  step x: p c\n}\nchain b parallel {\n  step x: p c\n}\n"
+        "chain s sequential {\n  step x: p c\n}\n"
+    )
+    chains = load_rules([tmp_path], {}).chains
+    assert (chains["a"].on_failure, chains["b"].on_failure, chains["s"].on_failure) == (
+        "fail-fast",
+        "wait-all",
+        "wait-all",
+    )
+
+
+def test_bindings_hold_every_declared_parameter_and_the_rules_lines(tmp_path, shipped_plugins):
+    from arbiter.dsl.bindings import Binding
+
+    (tmp_path / "a.arb").write_text(
+        "parameters jira-orchestrator work {\n  issueKey from /([A-Z]+-\\d+)/, /a(b/, /nogroup/\n}\n"
+        'parameters ahling-command-center deploy-kubernetes {\n  namespace default "dev"\n}\n'
+    )
+    (tmp_path / "b.arb").write_text(
+        "parameters ahling-command-center deploy-kubernetes {\n  namespace from /to (\\w+)/i\n"
+        "  image from /image (\\S+)/\n  replicas from /(\\d+) replicas/ default 1\n}\n"
+    )
+    bindings = load_rules([tmp_path], shipped_plugins).bindings
+    (work,) = bindings[("jira-orchestrator", "jira:work")]  # found without the prefix, keyed as declared
+    assert (work.name, work.type, work.required) == ("issueKey", "string", True)
+    assert [p.pattern for p in work.regexes] == ["([A-Z]+-\\d+)"]  # the broken and the groupless are left out
+    assert work.source == ir.Source(str(tmp_path / "a.arb"), 2, 3)
+    namespace, image, replicas = bindings[("ahling-command-center", "deploy-kubernetes")]
+    assert (namespace.default, namespace.regexes, namespace.required) == ("dev", (), True)  # the first line wins
+    assert image.regexes[0].pattern == "image (\\S+)" and image.required is False
+    assert replicas == Binding("replicas", "string", False, replicas.regexes, 1, replicas.source)
+    assert bindings[("lobbi-platform-manager", "setup-sso")] == (
+        Binding("application", "string", True),
+        Binding("redirectUri", "string", True),
+    )
+    assert ("lobbi-platform-manager", "platform-status") not in bindings  # it declares no parameters
+
+
+def test_regex_flags_of_bindings(tmp_path):
+    import re
+
+    (tmp_path / "a.arb").write_text("parameters p c {\n  x from /a(.)/ims\n}\n")
+    (x,) = load_rules([tmp_path], {}).bindings[("p", "c")]
+    assert x.regexes[0].flags & (re.I | re.M | re.S) == re.I | re.M | re.S

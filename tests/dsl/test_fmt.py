@@ -44,6 +44,32 @@ def test_messy_layout_becomes_canonical_with_comments_kept():
     )
 
 
+def test_parameters_blocks_round_trip():
+    messy = (
+        "# where texts say it\nparameters  lobbi-platform-manager create-tenant{tenantId from /tenant\\s+(\\S+)/i,/for (x)/  # two\n"
+        '# then a default\nregion default 2.50 flag default true\n   note from /(.+)/s default "a \\"b\\""}\n'
+    )
+    out = check(messy)
+    assert out == (
+        "# where texts say it\n"
+        "parameters lobbi-platform-manager create-tenant {\n"
+        "  tenantId from /tenant\\s+(\\S+)/i, /for (x)/  # two\n"
+        "  # then a default\n"
+        "  region default 2.5\n"
+        "  flag default true\n"
+        '  note from /(.+)/s default "a \\"b\\""\n'
+        "}\n"
+    )
+
+
+def test_chain_failure_option_round_trips():
+    out = check("chain c parallel   wait-all timeout 60s {step a: p c}\nchain d  fail-fast (x: string) {step a: p c}\n")
+    assert out == (
+        "chain c parallel wait-all timeout 1m {\n  step a: p c\n}\n\n"
+        "chain d sequential fail-fast (x: string) {\n  step a: p c\n}\n"
+    )
+
+
 def test_unparsable_text_is_refused():
     with pytest.raises(FormatError, match="1:10"):
         format_source("rule r { whn x }")

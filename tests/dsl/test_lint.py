@@ -74,6 +74,17 @@ def test_shipped_rules_are_lint_clean(repo, shipped_plugins):
         ),
         ("rule r { when fact never-set then prefer home-assistant }", "W203", 1),
         ("rule r { then prefer home-assistant }", "W204", 1),
+        ('chain c {\n  step t: lobbi-platform-manager create-tenant with tenant = "acme"\n}', "E305", 2),
+        ("chain c {\n  step t: lobbi-platform-manager create-tenant\n}", "E306", 2),
+        ("chain c {\n  step w: jira-orchestrator jira:work with issueKey = 123\n}", "E307", 2),
+        ("parameters jira-orchestrator jira:work {\n  issueKey from /[A-Z]+-\\d+/\n}", "E308", 2),
+        ("chain c sequential fail-fast {\n  step w: jira-orchestrator jira:work with issueKey = $k\n}", "E309", 1),
+        ("parameters lobbi-platform-manager create-tenant {\n  tenant from /tenant (\\S+)/\n}", "E305", 2),
+        (
+            'parameters lobbi-platform-manager create-tenant {\n  tenantId from /(x)/\n  tenantId default "y"\n}',
+            "E104",
+            3,
+        ),
     ],
 )
 def test_each_finding(tmp_path, shipped_plugins, text, code, line):
@@ -123,8 +134,17 @@ def test_cli_exit_codes_and_json(tmp_path, repo):
 
 
 @dataclass(frozen=True)
+class _Param:
+    name: str
+    type: str = "string"
+    required: bool = False
+    default: object = None
+
+
+@dataclass(frozen=True)
 class _Part:
     name: str
+    parameters: tuple[_Param, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,3 +179,139 @@ def test_lint_needs_only_the_narrow_plugin_view(tmp_path):
     found = findings(tmp_path, text, plugins)
     assert [(c, ln) for c, ln, _ in found] == [("E401", 1), ("E102", 4)]
     assert found[0][2] == "ledger may not route to vault"
+
+
+def test_the_narrow_view_carries_the_commands_parameters(tmp_path):
+    charge = _Part("charge", (_Param("amount", "integer", required=True), _Param("memo")))
+    plugins = {"ledger": _View("ledger", (charge, _Part("refund")))}
+    text = (
+        'chain c {\n  step a: ledger charge with amount = 2.5, memmo = "x"\n  step b: ledger refund with anything = 1\n}\n'
+        "parameters ledger charge {\n  amount from /(\\d+) EUR/\n}\n"
+    )
+    found = findings(tmp_path, text, plugins)
+    assert [(c, ln) for c, ln, _ in found] == [("E307", 2), ("E305", 2)]
+    assert found[0][2] == "parameter 'amount' of charge takes an integer, not the number 2.5"
+
+
+def located(tmp_path, text, plugins):
+    (tmp_path / "t.arb").write_text(text)
+    return [(d.code, d.line, d.col, d.message, d.hint) for d in lint([tmp_path], plugins)]
+
+
+def test_step_parameters_are_located_with_hints(tmp_path, shipped_plugins):
+    text = (
+        "chain c saga (t: string) {\n"
+        '  step tenant: lobbi-platform-manager create-tenant with tenant = $t, tenantId = 7 compensate delete-tenant with tenantid = "x"\n'
+        "}\n"
+    )
+    assert located(tmp_path, text, shipped_plugins) == [
+        (
+            "E306",
+            2,
+            3,
+            "the compensation delete-tenant of step 'tenant' does not give its required parameter 'tenantId'",
+            "add `tenantId = ...` after `compensate delete-tenant with`",
+        ),
+        ("E305", 2, 58, "create-tenant has no parameter 'tenant'", "did you mean 'tenantId'?"),
+        ("E307", 2, 82, "parameter 'tenantId' of create-tenant takes a string, not the number 7", ""),
+        ("E305", 2, 114, "delete-tenant has no parameter 'tenantid'", "did you mean 'tenantId'?"),
+    ]
+    missing = located(
+        tmp_path, 'chain c {\n  step s: lobbi-platform-manager setup-sso with application = "crm"\n}\n', shipped_plugins
+    )
+    assert missing == [
+        (
+            "E306",
+            2,
+            3,
+            "step 's' does not give setup-sso's required parameter 'redirectUri'",
+            "add `with redirectUri = ...`",
+        )
+    ]
+
+
+def test_literals_of_each_type(tmp_path, shipped_plugins):
+    """References are typed only at run time; `none` stands for no value, which only a required parameter refuses."""
+    ok = (
+        "chain c (k: string) {\n"
+        "  step a: jira-orchestrator jira:work with issueKey = $k\n"
+        "  step b: jira-orchestrator jira:pr with issueKey = none\n"
+        "  step c: ahling-command-center destroy-tenant-resources with resourceIds = a.created\n"
+        "  step d: ahling-command-center build-docker-image with tag = prod\n"
+        "}\n"
+    )
+    assert located(tmp_path, ok, shipped_plugins) == []
+    bad = (
+        "chain c {\n"
+        "  step a: jira-orchestrator jira:work with issueKey = none\n"
+        '  step b: ahling-command-center destroy-tenant-resources with resourceIds = "r-1"\n'
+        "  step c: ahling-command-center build-docker-image with tag = true\n"
+        "}\n"
+    )
+    assert [(c, ln, m) for c, ln, _, m, _ in located(tmp_path, bad, shipped_plugins)] == [
+        ("E307", 2, "parameter 'issueKey' of jira:work takes a string, not none"),
+        ("E307", 3, "parameter 'resourceIds' of destroy-tenant-resources takes an array, not the string \"r-1\""),
+        ("E307", 4, "parameter 'tag' of build-docker-image takes a string, not true"),
+    ]
+
+
+def test_commands_that_declare_no_parameters_are_not_checked(tmp_path, shipped_plugins):
+    text = "chain c {\n  step a: lobbi-platform-manager platform-status with anything = 1\n}\n"
+    assert located(tmp_path, text, shipped_plugins) == []
+
+
+def test_parameters_blocks_are_located_with_hints(tmp_path, shipped_plugins):
+    text = (
+        "parameters lobbi-platform-manager create-tenat {\n  tenantId from /(x)/\n}\n"
+        "parameters lobbi-platform-mgr create-tenant {\n  tenantId from /(x)/\n}\n"
+        "parameters lobbi-platform-manager create-tenant {\n"
+        "  tenantID from /tenant (\\S+)/\n"
+        "  tenantId from /tenant \\S+/, /a(b/, /for (\\S+)/ default 3\n"
+        "}\n"
+    )
+    assert located(tmp_path, text, shipped_plugins) == [
+        ("E102", 1, 35, "lobbi-platform-manager has no command 'create-tenat'", "did you mean 'create-tenant'?"),
+        ("E101", 4, 12, "unknown plugin 'lobbi-platform-mgr'", "did you mean 'lobbi-platform-manager'?"),
+        ("E305", 8, 3, "create-tenant has no parameter 'tenantID'", "did you mean 'tenantId'?"),
+        (
+            "E308",
+            9,
+            17,
+            "/tenant \\S+/ captures nothing; the value of 'tenantId' is its group 1",
+            "put the value in parentheses, e.g. /tenant\\s+([a-z0-9-]+)/; use (?:...) for other groups",
+        ),
+        (
+            "E107",
+            9,
+            31,
+            "invalid regular expression /a(b/: missing ), unterminated subpattern",
+            "regular expressions use Python syntax",
+        ),
+        ("E307", 9, 58, "parameter 'tenantId' of create-tenant takes a string, not the number 3", ""),
+    ]
+
+
+def test_object_parameters_cannot_come_from_text(tmp_path):
+    plugins = {"p": _View("p", (_Part("run", (_Param("options", "object"), _Param("count", "integer"))),))}
+    text = 'parameters p run {\n  options from /(\\{.*\\})/\n  count from /(\\d+)/ default "two"\n}\n'
+    assert [(c, ln, m) for c, ln, m in findings(tmp_path, text, plugins)] == [
+        ("E307", 2, "parameter 'options' of run takes an object, which text cannot give"),
+        ("E307", 3, "parameter 'count' of run takes an integer, not the string \"two\""),
+    ]
+
+
+def test_fail_fast_and_wait_all_are_for_parallel_chains(tmp_path, shipped_plugins):
+    text = (
+        "chain a parallel fail-fast {\n  step x: jira-orchestrator security-scan\n}\n"
+        "chain b parallel wait-all {\n  step x: jira-orchestrator security-scan\n}\n"
+        "chain c saga wait-all {\n  step x: jira-orchestrator security-scan compensate security-scan\n}\n"
+    )
+    assert located(tmp_path, text, shipped_plugins) == [
+        (
+            "E309",
+            7,
+            1,
+            "'wait-all' is for parallel chains; 'c' is saga",
+            "drop it, or write `chain c parallel wait-all`",
+        )
+    ]

@@ -83,3 +83,54 @@ def test_chain_constructs():
     assert [s.name for s in branch.then] == ["b"] and [s.name for s in branch.otherwise] == ["c"]
     assert branch.then[0].command == "jira:prepare"
     assert [s.name for s in ast.steps(chain.items)] == ["a", "b", "c"]
+
+
+def test_parameters_block_with_positions():
+    text = (
+        "# where texts state them\n"
+        "parameters lobbi-platform-manager create-tenant {\n"
+        '  tenantId from /\\btenant\\s+([a-z0-9-]+)/i, /for (\\S+)/ default "acme"\n'
+        "  region default 3\n"
+        "  step from /(x)/\n"
+        "}\n"
+    )
+    module, problems = parse(text, "p.arb")
+    assert problems == []
+    (block,) = module.decls
+    assert (block.plugin, block.command, block.pos) == ("lobbi-platform-manager", "create-tenant", ast.Pos(2, 1))
+    assert (block.plugin_pos, block.command_pos) == (ast.Pos(2, 12), ast.Pos(2, 35))
+    tenant, region, step = block.items
+    assert tenant.regexes == ("/\\btenant\\s+([a-z0-9-]+)/i", "/for (\\S+)/")
+    assert tenant.regex_pos == (ast.Pos(3, 17), ast.Pos(3, 45))
+    assert tenant.default == ast.Value("str", "acme", ast.Pos(3, 65)) and tenant.pos == ast.Pos(3, 3)
+    assert (region.regexes, region.default.value) == ((), 3)
+    assert step.name == "step"  # a keyword is a name where a name is expected
+
+
+def test_a_default_is_a_literal():
+    _, problems = parse("parameters p c {\n  a default $x\n}\n")
+    assert problems and problems[0].line == 2
+    _, problems = parse("parameters p c {\n  a from /(x)/\n}\n")
+    assert problems == []
+
+
+def test_keywords_name_parameters_after_a_default():
+    text = "parameters p c {\n  a default 1\n  when from /(x)/\n  timeout default true\n  step from /(y)/\n}\n"
+    module, problems = parse(text)
+    assert problems == []
+    assert [b.name for b in module.decls[0].items] == ["a", "when", "timeout", "step"]
+
+
+def test_chain_failure_option_and_argument_positions():
+    text = 'chain c parallel fail-fast (t: string) timeout 1m {\n  step a: p cmd with x = $t, y = "z" compensate undo with id = a.id\n}\n'
+    module, problems = parse(text)
+    assert problems == []
+    (chain,) = module.decls
+    assert (chain.kind, chain.on_failure, chain.timeout_ms) == ("parallel", "fail-fast", 60_000)
+    (step,) = chain.items
+    assert step.arg_pos == (ast.Pos(2, 22), ast.Pos(2, 30)) and step.compensate_arg_pos == (ast.Pos(2, 59),)
+    assert [k for k, _ in step.args] == ["x", "y"] and step.compensate_args[0][0] == "id"
+    assert parse("chain c wait-all {\n}\n")[0].decls[0].on_failure == "wait-all"
+    assert parse("chain c parallel {\n}\n")[0].decls[0].on_failure is None
+    _, problems = parse("chain c parallel fail-slow {\n}\n")
+    assert problems and "fail-fast or wait-all" in problems[0].message

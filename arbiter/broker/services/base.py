@@ -7,10 +7,11 @@ from typing import Any, Callable, Mapping, Protocol
 
 from arbiter.broker.chains import ChainDesk
 from arbiter.broker.decision_cache import Decided, DecisionCache
-from arbiter.broker.dispatch import Routed
+from arbiter.broker.dispatch import Dispatcher, Routed
 from arbiter.broker.messages import RouteInput
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import Pending
+from arbiter.project.model import Plugin
 from arbiter.project.snapshot import Snapshot
 from arbiter.routing.match import Health
 from arbiter.routing.pipeline import Router
@@ -21,6 +22,11 @@ class ServiceHost(Protocol):
     settings: Settings
     snapshot: Snapshot
     chains: ChainDesk
+    dispatcher: Dispatcher
+
+    @property
+    def plugins(self) -> Mapping[str, Plugin]: ...
+
     router: Router
     health: Mapping[str, Health]
     decision_cache: DecisionCache

@@ -12,9 +12,12 @@ Command line: ``arbiter request arbiter.route '{"payload": {"text": "..."}}'``, 
 
 from __future__ import annotations
 
+import time
+
 from arbiter.broker import messages
 from arbiter.broker.decision_cache import Decided
 from arbiter.broker.dispatch import Routed
+from arbiter.broker.plans import run_plan
 from arbiter.broker.services.base import ServiceHost
 from arbiter.broker.workers import Pending
 from arbiter.routing.pipeline import Request, new_request_id
@@ -77,6 +80,10 @@ class RouteService:
             return
         patience = messages.seconds_left(route.envelope, host.settings.request_timeout_s)
         deadline = min(pending.deadline, pending.received + patience)
+        if route.collaborate and len(decided.phases) > 1:
+            timeout_ms = int(host.settings.attempt_timeout_s * 1000)
+            run_plan(host, pending, route, decided, request_id, deadline - time.monotonic(), timeout_ms)
+            return
         routed = Routed(
             pending.client,
             pending.service_frame,

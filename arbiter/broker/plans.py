@@ -1,0 +1,112 @@
+"""A routed request's collaboration plan, run: each phase of the decision (the primary builds the
+endpoint, then the platform manager sets up authentication, ...) is a step of a run, through the
+same runner and dispatch as chains, in the plan's order — a phase starts when the phases it
+depends on completed, phases without an order between them at once.
+
+The client's reply carries every phase: its plugin, command, state, result or error; the result
+of the primary's phase is the reply's ``result``, as for a request with one plugin. A caller that
+orchestrates itself asks for the primary only (``payload.collaborate: false``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from arbiter.broker import messages
+from arbiter.broker.chains import ChainDesk
+from arbiter.broker.decision_cache import Decided
+from arbiter.broker.dispatch import Dispatcher
+from arbiter.broker.workers import Pending
+from arbiter.dsl import ir
+from arbiter.dsl.chains import ChainPlan, StepPlan
+from arbiter.orchestration.runner import ChainRun
+from arbiter.project.model import Plugin
+from arbiter.store.decisions import LogEntry
+
+
+class PlanHost(Protocol):
+    chains: ChainDesk
+    dispatcher: Dispatcher
+
+    @property
+    def plugins(self) -> dict[str, Plugin]: ...
+
+    def reply(self, pending: Pending, body: bytes) -> None: ...
+
+    def log_decision(self, entry: LogEntry) -> None: ...
+
+
+def run_plan(
+    host: PlanHost,
+    pending: Pending,
+    route: messages.RouteInput,
+    decided: Decided,
+    request_id: str,
+    patience_s: float,
+    timeout_ms: int,
+) -> ChainRun:
+    """Start the plan's run; the client is answered when it ends."""
+    steps = []
+    for domain, plugin, _needs in decided.phases:
+        primary = plugin == decided.primary and not steps
+        command = route.command if primary and route.command else _command(host, plugin, route.text)
+        params = route.parameters if primary else {}
+        args = tuple(params.items())
+        source = ir.Source("(collaboration plan)", 0)
+        steps.append(StepPlan(domain, plugin, command or "", args, None, timeout_ms, None, None, (), source))  # type: ignore[arg-type]
+    plan = ChainPlan("collaboration", "sequential", (), int(patience_s * 1000), tuple(steps), ir.Source("", 0))
+    needs = {domain: list(after) for domain, _plugin, after in decided.phases}
+    meta: dict[str, Any] = {"requestId": request_id, "dependencies": needs}
+    if route.envelope.get("messageId"):  # a client's retry is the same plan: its phases keep their keys
+        meta["keyBase"] = route.envelope["messageId"]
+    run = host.chains.start(plan, {}, what="plan", meta=meta)
+    host.chains.when_done(run, _answer(host, pending, route, decided, request_id))
+    return run
+
+
+def _command(host: PlanHost, plugin_name: str, text: str) -> str | None:
+    plugin = host.plugins.get(plugin_name)
+    return host.dispatcher.command_for_text(plugin, text) if plugin is not None else None
+
+
+def _answer(
+    host: PlanHost, pending: Pending, route: messages.RouteInput, decided: Decided, request_id: str
+) -> Callable[[ChainRun], None]:
+    def answer(run: ChainRun) -> None:
+        phases = [_phase(step.to_json()) for step in run.steps.values()]
+        first = phases[0] if phases else {}
+        decision = decided.json_for(request_id)
+        outcome: dict[str, Any] = {"status": run.status, "runId": run.run_id, "phases": phases}
+        if run.status == "completed":
+            result = {
+                "plugin": first.get("plugin"),
+                "command": first.get("command"),
+                "decision": decision,
+                "result": first.get("result"),
+                "phases": phases,
+                "runId": run.run_id,
+            }
+            host.reply(pending, messages.success_body(route.envelope, result))
+            outcome["plugin"] = first.get("plugin")
+        else:
+            message = f"the collaboration plan ended {run.status}: {run.error}"
+            body = messages.error_body(
+                route.envelope, "COLLABORATION_FAILED", message, decision=decision, phases=phases, runId=run.run_id
+            )
+            host.reply(pending, body)
+        host.log_decision(decided.row.entry(request_id, outcome, run.status == "completed"))
+
+    return answer
+
+
+def _phase(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "phase": step["name"],
+        "plugin": step["plugin"],
+        "command": step["command"],
+        "status": step["status"],
+        "result": step["result"],
+        "error": step["error"],
+        "tries": step["tries"],
+        "ms": step["ms"],
+    }
