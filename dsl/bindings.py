@@ -71,8 +71,8 @@ def _declared(plugins: Mapping[str, PluginView]) -> dict[BindingKey, dict[str, B
                 )
                 for p in command.parameters
             }
-            if params:
-                table[(plugin.name, command.name)] = params
+            if params:  # two commands of one name: the first, as ``PluginView.command`` finds it
+                table.setdefault((plugin.name, command.name), params)
     return table
 
 

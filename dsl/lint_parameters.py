@@ -16,7 +16,6 @@ import re
 from typing import Callable, Iterator, Sequence
 
 from . import ast, compiler
-from .bindings import regex
 from .diagnostics import did_you_mean
 from .plugin_view import CommandView, ParameterView
 
@@ -107,10 +106,19 @@ def check_step(
             report(path, step.pos, "E306", message, f"add `{name} = ...` after `compensate {undo} with`")
 
 
+def _groups(literal: str) -> int | None:
+    """How many groups a regex literal has; None when it does not compile (E107, the checker's)."""
+    body, _ = compiler.split_regex(literal)
+    try:
+        return re.compile(body).groups
+    except re.error:
+        return None
+
+
 def _binding(report: Report, path: str, item: ast.ParameterBinding, param: ParameterView | None, command: str) -> None:
-    for literal, where in zip(item.regexes, item.regex_pos or (item.pos,) * len(item.regexes)):
-        body, _ = compiler.split_regex(literal)
-        if regex(literal) is None and _compiles(body):
+    positions = item.regex_pos if len(item.regex_pos) == len(item.regexes) else (item.pos,) * len(item.regexes)
+    for literal, where in zip(item.regexes, positions):
+        if _groups(literal) == 0:
             report(
                 path,
                 where,
@@ -126,14 +134,6 @@ def _binding(report: Report, path: str, item: ast.ParameterBinding, param: Param
     problem = type_problem(item.default, param, command) if item.default is not None else None
     if problem and item.default is not None:
         report(path, item.default.pos, "E307", problem, "")
-
-
-def _compiles(body: str) -> bool:
-    try:
-        re.compile(body)
-    except re.error:
-        return False
-    return True
 
 
 def check_bindings(
