@@ -65,7 +65,7 @@ def test_wheel_installs_into_fresh_venv_and_runs(repo: Path, tmp_path: Path):
             str(project),
             "demo",
             "--json",
-            "Build a FastAPI endpoint with MongoDB and Keycloak auth",
+            "Build a FastAPI endpoint for orders with MongoDB and Keycloak auth for tenant acme-corp",
         ],
         capture_output=True,
         text=True,

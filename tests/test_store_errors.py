@@ -267,7 +267,11 @@ def test_store_check_on_a_sound_store(project: Path) -> None:
     assert report["integrity"] == {"quick_check": ["ok"], "integrity_check": ["ok"]}
     assert report["tables"]["routing_decisions"] == 3 and report["tables"]["dead_letters"] == 1
     assert report["sizeBytes"] == path.stat().st_size and report["location"] == str(path)
-    assert text.splitlines()[-1] == "sound" and "routing_decisions" in text and "schema version: 3 (current)" in text
+    assert (
+        text.splitlines()[-1] == "sound"
+        and "routing_decisions" in text
+        and f"schema version: {migrations.SCHEMA_VERSION} (current)" in text
+    )
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
@@ -281,7 +285,7 @@ def test_store_check_reads_an_old_store_without_migrating_it(project: Path) -> N
     con.close()
     code, report, text = check(project)
     assert code == 0 and report["schemaVersion"] == 1 and report["tables"] == {"routing_decisions": 1}
-    assert "older; migrated to 3 when next opened" in text
+    assert f"older; migrated to {migrations.SCHEMA_VERSION} when next opened" in text
     assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall() == [
         ("routing_decisions",),
         ("sqlite_autoindex_routing_decisions_1",),

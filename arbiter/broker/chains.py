@@ -112,6 +112,10 @@ class ChainDesk:
         run = ChainRun(stored["id"], plan, meta.pop("params", {}), self, stored.get("what") or "chain")
         run.resumed = meta.pop("resumed", 0)
         run.meta = {k: v for k, v in meta.items() if k not in ("chainKind", "onFailure")}
+        run.status, run.error = (
+            stored.get("status") or "pending",
+            stored.get("error"),
+        )  # a compensating saga goes on undoing
         restore(run, stored.get("steps") or [])
         self._begin(run, run.resume)
         return run

@@ -22,17 +22,17 @@ import orjson
 
 from arbiter.broker import messages as svc
 from arbiter.broker import resilience as rz
+from arbiter.broker.calls import Calls
 from arbiter.broker.decision_cache import Decided
 from arbiter.broker.workers import Pending
 from arbiter.project.model import Plugin
-from arbiter.routing.commands import CommandIndex
+from arbiter.routing.parameters import BindingTable, Call
 from arbiter.wire import envelope as env
 
 log = logging.getLogger("arbiter.broker")
 
 RESULT_CACHE_SIZE = 2048
 INTERNAL_ERROR_BODY = svc.error_body(None, "INTERNAL_ERROR", "the broker failed on this request; it is logged")
-CHOSEN_CACHE_SIZE = 4096
 
 
 def _iso_at(epoch: float) -> str:
@@ -82,6 +82,7 @@ class Attempt:
     routed: Routed
     plugin: str
     command: str
+    parameters: dict[str, Any]
     started: float
     deadline: float
     dispatcher: Dispatcher
@@ -145,22 +146,26 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.breakers: dict[str, rz.CircuitBreaker] = {}
         self.results: OrderedDict[tuple[str, str, bytes], tuple[Any, float]] = OrderedDict()
-        self.chosen: dict[tuple[str, str], str | None] = {}  # (plugin, text) -> command, per snapshot
-        self.command_indexes: dict[str, CommandIndex] = {}  # plugin -> its commands' terms, per snapshot
+        self.calls = Calls()  # what each plugin is asked: command and parameters, per snapshot
         self.adopt(host.plugins)
 
     # -- breakers -----------------------------------------------------------------------
 
-    def adopt(self, plugins: Mapping[str, Plugin]) -> None:
-        """New snapshot: keep the state of breakers whose policy did not change."""
+    def adopt(
+        self,
+        plugins: Mapping[str, Plugin],
+        bindings: BindingTable | None = None,
+        text_limit: int | None = None,
+    ) -> None:
+        """New snapshot: keep the state of breakers whose policy did not change. ``bindings`` and
+        ``text_limit`` (``max_text_chars``) say how a routed request's parameters are read."""
         fresh: dict[str, rz.CircuitBreaker] = {}
         for name, plugin in plugins.items():
             policy = plugin.error_handling.circuit_breaker
             old = self.breakers.get(name)
             fresh[name] = old if old is not None and old.policy == policy else rz.CircuitBreaker(name, policy)
         self.breakers = fresh
-        self.chosen.clear()
-        self.command_indexes.clear()
+        self.calls.adopt(bindings, text_limit)
 
     def tick(self, now: float) -> None:
         for breaker in self.breakers.values():
@@ -198,24 +203,10 @@ class Dispatcher:
     def _plugin(self, name: str) -> Plugin | None:
         return self.host.plugins.get(name)
 
-    def _command_for(self, routed: Routed, plugin: Plugin) -> str | None:
-        """The requested command where this plugin has it, else its best match for the text."""
-        wanted = routed.route.command
-        if wanted and (routed.stage == 0 or any(c.name == wanted for c in plugin.invocable)):
-            return wanted
-        return self.command_for_text(plugin, routed.route.text)
-
-    def command_for_text(self, plugin: Plugin, text: str) -> str | None:
-        """The plugin's command that reads most like ``text`` (chosen once per text and snapshot)."""
-        key = (plugin.name, text)
-        if key not in self.chosen:  # repeats are common: a text's command is chosen once
-            if len(self.chosen) >= CHOSEN_CACHE_SIZE:
-                self.chosen.clear()
-            index = self.command_indexes.get(plugin.name)
-            if index is None:
-                index = self.command_indexes[plugin.name] = CommandIndex(plugin)
-            self.chosen[key] = index.choose(text)
-        return self.chosen[key]
+    def _call(self, routed: Routed, plugin: Plugin) -> Call:
+        """What the plugin at ``routed.stage`` is asked: the requested command where it has it,
+        else its best match for the text; a chain's step sends the parameters it was given."""
+        return self.calls.call_for(routed.route, plugin, routed.stage == 0, routed.owner is None)
 
     def _next(self, routed: Routed) -> None:
         """Try the plugin at ``routed.stage``, or move on until one takes the request."""
@@ -228,22 +219,29 @@ class Dispatcher:
         while routed.stage < len(routed.plan):
             name = routed.plan[routed.stage]
             plugin = self._plugin(name)
-            command = self._command_for(routed, plugin) if plugin else None
-            if plugin is None or command is None:
+            call = self._call(routed, plugin) if plugin else None
+            if call is None or call.command is None:
                 self._step(routed, name, None, "skipped", "the plugin is gone or has no command", now)
                 self._advance(routed)
                 continue
+            if call.missing:  # only a fallback gets here: the broker asks for the primary's first
+                self._step(routed, name, call.command, "needs-input", "needs " + ", ".join(call.missing), now)
+                self._advance(routed)
+                continue
             deadline = min(routed.deadline, now + (routed.attempt_timeout_s or self.attempt_timeout_s))
-            attempt = Attempt(routed, name, command, now, deadline, self)
+            attempt = Attempt(routed, name, call.command, call.bound.parameters, now, deadline, self)
             breaker = self.breakers.get(name)
             if breaker is not None:
                 allowed, change = breaker.allow(now, attempt, deadline)
                 self._announce(change)
                 if not allowed:
-                    self._step(routed, name, command, "circuit-open", "the circuit breaker is open", now)
+                    self._step(routed, name, call.command, "circuit-open", "the circuit breaker is open", now)
                     self._advance(routed)
                     continue
-            if not self.host.has_workers(name):
+            # A client's request moves on to a fallback at once; a chain's step waits in the queue
+            # for a worker up to its timeout (workers rejoin a restarted broker within a heartbeat,
+            # and a run resumed as the broker starts must not fail for that).
+            if routed.owner is None and not self.host.has_workers(name):
                 if breaker is not None:
                     breaker.forget(attempt)
                 self._failed(attempt, rz.UNAVAILABLE, "NO_WORKER", f"no worker serves '{name}'", count=False)
@@ -263,6 +261,7 @@ class Dispatcher:
             routed.route,
             attempt.plugin,
             attempt.command,
+            attempt.parameters,
             routed.request_id,
             routed.decided.collaborators,
             routed.attempts,
@@ -280,6 +279,10 @@ class Dispatcher:
             return
         self.host.withdraw(attempt)
         waited = time.monotonic() - attempt.started
+        if not self.host.has_workers(attempt.plugin):
+            message = f"no worker of '{attempt.plugin}' came within {waited:.1f}s"
+            self._failed(attempt, rz.UNAVAILABLE, "NO_WORKER", message)
+            return
         self._failed(attempt, rz.TIMEOUT, "TIMEOUT", f"no answer from '{attempt.plugin}' within {waited:.1f}s")
 
     def on_reply(self, attempt: Attempt, body: list[bytes]) -> None:
@@ -386,7 +389,7 @@ class Dispatcher:
             plugin = self._plugin(name)
             if plugin is None:
                 continue
-            command = self._command_for(routed, plugin)
+            command = self._call(routed, plugin).command
             hit = self.results.get(self._cache_key(routed, name, command)) if command else None
             if hit is None or now - hit[1] > plugin.error_handling.fallback.cache_ttl_ms / 1000:
                 continue
@@ -406,7 +409,8 @@ class Dispatcher:
                 routed, [body], {"status": "cached", "plugin": name, "command": command, "degraded": True}, True
             )
             return
-        detail = "; ".join(f"{s['plugin']}: {s['outcome']}" for s in routed.steps) or "no plugin to try"
+        last = {step["plugin"]: step.get("detail") or step["outcome"] for step in routed.steps}  # each one's last word
+        detail = "; ".join(f"{plugin}: {said}" for plugin, said in last.items()) or "no plugin to try"
         body = svc.error_body(
             routed.route.envelope,
             "EXHAUSTED",

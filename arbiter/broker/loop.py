@@ -46,6 +46,7 @@ from arbiter.broker.workers import Pending, Service, WorkerPool, WorkerState
 from arbiter.project.model import Plugin
 from arbiter.project.snapshot import Snapshot
 from arbiter.routing.match import Health
+from arbiter.routing.parameters import BindingTable
 from arbiter.routing.pipeline import Router
 from arbiter.store.decisions import LogEntry
 from arbiter.store.recorder import Recorder
@@ -102,6 +103,7 @@ class Broker:
         self._stopping = False
         self._next_heartbeat = 0.0  # monotonic time of the next round of heartbeats
         self.dispatcher = Dispatcher(self, settings.attempt_timeout_s)
+        self.dispatcher.adopt(snapshot.plugins, BindingTable(snapshot.rules.bindings), router.max_text_chars)
         self.chains = ChainDesk(self)
         # frames to send, the worker they go to (dropped when unreachable), what to count if they fail
         self._outbox: deque[tuple[list[bytes], WorkerState | None, str | None]] = deque()
@@ -254,7 +256,7 @@ class Broker:
         """Serve ``snapshot`` from the next request on (call through :meth:`post`)."""
         old, self.snapshot, self.router = self.router, snapshot, router
         self.decision_cache.clear()
-        self.dispatcher.adopt(snapshot.plugins)
+        self.dispatcher.adopt(snapshot.plugins, BindingTable(snapshot.rules.bindings), router.max_text_chars)
         old.close()
         self.publish("system/reload", self.reloads.swapped(snapshot.fingerprint))
 

@@ -90,7 +90,13 @@ def read_route_input(body: Sequence[bytes]) -> RouteInput:
 
 
 def dispatch_body(
-    route: RouteInput, plugin: str, command: str, request_id: str, collaborators: Sequence[str], retry_count: int = 0
+    route: RouteInput,
+    plugin: str,
+    command: str,
+    parameters: Mapping[str, Any],
+    request_id: str,
+    collaborators: Sequence[str],
+    retry_count: int = 0,
 ) -> bytes:
     """The request the chosen plugin's worker receives: the caller's envelope, re-addressed.
 
@@ -108,7 +114,7 @@ def dispatch_body(
         "messageType": "request",
         "payload": {
             "command": command,
-            "parameters": route.parameters,
+            "parameters": parameters,
             "context": {
                 **((original.get("payload") or {}).get("context") or {}),
                 "text": route.text,

@@ -21,6 +21,7 @@ from arbiter.dsl import ir
 from arbiter.dsl.chains import ChainPlan, StepPlan
 from arbiter.orchestration.runner import ChainRun
 from arbiter.project.model import Plugin
+from arbiter.routing.parameters import Call
 from arbiter.store.decisions import LogEntry
 
 
@@ -36,22 +37,38 @@ class PlanHost(Protocol):
     def log_decision(self, entry: LogEntry) -> None: ...
 
 
+PhaseCall = tuple[str, str, "Call | None"]  # (domain, plugin, what it is asked; None: the plugin is gone)
+
+
+def phase_calls(host: PlanHost, route: messages.RouteInput, decided: Decided) -> list[PhaseCall]:
+    """What each phase's plugin is asked: the primary's phase the request's command and
+    parameters, the others the command that reads most like the text and whose parameters bind,
+    given the request's parameters they declare."""
+    calls: list[PhaseCall] = []
+    for index, (domain, name, _needs) in enumerate(decided.phases):
+        plugin = host.plugins.get(name)
+        first = index == 0 and name == decided.primary
+        call = host.dispatcher.calls.call_for(route, plugin, first, phase=not first) if plugin is not None else None
+        calls.append((domain, name, call))
+    return calls
+
+
 def run_plan(
     host: PlanHost,
     pending: Pending,
     route: messages.RouteInput,
     decided: Decided,
+    calls: list[PhaseCall],
     request_id: str,
     patience_s: float,
     timeout_ms: int,
 ) -> ChainRun:
-    """Start the plan's run; the client is answered when it ends."""
+    """Start the plan's run (``calls``: :func:`phase_calls`, none missing a parameter); the
+    client is answered when it ends."""
     steps = []
-    for domain, plugin, _needs in decided.phases:
-        primary = plugin == decided.primary and not steps
-        command = route.command if primary and route.command else _command(host, plugin, route.text)
-        params = route.parameters if primary else {}
-        args = tuple(params.items())
+    for domain, plugin, call in calls:
+        command = call.command if call is not None else None
+        args = tuple(call.bound.parameters.items()) if call is not None else ()
         source = ir.Source("(collaboration plan)", 0)
         steps.append(StepPlan(domain, plugin, command or "", args, None, timeout_ms, None, None, (), source))  # type: ignore[arg-type]
     plan = ChainPlan("collaboration", "sequential", (), int(patience_s * 1000), tuple(steps), ir.Source("", 0))
@@ -64,11 +81,6 @@ def run_plan(
     return run
 
 
-def _command(host: PlanHost, plugin_name: str, text: str) -> str | None:
-    plugin = host.plugins.get(plugin_name)
-    return host.dispatcher.command_for_text(plugin, text) if plugin is not None else None
-
-
 def _answer(
     host: PlanHost, pending: Pending, route: messages.RouteInput, decided: Decided, request_id: str
 ) -> Callable[[ChainRun], None]:
@@ -76,7 +88,8 @@ def _answer(
         phases = [_phase(step.to_json()) for step in run.steps.values()]
         first = phases[0] if phases else {}
         decision = decided.json_for(request_id)
-        outcome: dict[str, Any] = {"status": run.status, "runId": run.run_id, "phases": phases}
+        status = "success" if run.status == "completed" else run.status  # as a request of one plugin says
+        outcome: dict[str, Any] = {"status": status, "runId": run.run_id, "phases": phases}
         if run.status == "completed":
             result = {
                 "plugin": first.get("plugin"),

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import click
 
 from arbiter.dsl import chains
+from arbiter.orchestration.runner import COMPENSATION_TRIES
 from arbiter.sdk.client import Client, Reply, RequestTimeout
 from arbiter.store import database as state
 from arbiter.store import runs
@@ -61,7 +62,6 @@ REPLY_WAIT_S = 5.0  # a reply that comes at once: --no-wait, resume, cancel
 DEFAULT_WAIT_S = 300.0  # a waited run of a chain this project does not know
 FOLLOW_TIMEOUT_S = 300.0
 WAIT_MARGIN_S = 30.0  # beyond a chain's own bound: the broker's dispatch, fallbacks, a busy queue
-COMPENSATION_TRIES = 3  # what a waited saga may spend undoing each step
 FOLLOW_POLL_S = 0.5
 
 

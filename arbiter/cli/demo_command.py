@@ -36,8 +36,13 @@ def _arbiter(ctx: Context, *args: str) -> list[str]:
 
 
 def _sample_texts(ctx: Context, count: int) -> list[str]:
-    cases, _ = load_cases(case_files([ctx.snapshot().project.rules_dir]))
-    return [c.text for c in cases][:count]
+    """configs/demo.yaml's requests, else the texts of the project's routing test cases."""
+    snapshot = ctx.snapshot()
+    texts = list(snapshot.configs["demo"]["requests"])
+    if not texts:
+        cases, _ = load_cases(case_files([snapshot.project.rules_dir]))
+        texts = [c.text for c in cases]
+    return texts[:count]
 
 
 def _wait_for_services(frontend: str, services: list[str], processes: list[subprocess.Popen]) -> None:
@@ -68,15 +73,19 @@ def _route(client: Client, text: str) -> dict[str, Any]:
     result = payload.get("result") or {}
     decision = result.get("decision") or payload.get("error", {}).get("decision") or {}
     routing = decision.get("routingDecision") or {}
-    phases = (routing.get("collaborationPlan") or {}).get("phases") or []
+    planned = (routing.get("collaborationPlan") or {}).get("phases") or []
+    error = payload.get("error") or {}
+    ran = result.get("phases") or error.get("phases") or []
     return {
         "text": text,
         "plugin": result.get("plugin"),
         "command": result.get("command"),
-        "collaborators": [p["plugin"] for p in phases[1:]],
+        "collaborators": [p["plugin"] for p in planned[1:]],
+        "phases": [{k: p.get(k) for k in ("plugin", "command", "status", "result", "error")} for p in ran],
         "status": payload.get("status"),
-        "error": (payload.get("error") or {}).get("code"),
-        "message": _error_text(payload.get("error") or {}),
+        "error": error.get("code"),
+        "message": _error_text(error),
+        "missing": error.get("missing") or [],
         "result": result.get("result"),
         "nearest": routing.get("candidates") or [],
         "ms": round(elapsed, 1),
@@ -95,17 +104,31 @@ def _print(rows: list[dict[str, Any]]) -> None:
     """What each request did; what a worker answered is escaped, it is not the demo's own text."""
     for row in rows:
         click.echo(f"\n> {printable(row['text'])}")
-        if row["plugin"]:
+        if row["error"] == "NO_ROUTE":
+            nearest = f"; nearest: {', '.join(row['nearest'])}" if row["nearest"] else ""
+            click.echo(printable(f"  no plugin fits (NO_ROUTE){nearest}"))
+        elif row["error"] == "NEEDS_INPUT":
+            click.echo(
+                printable(f"  asks for input (NEEDS_INPUT) in {row['ms']} ms, before any worker: {row['message']}")
+            )
+        elif row["phases"]:
+            click.echo(printable(f"  a plan of {len(row['phases'])} phases in {row['ms']} ms: {row['status']}"))
+            for phase in row["phases"]:
+                click.echo(printable(f"    {phase['plugin']} ran {phase['command']}: {phase['status']}"))
+                _print_result(phase["result"], phase["error"], "      ")
+        elif row["plugin"]:
             team = f" (then {', '.join(row['collaborators'])})" if row["collaborators"] else ""
             click.echo(printable(f"  {row['plugin']}{team} ran {row['command']} in {row['ms']} ms: {row['status']}"))
-            result = row["result"]
-            if row["error"]:
-                click.echo(printable(f"  {row['error']}: {row['message']}"))
-            elif isinstance(result, dict):
-                click.echo(printable("  " + ", ".join(f"{k}={v}" for k, v in list(result.items())[:5])))
+            _print_result(row["result"], row["error"] and f"{row['error']}: {row['message']}", "  ")
         else:
-            nearest = f"; nearest: {', '.join(row['nearest'])}" if row["nearest"] else ""
-            click.echo(printable(f"  no plugin fits ({row['error']}){nearest}"))
+            click.echo(printable(f"  {row['error']}: {row['message']}"))
+
+
+def _print_result(result: Any, error: Any, indent: str) -> None:
+    if error:
+        click.echo(printable(f"{indent}{error}"))
+    elif isinstance(result, dict):
+        click.echo(printable(indent + ", ".join(f"{k}={v}" for k, v in list(result.items())[:5])))
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -121,7 +144,7 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 @click.command("demo")
 @click.argument("texts", nargs=-1)
-@click.option("--count", default=8, show_default=True, help="How many of the project's routing test cases to send.")
+@click.option("--count", default=8, show_default=True, help="How many of the default requests to send.")
 @click.option("--keep", is_flag=True, help="Leave broker and workers running until Ctrl-C.")
 @broker_endpoint_option(help_="Where the demo's broker listens and its workers connect")
 @json_option
@@ -130,11 +153,13 @@ def demo(ctx: Context, texts: tuple[str, ...], count: int, keep: bool, endpoint:
     """Start the broker and a demo worker per plugin, route requests end to end, stop again.
 
     \b
-    TEXT... are the requests to route; by default the first --count cases of the project's
-    rules/*.test.yaml. Every request goes client -> broker (arbiter.route: classify, rules,
-    match, decide, record) -> the chosen plugin's worker -> back. Endpoints come from
-    configs/broker.yaml unless --endpoint moves the frontend (e.g. beside a running broker).
-    Decisions land in the state database (`arbiter decisions`).
+    TEXT... are the requests to route; by default the first --count of configs/demo.yaml's
+    requests (without any, of the project's rules/*.test.yaml cases). Every request goes
+    client -> broker (arbiter.route: classify, rules, match, decide, record, bind the command's
+    parameters) -> the chosen plugin's worker, or each phase of its collaboration plan -> back.
+    A request whose command needs a parameter the text does not state is answered NEEDS_INPUT,
+    naming it. Endpoints come from configs/broker.yaml unless --endpoint moves the frontend
+    (e.g. beside a running broker). Decisions land in the state database (`arbiter decisions`).
     \b
       arbiter demo
       arbiter demo "deploy the release to production on kubernetes with helm"

@@ -178,14 +178,22 @@ class ChainRun:
 
     def resume(self) -> None:
         """Go on after a restart or a failure: completed steps keep their results; a step that
-        was in flight, failed or never started runs again, with the same key."""
+        was in flight, failed or never started runs again, with the same key. A saga that was
+        compensating (or whose compensation failed) goes on compensating: it never runs forward
+        once a step of it was undone."""
         self.resumed += 1
-        self.error = None
         for state in list(self.steps.values()):
             if state.status == "completed" and state.what == "step":
                 self.results[state.name] = state.result
-        self._undo = [s.name for s in self.steps.values() if s.what == "step" and s.status == "completed"]
+        undone = {s.name for s in self.steps.values() if s.what == "compensation" and s.status == "compensated"}
+        done = sorted((s for s in self.steps.values() if s.what == "step" and s.status == "completed"), key=_order)
+        self._undo = [s.name for s in done if s.name not in undone]
         self._in_flight.clear()
+        if self.status in ("compensating", "compensation-failed"):
+            self._set("compensating", "compensating")
+            self._compensate_next()
+            return
+        self.error = None
         self.start()
 
     # -- scheduling ------------------------------------------------------------------------
@@ -374,6 +382,10 @@ class ChainRun:
     def _end(self, status: str, error: str | None) -> None:
         self.ended, self.error = time.time(), error
         self._set(status, "completed" if status == "completed" else "failed")
+
+
+def _order(state: StepState) -> int:
+    return state.order
 
 
 def _find(items: tuple[PlanItem, ...] | list[PlanItem], name: str) -> StepPlan | None:

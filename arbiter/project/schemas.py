@@ -231,6 +231,8 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    # What `arbiter demo` sends when it is given no text (none: the project's routing test cases).
+    "demo": {"requests": {**_STR_LIST, "default": []}},
     "routing": {
         "weights": {
             "type": "dict",

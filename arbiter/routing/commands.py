@@ -28,19 +28,28 @@ class CommandIndex:
     def choose(self, text: str) -> str | None:
         """The command whose name, description and keywords best share the text's terms; the first
         declared wins a tie."""
+        best = self.best(text)
+        return best[0] if best else None
+
+    def best(self, text: str) -> tuple[str, ...]:
+        """The commands that read most like the text: every one with the top score, in declared
+        order (only the first declared when none shares a term). A tie is settled by whose
+        parameters the text states; a command that reads less like the text is never taken
+        for that alone, so a request that states too little is asked for more."""
         if not self.vocab:
-            return None
+            return ()
         wanted = set(terms(text))
         count = len(self.vocab)
         frequency: dict[str, int] = {}
         for words in self.vocab.values():
             for word in words & wanted:
                 frequency[word] = frequency.get(word, 0) + 1
-
-        def score(name: str) -> float:
-            return sum(math.log(1 + count / frequency[w]) for w in self.vocab[name] & wanted)
-
-        return max(self.vocab, key=lambda name: (score(name), -self.order[name]))
+        scores = {
+            name: sum(math.log(1 + count / frequency[w]) for w in words & wanted) for name, words in self.vocab.items()
+        }
+        top = max(scores.values())
+        tied = tuple(name for name in self.vocab if scores[name] == top)
+        return tied if top > 0 else tied[:1]
 
 
 def choose_command(plugin: Plugin, text: str) -> str | None:

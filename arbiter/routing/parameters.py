@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from arbiter.dsl.bindings import Binding, BindingKey
 
@@ -76,15 +76,19 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: dict(v) if isinstance(v, Mapping) else str(v)))
 
 
-def lookup(plugin: str, command: str, bindings: Mapping[BindingKey, tuple[Binding, ...]]) -> tuple[Binding, ...]:
-    """A command's bindings by the name it declares or that name without its ``prefix:``."""
-    found = bindings.get((plugin, command))
-    if found is not None:
-        return found
-    for (owner, name), entries in bindings.items():
-        if owner == plugin and name.split(":")[-1] == command.split(":")[-1]:
-            return entries
-    return ()
+class BindingTable:
+    """The compiled bindings, found by a command's declared name or that name without its
+    ``prefix:`` (``prepare`` finds ``jira:prepare``) in one look-up: made once per snapshot."""
+
+    def __init__(self, bindings: Mapping[BindingKey, tuple[Binding, ...]] | None = None):
+        self.exact = dict(bindings or {})
+        self.short: dict[BindingKey, tuple[Binding, ...]] = {}
+        for (plugin, name), entries in self.exact.items():
+            self.short.setdefault((plugin, name.split(":")[-1]), entries)
+
+    def get(self, plugin: str, command: str) -> tuple[Binding, ...]:
+        found = self.exact.get((plugin, command))
+        return found if found is not None else self.short.get((plugin, command.split(":")[-1]), ())
 
 
 def bind(
@@ -92,17 +96,26 @@ def bind(
     command_name: str,
     text: str,
     given: Mapping[str, Any],
-    bindings: Mapping[BindingKey, tuple[Binding, ...]],
+    bindings: BindingTable | Mapping[BindingKey, tuple[Binding, ...]],
+    declared_only: bool = False,
 ) -> Bound:
     """Fill ``plugin``'s ``command_name`` parameters for a routed request.
 
     Every given parameter is kept as given (a given ``None`` counts as not given); a declared one
     not given is read from ``text`` by its bindings, else takes its default; a required one that
-    is still unbound is in ``missing``. A command nothing is known of keeps what was given."""
-    parameters = {name: value for name, value in given.items() if value is not None}
+    is still unbound is in ``missing``. A command nothing is known of keeps what was given.
+    ``bindings``: a :class:`BindingTable` (a plain mapping is indexed on each call).
+    ``declared_only``: keep only the given parameters the command declares (parameters given for
+    a request's primary, passed on to the plan's other phases)."""
+    table = bindings if isinstance(bindings, BindingTable) else BindingTable(bindings)
+    declared = table.get(plugin, command_name)
+    names = {binding.name for binding in declared}
+    parameters = {
+        name: value for name, value in given.items() if value is not None and (not declared_only or name in names)
+    }
     sources = {name: "given" for name in parameters}
     missing: list[str] = []
-    for binding in lookup(plugin, command_name, bindings):
+    for binding in declared:
         if binding.name in parameters:
             continue
         value = from_text(binding, text) if text else None
@@ -113,3 +126,35 @@ def bind(
         elif binding.required:
             missing.append(binding.name)
     return Bound(parameters, tuple(missing), sources)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one plugin is asked for a routed request: a command (None: it has none) and its
+    parameters as bound, with what is still missing."""
+
+    command: str | None
+    bound: Bound
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return self.bound.missing
+
+
+def call_for(
+    plugin: str,
+    commands: Sequence[str],
+    text: str,
+    given: Mapping[str, Any],
+    bindings: BindingTable,
+    declared_only: bool = False,
+) -> Call:
+    """The first of ``commands`` (best first) whose required parameters all bind; when none
+    does, the first, with what it misses, so the caller can ask for exactly that."""
+    first: Call | None = None
+    for command in commands:
+        call = Call(command, bind(plugin, command, text, given, bindings, declared_only))
+        if not call.missing:
+            return call
+        first = first or call
+    return first or Call(None, Bound({} if declared_only else {k: v for k, v in given.items() if v is not None}))

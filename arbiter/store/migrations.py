@@ -50,7 +50,11 @@ def _to_v3(db: pw.Database) -> None:
 def _to_v4(db: pw.Database) -> None:
     """Version 4 lets tasks take the states of chain runs and their steps (skipped, timed-out,
     compensating, compensated, compensation-failed). A CHECK constraint cannot be altered in place
-    on SQLite: the table is copied into a new one; PostgreSQL replaces the constraint."""
+    on SQLite: the table is copied into a new one; PostgreSQL replaces the constraint. A store
+    made before there were tasks gets the table as it is now."""
+    if not db.table_exists("tasks"):
+        db.create_tables([Task])
+        return
     if isinstance(db, pw.SqliteDatabase):
         _rebuild_sqlite_tasks(db)
         return

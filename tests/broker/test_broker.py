@@ -40,7 +40,7 @@ from arbiter.wire.mdp import DISCONNECT, MDPC01, MDPW01
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE = "Build a FastAPI endpoint with MongoDB and Keycloak auth"
+REFERENCE = "Build a FastAPI endpoint for orders with MongoDB and Keycloak auth for tenant acme-corp"
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,9 @@ def test_route_dispatches_to_the_primary_records_and_publishes(
     with Client(shipped.frontend, timeout=10, retries=0) as client:
         request = route_request(REFERENCE)
         reply = client.request("arbiter.route", request)
-        again = client.request("arbiter.route", route_request(REFERENCE, command="generate-tests"))
+        again = client.request(
+            "arbiter.route", route_request(REFERENCE, command="generate-tests", parameters={"router": "orders"})
+        )
     assert reply.ok, reply.envelope
     result = reply.result
     assert result["plugin"] == "fastapi-backend"

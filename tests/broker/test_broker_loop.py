@@ -21,7 +21,7 @@ from arbiter.wire.mdp import MDPC01, MDPW01, PACKED, READY, TOKEN_BYTES
 pytestmark = pytest.mark.e2e  # the broker's recorder is a process of its own
 
 PLUGIN = "fastapi-backend"
-TEXT = "Build a FastAPI endpoint with MongoDB and Keycloak auth"
+TEXT = "Build a FastAPI endpoint for orders with MongoDB and Keycloak auth for tenant acme-corp"
 
 
 @pytest.fixture
@@ -50,7 +50,9 @@ def route_many(frontend: str, count: int, window: int = 20) -> int:
     joined = status(frontend)["counters"].get("workers-joined", 0)
     worker.send_multipart([b"", MDPW01, READY, PLUGIN.encode(), b"50", PACKED])
     assert wait_counter(frontend, "workers-joined", joined), "the packed worker never joined"
-    body = env.encode({**env.new_request("arbiter.route", "scaffold-endpoint"), "payload": {"text": TEXT}})
+    body = env.encode(
+        {**env.new_request("arbiter.route", "scaffold-endpoint"), "payload": {"text": TEXT, "collaborate": False}}
+    )
     sent = ok = 0
     deadline = time.monotonic() + 60
     try:

@@ -62,7 +62,11 @@ def test_every_request_expired_in_a_flood_is_in_the_dead_letter_queue(tmp_path):
             timeout=60,
             what=f"all {FLOOD} letters stored",
         )
-        writer = status(broker.frontend)["writers"]["deadLetters"]
+        # the rows are committed before the writer's confirmation reaches the broker's counters
+        writer = wait_until(
+            lambda: (w := status(broker.frontend)["writers"]["deadLetters"])["written"] == FLOOD and w,
+            what="the writer's count of letters written",
+        )
         assert writer["dropped"] == 0 and writer["written"] == FLOOD and writer["spilled"] > 0
         assert writer["inSpill"] == 0 and writer["queued"] == 0
         listed = subprocess.run(

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = [
-    "Build a FastAPI endpoint with MongoDB and Keycloak auth",
+    "Build a FastAPI endpoint for orders with MongoDB and Keycloak auth for tenant acme-corp",
     "write a Home Assistant automation for the porch lights at sunset",
     "analyze this RFP and list every obligation and deadline",
     "set up single sign-on with OIDC for our React app",

@@ -22,7 +22,11 @@ def nothing_listens(port: int) -> bool:
 def test_demo_routes_end_to_end_and_cleans_up(tmp_path: Path) -> None:
     ports = [free_port() for _ in range(3)]
     root = make_project(tmp_path, *(f"tcp://127.0.0.1:{p}" for p in ports))
-    texts = ["Build a FastAPI endpoint with MongoDB and Keycloak auth", "write a poem about the sea"]
+    texts = [
+        "Build a FastAPI endpoint for orders with MongoDB and Keycloak auth for tenant acme-corp",
+        "Build a FastAPI endpoint with MongoDB and Keycloak auth",
+        "write a poem about the sea",
+    ]
     done = subprocess.run(
         [sys.executable, "-m", "arbiter", "--root", str(root), "demo", "--json", *texts],
         capture_output=True,
@@ -30,14 +34,25 @@ def test_demo_routes_end_to_end_and_cleans_up(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    first, second = json.loads(done.stdout)
-    assert (first["plugin"], first["status"], first["collaborators"]) == (
+    stated, unstated, poem = json.loads(done.stdout)
+    # the plan ran both phases, each with the parameters its text states
+    assert (stated["plugin"], stated["status"], stated["collaborators"]) == (
         "fastapi-backend",
         "success",
         ["lobbi-platform-manager"],
     )
-    assert first["result"]["plugin"] == "fastapi-backend"
-    assert (second["plugin"], second["error"]) == (None, "NO_ROUTE")
+    assert [(p["plugin"], p["command"], p["status"]) for p in stated["phases"]] == [
+        ("fastapi-backend", "scaffold-endpoint", "completed"),
+        ("lobbi-platform-manager", "configure-keycloak", "completed"),
+    ]
+    assert stated["phases"][1]["result"]["tenantId"] == "acme-corp"
+    # the same request without them is asked for what it lacks, naming each command's parameter
+    assert unstated["error"] == "NEEDS_INPUT" and unstated["phases"] == []
+    assert unstated["missing"] == [
+        {"plugin": "fastapi-backend", "command": "scaffold-endpoint", "missing": ["resource"]},
+        {"plugin": "lobbi-platform-manager", "command": "configure-keycloak", "missing": ["tenantId"]},
+    ]
+    assert (poem["plugin"], poem["error"]) == (None, "NO_ROUTE")
     assert all(nothing_listens(p) for p in ports), "broker still bound after the demo"
     log = (root / ".arbiter" / "demo-broker.log").read_text()
     assert "stopped" in log

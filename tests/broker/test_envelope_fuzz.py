@@ -26,7 +26,7 @@ from arbiter.wire.mdp import HEARTBEAT, MDPC01, MDPW01, READY, REPLY, REQUEST
 
 pytestmark = pytest.mark.e2e
 
-ROUTED_TEXT = "Build a FastAPI endpoint with MongoDB and Keycloak auth"
+ROUTED_TEXT = "Build a FastAPI endpoint for orders with MongoDB and Keycloak auth for tenant acme-corp"
 MAX_BYTES = 32_768
 OVERRIDES = {
     "request_timeout_ms": 800,

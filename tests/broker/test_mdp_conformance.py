@@ -955,7 +955,7 @@ def test_explain_and_route(broker: Broker, sockets: list[zmq.Socket], client: Cl
 
     worker = start_worker(broker, sockets, client, plugin)
     caller = RawClient(broker, sockets)
-    request = route_request(ROUTED_TEXT, parameters={"issueKey": "PROJ-1"})
+    request = route_request(ROUTED_TEXT, parameters={"issueKey": "PROJ-1"}, collaborate=False)
     caller.send("arbiter.route", env.encode(request))
     address, dispatched = _request_with_id(worker, request["messageId"])
     worker.reply(address, env.encode(env.success_reply(dispatched, plugin, {"handled": dispatched["payload"]})))
@@ -969,6 +969,55 @@ def test_explain_and_route(broker: Broker, sockets: list[zmq.Socket], client: Cl
     assert result["plugin"] == plugin and result["command"] == dispatched["payload"]["command"]
     assert result["decision"]["routingDecision"]["primaryPlugin"] == plugin
     assert result["result"] == {"handled": dispatched["payload"]}
+
+
+def test_a_routed_request_that_states_too_little_is_asked_for_more(
+    broker: Broker, sockets: list[zmq.Socket], client: Client
+) -> None:
+    """The command's required parameter is neither given nor in the text: the client gets
+    NEEDS_INPUT naming it, no worker receives anything, and the decision row says so."""
+    worker = start_worker(broker, sockets, client, "jira-orchestrator")
+    caller = RawClient(broker, sockets)
+    request = route_request(ROUTED_TEXT, collaborate=False)
+    caller.send("arbiter.route", env.encode(request))
+    error = error_of(caller.recv(), "arbiter.route")["payload"]["error"]
+    assert error["code"] == "NEEDS_INPUT" and "issueKey" in error["message"], error
+    assert error["missing"][0]["plugin"] == "jira-orchestrator" and error["missing"][0]["missing"] == ["issueKey"]
+    assert error["decision"]["routingDecision"]["primaryPlugin"] == "jira-orchestrator"
+    assert worker.recv(0.5) is None, "a request that misses a required parameter reached the worker"
+    worker.send(DISCONNECT)
+    sql = f"SELECT outcome FROM routing_decisions WHERE request_id = '{error['decision']['requestId']}'"
+    (outcome,) = broker_helpers.wait_until(lambda: broker_helpers.rows_once(broker.root, sql), what="the decision row")[
+        0
+    ]
+    assert orjson.loads(outcome)["status"] == "needs-input"
+
+
+@pytest.mark.parametrize(
+    "text,given,expected",
+    [
+        ("start work on PROJ-42 in jira, the login bug", {}, {"issueKey": "PROJ-42"}),  # said in the text
+        ("start work on PROJ-42 in jira, the login bug", {"issueKey": "OPS-7"}, {"issueKey": "OPS-7"}),  # given wins
+    ],
+)
+def test_a_parameter_the_text_states_reaches_the_worker(
+    broker: Broker,
+    sockets: list[zmq.Socket],
+    client: Client,
+    text: str,
+    given: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    worker = start_worker(broker, sockets, client, "jira-orchestrator")
+    caller = RawClient(broker, sockets)
+    request = route_request(text, parameters=given, collaborate=False)
+    caller.send("arbiter.route", env.encode(request))
+    address, dispatched = _request_with_id(worker, request["messageId"])
+    worker.reply(address, env.encode(env.success_reply(dispatched, "jira-orchestrator", {"ok": True})))
+    reply = orjson.loads(caller.recv()[3])
+    worker.send(DISCONNECT)
+    assert reply["payload"]["status"] == "success", reply
+    assert dispatched["payload"]["parameters"] == expected
 
 
 def _request_with_id(worker: RawWorker, message_id: str) -> tuple[bytes, dict[str, Any]]:

@@ -43,9 +43,15 @@ def replace_file(path: Path, content: str | bytes) -> None:
 
 
 def route(client: Client) -> dict[str, Any]:
+    """The plugin the broker's rules chose for the probe text: the one that ran it, or the one
+    whose command the broker asked input for (the probe states no command parameters)."""
     request = env.new_request("arbiter.route", "route", timeout_ms=20_000)
-    request["payload"] = {"text": PROBE_TEXT}
-    return client.request("arbiter.route", request).result
+    request["payload"] = {"text": PROBE_TEXT, "collaborate": False}
+    reply = client.request("arbiter.route", request)
+    if reply.ok:
+        return reply.result
+    assert reply.error["code"] == "NEEDS_INPUT", reply.error
+    return {"plugin": reply.error["decision"]["routingDecision"]["primaryPlugin"]}
 
 
 class Load:

@@ -8,9 +8,11 @@ import pytest
 from arbiter.dsl.bindings import Binding
 from arbiter.dsl.program import load_rules
 
+from arbiter.project.model import Component, Plugin
 from arbiter.project.plugins import load_plugins
 from arbiter.project.snapshot import build_snapshot
-from arbiter.routing.parameters import Bound, bind, convert
+from arbiter.routing.commands import CommandIndex
+from arbiter.routing.parameters import BindingTable, Bound, Call, bind, call_for, convert
 
 
 def _re(*patterns: str, flags: int = 0) -> tuple[re.Pattern[str], ...]:
@@ -200,3 +202,56 @@ def test_shipped_bindings_read_the_texts_that_state_a_value(shipped_bindings, pl
 )
 def test_shipped_bindings_do_not_guess(shipped_bindings, plugin, command, text, missing):
     assert bind(plugin, command, text, {}, shipped_bindings).missing == missing
+
+
+def test_the_table_finds_a_command_by_its_name_or_short_name_and_declared_only_drops_the_rest():
+    table = BindingTable(TABLE)
+    assert table.get("ops", "ops:scale") is table.get("ops", "scale") is table.get("ops", "x:scale")
+    assert table.get("ops", "restart") == () and table.get("nobody", "scale") == ()
+    given = {"ticket": "OPS-2", "tenantId": "acme", "replicas": 3}
+    kept = bind("ops", "scale", "scale web", given, table, declared_only=True)
+    assert "tenantId" not in kept.parameters and kept.parameters["ticket"] == "OPS-2"
+    assert kept.parameters["replicas"] == 3 and kept.missing == ()
+    assert bind("ops", "restart", "", given, table, declared_only=True) == Bound()
+
+
+def test_call_for_takes_the_first_command_whose_required_parameters_bind():
+    table = BindingTable(
+        {
+            **TABLE,
+            ("ops", "ops:status"): (Binding("service", "string", True, _re(r"status of ([\w-]+)")),),
+            ("ops", "ops:restart"): (Binding("service", "string", True, _re(r"restart ([\w-]+)")),),
+        }
+    )
+    # the first command misses its parameters, the second binds them all
+    call = call_for("ops", ("ops:status", "ops:restart"), "restart web", {}, table)
+    assert call == Call("ops:restart", Bound({"service": "web"}, (), {"service": "text"}))
+    # none binds: the first, with what it misses, so the caller can ask for exactly that
+    call = call_for("ops", ("ops:status", "ops:restart"), "do something", {}, table)
+    assert call.command == "ops:status" and call.missing == ("service",)
+    # given parameters satisfy any command
+    assert call_for("ops", ("ops:status",), "", {"service": "db"}, table).missing == ()
+    # a plugin with nothing invocable: no command, the given parameters (unless declared only)
+    assert call_for("ops", (), "", {"a": 1, "b": None}, table) == Call(None, Bound({"a": 1}))
+    assert call_for("ops", (), "", {"a": 1}, table, declared_only=True) == Call(None, Bound())
+
+
+def _plugin(*commands: tuple[str, str]) -> Plugin:
+    parts = tuple(Component("command", name, "p", f"commands/{name}.md", description=text) for name, text in commands)
+    return Plugin("p", "plugins/p", "claude", commands=parts)
+
+
+def test_best_keeps_every_command_tied_at_the_top_in_declared_order():
+    index = CommandIndex(
+        _plugin(
+            ("open-ticket", "open a ticket in the tracker"),
+            ("close-ticket", "close a ticket in the tracker"),
+            ("sync-board", "sync the sprint board"),
+        )
+    )
+    assert index.best("a ticket in the tracker please") == ("open-ticket", "close-ticket")
+    assert index.choose("a ticket in the tracker please") == "open-ticket"
+    assert index.best("close the ticket") == ("close-ticket",)
+    # nothing shared: only the first declared, never every command
+    assert index.best("bake a cake") == ("open-ticket",)
+    assert CommandIndex(_plugin()).best("anything") == () and CommandIndex(_plugin()).choose("x") is None

@@ -4,8 +4,10 @@ Request: an envelope whose payload holds ``text`` (required), ``files``, ``from`
 plugin, for its routing ACLs), and optionally the ``command`` and ``parameters`` for the worker.
 Reply: a success envelope whose ``result`` holds the worker's result, the plugin and command that
 produced it, the decision, and the dispatch steps when it took more than one try; ``NO_ROUTE``
-(with the decision's nearest candidates) when no plugin fits; the dispatcher's errors otherwise
-(``EXHAUSTED``, ``PLUGIN_ERROR``, ...).
+(with the decision's nearest candidates) when no plugin fits; ``NEEDS_INPUT`` (naming each
+command's missing parameters) when a required parameter is neither given nor stated in the text,
+before any worker sees the request; the dispatcher's errors otherwise (``EXHAUSTED``,
+``PLUGIN_ERROR``, ...).
 Every request's decision is recorded and published on ``routing/decision``.
 Command line: ``arbiter request arbiter.route '{"payload": {"text": "..."}}'``, ``arbiter demo``.
 """
@@ -17,9 +19,10 @@ import time
 from arbiter.broker import messages
 from arbiter.broker.decision_cache import Decided
 from arbiter.broker.dispatch import Routed
-from arbiter.broker.plans import run_plan
+from arbiter.broker.plans import PhaseCall, phase_calls, run_plan
 from arbiter.broker.services.base import ServiceHost
 from arbiter.broker.workers import Pending
+from arbiter.routing.parameters import Call
 from arbiter.routing.pipeline import Request, new_request_id
 
 
@@ -78,11 +81,17 @@ class RouteService:
             host.reply(pending, body)
             host.log_decision(decided.row.entry(request_id, {"status": "no-route"}, False))
             return
+        plan = route.collaborate and len(decided.phases) > 1
+        calls = phase_calls(host, route, decided) if plan else self._primary_call(host, route, decided.primary)
+        wanting = [_wanting(plugin, call) for _domain, plugin, call in calls if call is not None and call.missing]
+        if wanting:
+            self._needs_input(host, pending, route, decided, request_id, wanting)
+            return
         patience = messages.seconds_left(route.envelope, host.settings.request_timeout_s)
         deadline = min(pending.deadline, pending.received + patience)
-        if route.collaborate and len(decided.phases) > 1:
+        if plan:
             timeout_ms = int(host.settings.attempt_timeout_s * 1000)
-            run_plan(host, pending, route, decided, request_id, deadline - time.monotonic(), timeout_ms)
+            run_plan(host, pending, route, decided, calls, request_id, deadline - time.monotonic(), timeout_ms)
             return
         routed = Routed(
             pending.client,
@@ -96,6 +105,33 @@ class RouteService:
             pending,
         )
         host.start_routed(routed)
+
+    @staticmethod
+    def _primary_call(host: ServiceHost, route: messages.RouteInput, primary: str) -> list[PhaseCall]:
+        plugin = host.plugins.get(primary)
+        return [("", primary, host.dispatcher.calls.call_for(route, plugin, True))] if plugin is not None else []
+
+    @staticmethod
+    def _needs_input(
+        host: ServiceHost,
+        pending: Pending,
+        route: messages.RouteInput,
+        decided: Decided,
+        request_id: str,
+        wanting: list[dict],
+    ) -> None:
+        """Ask for what the request lacks instead of sending a worker a request it would refuse."""
+        said = "; ".join(f"{w['plugin']} {w['command']} needs {', '.join(w['missing'])}" for w in wanting)
+        message = f"{said}: give it in payload.parameters or say it in the text"
+        decision = decided.json_for(request_id)
+        body = messages.error_body(route.envelope, "NEEDS_INPUT", message, decision=decision, missing=wanting)
+        host.reply(pending, body)
+        outcome = {"status": "needs-input", "plugin": decided.primary, "missing": wanting}
+        host.log_decision(decided.row.entry(request_id, outcome, False))
+
+
+def _wanting(plugin: str, call: Call) -> dict:
+    return {"plugin": plugin, "command": call.command, "missing": list(call.missing)}
 
 
 def _event(decided: Decided, request_id: str, cached: bool) -> dict:
