@@ -164,8 +164,8 @@ class ChainDesk:
     def changed(self, run: ChainRun, step: StepState | None, event: str) -> None:
         if self.detached:
             return
-        self.host.keep_task(_run_row(run) if step is None else _step_row(run, step))
         topic = f"orchestration/chain/{run.plan.name}/{run.run_id}/{event}"
+        self.host.keep_task({**(_run_row(run) if step is None else _step_row(run, step)), "topic": topic})
         if self.host.wants(topic):
             data = {"runId": run.run_id, "chain": run.plan.name, "status": run.status}
             if step is not None:

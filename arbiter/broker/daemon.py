@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from arbiter.broker import deciders, keepers
 from arbiter.broker.loop import Broker
 from arbiter.broker.reload import Reloader
 from arbiter.broker.settings import Settings
@@ -44,6 +45,7 @@ def build_broker(
     settings = Settings.of(snapshot.configs["broker"], **endpoints)
     batch_s = snapshot.configs["state"]["batch_ms"] / 1000
     retention = Retention.of(snapshot.configs["state"]["retention"], parse_ms)
+    retention = retention.with_events(snapshot.configs["state"]["event_retention"], parse_ms)
     recorder = Recorder(database_url, snapshot.project.root, interval_s=batch_s, retention=retention)
     broker = Broker(
         snapshot,
@@ -67,7 +69,11 @@ def build_broker(
     except Exception as exc:
         broker.decisions.close(timeout=2)  # type: ignore[union-attr]  # its process must not outlive us
         raise StartupError(f"cannot bind: {exc} (is another broker running on these endpoints?)") from exc
-    broker.start_deciders(settings.deciders)
+    if settings.deciders > 0:  # 0: decisions are made on the loop
+        broker.deciders = deciders.for_project(settings.deciders, settings, snapshot.project).start(broker.pool)
+    if settings.state_keepers > 0:  # 0: arbiter.state answers UNAVAILABLE
+        keeping = keepers.for_project(settings.state_keepers, settings, snapshot.project.root, database_url)
+        broker.keepers = keeping.start(broker.pool)
     broker.chains.resume_stored(runs.unfinished(), snapshot.rules.chains)
     return broker, reloader
 
@@ -103,8 +109,9 @@ def close_broker(broker: Broker, reloader: Reloader) -> None:
     """After :meth:`Broker.run` returned: stop what :func:`build_broker` started, writing
     everything the writers still hold."""
     reloader.close()
-    if broker.deciders is not None:
-        broker.deciders.stop()
+    for group in (broker.deciders, broker.keepers):
+        if group is not None:
+            group.stop()
     for writer in (broker.decisions, broker.dead_letters):
         if writer is not None:
             writer.close()

@@ -28,15 +28,15 @@ from typing import Any, Callable, Mapping
 import orjson
 import zmq
 
-from arbiter.broker import deciders, shutdown
+from arbiter.broker import deciders, keepers, shutdown
 from arbiter.broker import messages as svc
 from arbiter.broker.admission import Admission
 from arbiter.broker.chains import ChainDesk
 from arbiter.broker.clients import Clients
-from arbiter.broker.deciders import Deciders
 from arbiter.broker.decision_cache import Decided, DecisionCache
 from arbiter.broker.dispatch import Attempt, Dispatcher, Routed
 from arbiter.broker.events import EventHub
+from arbiter.broker.helpers import HelperGroup
 from arbiter.broker.messages import RouteInput
 from arbiter.broker.reload import ReloadRecord
 from arbiter.broker.resilience import Transition
@@ -45,7 +45,7 @@ from arbiter.broker.status import report
 from arbiter.broker.workers import Pending, Service, WorkerPool, WorkerState
 from arbiter.project.model import Plugin
 from arbiter.project.snapshot import Snapshot
-from arbiter.routing.match import Health
+from arbiter.routing.match import Health, health_of
 from arbiter.routing.parameters import BindingTable
 from arbiter.routing.pipeline import Router
 from arbiter.store.decisions import LogEntry
@@ -89,6 +89,7 @@ class Broker:
         self.pool = WorkerPool(self, self.clients, settings)
         self.decision_cache = DecisionCache()
         self.health: dict[str, Health] = {}
+        self.rates: dict[str, float] = {}  # plugin -> learned success rate (the recorder's word)
         self.reloads = ReloadRecord(snapshot.fingerprint, self.counters)
         self.started = time.time()
         self.frontend: zmq.Socket | None = None
@@ -110,7 +111,8 @@ class Broker:
         self._outbox_since = 0.0  # when the oldest message in the outbox was queued
         # the open message to each batched worker, still in the outbox, which further requests join
         self._batches: dict[bytes, tuple[WorkerState, list[bytes]]] = {}
-        self.deciders: Deciders | None = None
+        self.deciders: HelperGroup | None = None
+        self.keepers: HelperGroup | None = None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -208,7 +210,17 @@ class Broker:
         recorder = self.decisions
         assert recorder is not None
         recorder.flush()
+        if recorder.learned != self.rates:  # the registry learned: routing sees a rate that moved a step
+            self.rates = dict(recorder.learned)
+            self._new_health()
         self.call_at(time.monotonic() + max(MIN_FLUSH_S, recorder.interval_s), self._flush_decisions)
+
+    def _new_health(self) -> None:
+        """Circuits or learned rates changed: decisions made under the old health are forgotten."""
+        health = health_of(self.dispatcher.circuits(), self.rates)
+        if health != self.health:
+            self.health = health
+            self.decision_cache.clear()
 
     def call_at(self, when: float, action: Callable[[], None]) -> None:
         """Run ``action`` on the loop thread at monotonic time ``when`` (loop thread only)."""
@@ -224,8 +236,10 @@ class Broker:
             self.pool.heartbeat(now)
         self.dispatcher.tick(now)
         self.pool.expire(now)
-        if self.deciders is not None and not self._stopping:
-            self.deciders.watch()
+        if not self._stopping:
+            for group in (self.deciders, self.keepers):
+                if group is not None:
+                    group.watch()
         if self._stopping and not self.admission.pending_total:
             self._running = False
 
@@ -356,12 +370,9 @@ class Broker:
     def start_routed(self, routed: Routed) -> None:
         self.dispatcher.start(routed)
 
-    def start_deciders(self, count: int) -> None:
-        """Start ``count`` decider processes (after :meth:`bind`); 0 decides on the loop."""
-        if count > 0:
-            self.deciders = Deciders.for_project(count, self.settings, self.snapshot.project)
-            self.pool.internal[self.deciders.service] = deciders.SERVICE
-            self.deciders.start()
+    def ask_keeper(self, pending: Pending, operation: bytes, done: Callable[[list[bytes]], None]) -> bool:
+        fail = partial(self.clients.fail, pending)
+        return self.keepers is not None and keepers.ask(self.keepers, self.pool, pending, operation, done, fail)
 
     def ask_decider(
         self, pending: Pending, route: RouteInput, request_id: str, done: Callable[[Decided | None], None]
@@ -369,10 +380,8 @@ class Broker:
         if self.deciders is None:
             return False
         circuits = self.dispatcher.circuits()
-        body = deciders.request_body(
-            self.snapshot.fingerprint, request_id, route.text, route.files, route.caller, circuits
-        )
-        return self.deciders.ask(self.pool, pending, body, done, lambda *why: self.clients.fail(pending, *why))
+        body = deciders.request_body(self.snapshot.fingerprint, request_id, route, circuits, self.rates)
+        return deciders.ask(self.deciders, self.pool, pending, body, done, partial(self.clients.fail, pending))
 
     def reply(self, pending: Pending, body: bytes) -> None:
         self.clients.reply(pending, body)
@@ -411,18 +420,8 @@ class Broker:
         """Publish it, and let the matcher see it from the next decision on."""
         log.warning("circuit of %s: %s -> %s (%s)", change.plugin, change.old, change.new, change.reason)
         self.counters[f"circuit-{change.new}"] += 1
-        self.health = {name: Health(circuit=state) for name, state in self.dispatcher.circuits().items()}
-        self.decision_cache.clear()
-        self.publish(
-            f"plugin/{change.plugin}/circuit-breaker",
-            {
-                "plugin": change.plugin,
-                "state": change.new,
-                "previous": change.old,
-                "reason": change.reason,
-                "failures": change.failures,
-            },
-        )
+        self._new_health()
+        self.publish(f"plugin/{change.plugin}/circuit-breaker", change.event())
         if self.decisions is not None:
             plugin = self.snapshot.plugins.get(change.plugin)
             self.decisions.submit_circuit(change.plugin, plugin.version if plugin else "?", change.new, change.reason)

@@ -10,6 +10,7 @@ orchestrates itself asks for the primary only (``payload.collaborate: false``).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Protocol
 
 from arbiter.broker import messages
@@ -89,7 +90,8 @@ def _answer(
         first = phases[0] if phases else {}
         decision = decided.json_for(request_id)
         status = "success" if run.status == "completed" else run.status  # as a request of one plugin says
-        outcome: dict[str, Any] = {"status": status, "runId": run.run_id, "phases": phases}
+        took = round((time.monotonic() - pending.received) * 1000, 2)
+        outcome: dict[str, Any] = {"status": status, "runId": run.run_id, "phases": phases, "durationMs": took}
         if run.status == "completed":
             result = {
                 "plugin": first.get("plugin"),

@@ -38,6 +38,11 @@ class Transition:
     reason: str
     failures: int
 
+    def event(self) -> dict[str, object]:
+        """As ``plugin/<name>/circuit-breaker`` announces it."""
+        return {"plugin": self.plugin, "state": self.new, "previous": self.old, "reason": self.reason,
+                "failures": self.failures}  # fmt: skip
+
 
 @dataclass
 class CircuitBreaker:

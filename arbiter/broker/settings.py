@@ -23,6 +23,7 @@ class Settings:
     max_deliveries: int = 3  # deliveries of one request to workers that were lost while holding it
     deciders: int = 0  # decider processes (configs/broker.yaml ``deciders``, ``auto`` resolved)
     decider_priority: str = "idle"  # idle | low | normal (deciders.lower_priority)
+    state_keepers: int = 1  # processes serving arbiter.state (keepers)
 
     @property
     def worker_patience_s(self) -> float:
@@ -48,6 +49,7 @@ class Settings:
             max_deliveries=limits.get("max_deliveries", 3),
             deciders=decider_count(config.get("deciders", "auto")),
             decider_priority=config.get("decider_priority", "idle"),
+            state_keepers=config.get("state_keepers", 1),
         )
 
 

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from arbiter.broker.admission import Admission
 from arbiter.broker.chains import ChainDesk
-from arbiter.broker.deciders import Deciders
 from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.events import EventHub
+from arbiter.broker.helpers import HelperGroup
 from arbiter.broker.reload import ReloadRecord
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import WorkerPool
@@ -38,7 +38,8 @@ class StatusSource(Protocol):
     dropped: Counter[str]
     reloads: ReloadRecord
     started: float
-    deciders: Deciders | None
+    deciders: HelperGroup | None
+    keepers: HelperGroup | None
 
 
 def report(broker: StatusSource) -> dict[str, Any]:
@@ -65,7 +66,8 @@ def report(broker: StatusSource) -> dict[str, Any]:
         "circuits": {name: b.to_json(time.monotonic()) for name, b in broker.dispatcher.breakers.items()},
         "routedInFlight": len(broker.dispatcher.inflight),
         "chainRuns": len(broker.chains.runs),
-        "deciders": _deciders(broker.deciders),
+        "deciders": _helpers(broker.deciders),
+        "stateKeepers": _helpers(broker.keepers),
         "events": broker.events.stats() if broker.events else {},
         "writers": _writers(broker),
         "limits": {
@@ -93,10 +95,8 @@ def _services(pool: WorkerPool) -> dict[str, Any]:
     }
 
 
-def _deciders(deciders: Deciders | None) -> dict[str, Any]:
-    if deciders is None:
-        return {"processes": 0, "running": 0, "restarts": 0}
-    return {"processes": deciders.count, "running": len(deciders.pids()), "restarts": deciders.restarts}
+def _helpers(group: HelperGroup | None) -> dict[str, Any]:
+    return {"processes": 0, "running": 0, "restarts": 0} if group is None else group.status()
 
 
 def _writers(broker: StatusSource) -> dict[str, Any]:

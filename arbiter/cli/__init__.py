@@ -23,6 +23,7 @@ from .dsl_commands import fmt, lint
 from .project_commands import agents, check_config, plugins
 from .routing_commands import decisions, explain, route, test_cmd
 from .sdk_commands import request, workers
+from .state_commands import locks, log, state
 from .store_commands import store
 
 
@@ -58,6 +59,7 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter status | arbiter events [TOPIC]... | arbiter dlq list
       arbiter store check                  is the state database sound?
     arbiter chain run NAME --param K=V   run a chain of rules/*.arb; chain list|show|status|runs
+    arbiter state get|put|cas|incr|list  shared context through the broker; locks list; log
     \b
     Any other ecosystem, e.g. plain Claude Code plugins:
       arbiter --plugins-dir ../claude-plugins plugins list --json
@@ -78,3 +80,5 @@ for command in (demo, broker, workers, request, status, events, dlq):
     main.add_command(command)
 main.add_command(store)
 main.add_command(chain)
+for command in (state, locks, log):
+    main.add_command(command)

@@ -10,11 +10,10 @@ error from the broker, 2 usage.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import click
 
@@ -52,6 +51,7 @@ from .common import (
     endpoint_option,
     json_option,
     pass_context,
+    project_store,
     summarize_diagnostics,
     unknown_name,
 )
@@ -140,7 +140,7 @@ def resolve_run(ctx: Context, run_id: str) -> tuple[str, str | None]:
     """A run id completed from the store as ``status`` completes it, with its chain; an id the
     store does not know (or cannot be read for) goes to the broker as given."""
     try:
-        with _store(ctx):
+        with project_store(ctx):
             row = runs.get(run_id)
         return row["id"], row["name"]
     except runs.RunNotFound:
@@ -152,17 +152,6 @@ def resolve_run(ctx: Context, run_id: str) -> tuple[str, str | None]:
 
 
 # -- the store ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _store(ctx: Context) -> Iterator[None]:
-    """The project's state store (configs/state.yaml), closed again when the command ends."""
-    snap = ctx.snapshot()
-    state.open_store(snap.configs["state"]["database"], snap.project.root)
-    try:
-        yield
-    finally:
-        state.close_store()
 
 
 def _find_run(run_id: str) -> dict[str, Any]:
@@ -375,7 +364,7 @@ def status(ctx: Context, run_id: str, follow_: bool, timeout: float, as_json: bo
       arbiter chain status run_0661a8ebd18f --follow        (a unique prefix will do)
       arbiter chain status run_0661a8ebd18f --follow --json
     """
-    with _store(ctx):
+    with project_store(ctx):
         run = _find_run(run_id)
         if not as_json:
             click.echo("\n".join(status_lines(run)))
@@ -407,7 +396,7 @@ def runs_cmd(ctx: Context, last: int, chain_name: str | None, as_json: bool) -> 
       arbiter chain runs
       arbiter chain runs --last 5 --chain tenant-onboarding --json
     """
-    with _store(ctx):
+    with project_store(ctx):
         listed = [stored_run(runs.get(row["id"])) for row in runs.recent(last, chain=chain_name)]
     plans = ctx.snapshot().rules.chains
     for run in listed:

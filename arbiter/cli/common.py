@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import click
 
@@ -124,6 +125,17 @@ def broker_endpoint(ctx: Context, endpoint: str | None, which: str = "frontend")
         )
     configured = (sections.get("broker") or {}).get("endpoints") or {}
     return str(configured.get(which) or default_endpoint(which))
+
+
+@contextlib.contextmanager
+def project_store(ctx: Context) -> Iterator[None]:
+    """The project's state store (configs/state.yaml), closed again when the command ends."""
+    snap = ctx.snapshot()
+    state.open_store(snap.configs["state"]["database"], snap.project.root)
+    try:
+        yield
+    finally:
+        state.close_store()
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")

@@ -9,37 +9,24 @@ that got no reply (or an error reply), 2 usage.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import json
 import re
 import sys
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
 from arbiter.dsl.durations import parse_timedelta as parse_duration
 from arbiter.sdk.client import Client, Reply, RequestTimeout
-from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
 from arbiter.wire import envelope as env
 
-from .common import Context, broker_endpoint, echo_json, endpoint_option, json_option, pass_context
+from .common import Context, broker_endpoint, echo_json, endpoint_option, json_option, pass_context, project_store
 from .tables import printable, table
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SHOW_LIMIT = 4000  # characters of a frame shown to people; --json has everything
-
-
-@contextlib.contextmanager
-def _store(ctx: Context) -> Iterator[None]:
-    """The project's state store (configs/state.yaml), closed again when the command ends."""
-    snap = ctx.snapshot()
-    state.open_store(snap.configs["state"]["database"], snap.project.root)
-    try:
-        yield
-    finally:
-        state.close_store()
 
 
 def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
@@ -79,7 +66,7 @@ def dlq() -> None:
 @pass_context
 def list_cmd(ctx: Context, service: str | None, reason: str | None, last: int, as_json: bool) -> None:
     """List dead letters, most recent failure first."""
-    with _store(ctx):
+    with project_store(ctx):
         rows = letters.list_letters(last, service=service, reason=reason)
     if as_json:
         echo_json(rows)
@@ -123,7 +110,7 @@ def _frame_text(frame: dict[str, Any]) -> str:
 @pass_context
 def show(ctx: Context, letter_id: str, as_json: bool) -> None:
     """Show one dead letter (ID or a unique prefix) with its body frames."""
-    with _store(ctx):
+    with project_store(ctx):
         try:
             letter = letters.get(letter_id)
         except LookupError as exc:
@@ -197,7 +184,7 @@ def replay(
     gets no reply or gets an error reply.
     """
     url = broker_endpoint(ctx, endpoint)
-    with _store(ctx), Client(url, timeout=timeout, retries=retries, source="arbiter-dlq") as client:
+    with project_store(ctx), Client(url, timeout=timeout, retries=retries, source="arbiter-dlq") as client:
         outcomes = [_replay_one(client, letter_id) for letter_id in letter_ids]
     if as_json:
         echo_json(outcomes)
@@ -242,7 +229,7 @@ def purge(
     if letter_ids and all_:
         raise click.UsageError("give IDs or --all, not both")
     ids = list(letter_ids) or None
-    with _store(ctx):
+    with project_store(ctx):
         try:
             matching = letters.purge(ids, older_than, service, dry_run=True)
             if matching and not yes:

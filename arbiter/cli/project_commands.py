@@ -7,6 +7,8 @@ from typing import Any
 import click
 
 from arbiter.project.model import Component, Plugin, thaw
+from arbiter.store import agents as agents_store
+from arbiter.store import database as state
 
 from .common import (
     Context,
@@ -14,6 +16,7 @@ from .common import (
     json_option,
     pass_context,
     print_diagnostics,
+    project_store,
     summarize_diagnostics,
     unknown_name,
 )
@@ -120,19 +123,47 @@ def agents() -> None:
 @json_option
 @pass_context
 def agents_list(ctx: Context, plugin_name: str | None, as_json: bool) -> None:
-    """List agents with their plugin, model and description."""
+    """List agents with their plugin, model and description, and what the broker learned of each
+    plugin's work: its success rate and p50/p95 time over its recent tries, per command too."""
     snap = ctx.snapshot()
     if plugin_name and plugin_name not in snap.plugins:
         raise unknown_name("plugin", plugin_name, snap.plugins)
     found = snap.agents(plugin_name)
+    learned = _learned(ctx, plugin_name)
+    plugin_wide = {row["plugin"]: row for row in learned if row["name"] == agents_store.PLUGIN_ROW}
     if as_json:
-        echo_json([_component_json(a) for a in found])
+        echo_json([dict(_component_json(a), learned=plugin_wide.get(a.plugin)) for a in found])
         return
-    rows = [[a.plugin, a.name, a.model or "-", a.description] for a in found]
-    columns = ["PLUGIN", "AGENT", "MODEL", "DESCRIPTION"]
+    rows = [[a.plugin, a.name, a.model or "-", _rate(plugin_wide.get(a.plugin)), a.description] for a in found]
+    columns = ["PLUGIN", "AGENT", "MODEL", "SUCCESS", "DESCRIPTION"]
     click.echo("\n".join(table(columns, rows, limits={"DESCRIPTION": DESCRIPTION_WIDTH}, rule=True)))
     click.echo(f"\n{len(rows)} agents")
+    if learned:
+        rows = [[r["plugin"], r["name"], r["calls"], _rate(r), r["p50Ms"], r["p95Ms"]] for r in learned]
+        click.echo("\nLearned from the broker's dispatches (over the latest tries of each):")
+        numeric = {"TRIES", "SUCCESS", "P50 MS", "P95 MS"}
+        columns = ["PLUGIN", "COMMAND", "TRIES", "SUCCESS", "P50 MS", "P95 MS"]
+        click.echo("\n".join(table(columns, rows, numeric=numeric, rule=True)))
     summarize_diagnostics(snap)
+
+
+def _learned(ctx: Context, plugin: str | None) -> list[dict[str, Any]]:
+    """The registry's rows; none when the store has none yet or cannot be read (the list of agents
+    stands without them). A listing makes no store where there is none."""
+    snap = ctx.snapshot()
+    path = state.sqlite_path(snap.configs["state"]["database"], snap.project.root)
+    if path is not None and not path.exists():
+        return []
+    try:
+        with project_store(ctx):
+            return agents_store.registry(plugin)
+    except Exception as exc:
+        click.echo(f"note: learned figures unavailable ({exc})", err=True)
+        return []
+
+
+def _rate(row: dict[str, Any] | None) -> str:
+    return "-" if row is None or row["successRate"] is None else f"{row['successRate']:.0%}"
 
 
 @click.command("check-config")

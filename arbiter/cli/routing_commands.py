@@ -13,11 +13,11 @@ import click
 from arbiter.dsl.durations import DurationError, parse_ms, parse_timedelta
 from arbiter.routing.cases import load_cases, run_cases
 from arbiter.routing.explain import render, render_recorded
-from arbiter.routing.match import Health
+from arbiter.routing.match import Health, health_of
 from arbiter.routing.pipeline import Request, Router
+from arbiter.store import agents, retention
 from arbiter.store import database as state
 from arbiter.store import decisions as record
-from arbiter.store import retention
 from arbiter.store.recorder import Recorder
 
 from .common import Context, echo_json, json_option, pass_context, print_diagnostics
@@ -117,25 +117,27 @@ def _explain_recorded(ctx: Context, request_id: str, as_json: bool) -> None:
         click.echo(render_recorded(printable_fields(shown)), nl=False)
 
 
-def _saved_circuits(ctx: Context) -> dict[str, dict]:
-    """Circuits the broker last recorded as not closed; explain shows the plugin as the broker would.
-    A store that cannot be opened or read is the command's error (one line, exit 1), as for every
-    command: routing on without the broker's circuit states would answer unlike the broker."""
+def _saved_health(ctx: Context) -> tuple[dict[str, dict], dict[str, float]]:
+    """Circuits the broker last recorded as not closed, and the success rates the registry
+    learned; explain shows the plugins as the broker would. A store that cannot be opened or read
+    is the command's error (one line, exit 1), as for every command: routing on without them
+    would answer unlike the broker."""
     try:
         _open_store(ctx)
-        return record.saved_circuits()
-    except Exception as exc:  # circuit states the store holds but cannot be read: route without them
+        return record.saved_circuits(), agents.plugin_rates()
+    except Exception as exc:  # what the store holds but cannot be read: route without it
         if state.store_failure(exc) is not None:
             raise
-        click.echo(f"note: circuit states unavailable ({exc})", err=True)
-        return {}
+        click.echo(f"note: circuit states and learned success rates unavailable ({exc})", err=True)
+        return {}, {}
 
 
 def _circuit_health(ctx: Context) -> tuple[dict[str, dict], dict[str, Health]]:
-    """The circuits the broker last recorded as not closed, and the plugin health they mean:
-    explain, route and test all route with it, so they give one answer, the broker's."""
-    circuits = _saved_circuits(ctx)
-    return circuits, {name: Health(circuit=info["circuit"]) for name, info in circuits.items()}
+    """The circuits the broker last recorded as not closed, and the plugin health they and the
+    learned success rates mean: explain, route and test all route with it, so they give one
+    answer, the broker's."""
+    circuits, rates = _saved_health(ctx)
+    return circuits, health_of({name: info["circuit"] for name, info in circuits.items()}, rates)
 
 
 def _circuit_lines(circuits: dict[str, dict]) -> list[str]:

@@ -204,6 +204,8 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
         },
         # idle: deciders use only cores nothing else wants; low: nice 10; normal: as the broker
         "decider_priority": {"type": "string", "allowed": ["idle", "low", "normal"], "default": "idle"},
+        # processes serving arbiter.state (shared context, locks, the event log); 0: none
+        "state_keepers": {"type": "integer", "min": 0, "max": 16, "default": 1},
         "dispatch": {
             "type": "dict",
             "default": {},
@@ -228,6 +230,15 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             "schema": {
                 "max_age": {**_DURATION, "nullable": True, "default": "30d"},
                 "max_rows": {"type": "integer", "min": 1, "nullable": True, "default": 1_000_000},
+            },
+        },
+        # How long the event log keeps events (oldest first); null: no limit of that kind.
+        "event_retention": {
+            "type": "dict",
+            "default": {},
+            "schema": {
+                "max_age": {**_DURATION, "nullable": True, "default": "7d"},
+                "max_rows": {"type": "integer", "min": 1, "nullable": True, "default": 5_000_000},
             },
         },
     },

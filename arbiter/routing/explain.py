@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from arbiter.routing.pipeline import RoutingResult
+from arbiter.routing.team import AgentMatch
 
 
 def _ms(value: int) -> str:
@@ -102,12 +103,19 @@ def team_section(r: RoutingResult) -> list[str]:
     team = r.team
     lines = ["Agent team"]
     if team.coordinator:
-        lines.append(f"  coordinator  {team.coordinator.agent.id}")
+        lines.append(f"  coordinator  {team.coordinator.agent.id}{_learned(team.coordinator)}")
     for domain, m in team.specialists:
-        lines.append(f"  {domain:<12} {m.agent.id}  ({', '.join(m.matched[:4])})")
+        lines.append(f"  {domain:<12} {m.agent.id}  ({', '.join(m.matched[:4])}){_learned(m)}")
     if not team.coordinator and not team.specialists:
         lines.append("  (none)")
     return lines
+
+
+def _learned(m: AgentMatch) -> str:
+    """The learned figure that moved an agent's score, when one did."""
+    if m.success_rate == 1.0:
+        return ""
+    return f"  score x{m.success_rate:.2f}: {m.agent.plugin}'s success rate over its recent tries"
 
 
 def render(r: RoutingResult) -> str:

@@ -36,15 +36,38 @@ class Health:
     circuit: str = "closed"  # closed | open | half-open
     availability: float = 1.0
     latency_ms: float | None = None
+    success_rate: float | None = None  # learned from the plugin's recent outcomes (None: none yet)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "circuit": self.circuit}
         if self.latency_ms is not None:
             out["latency"] = self.latency_ms
+        if self.success_rate is not None:
+            out["successRate"] = self.success_rate
         return out
 
 
 UP = Health()
+RATE_STEP = 0.05  # learned success rates move routing in steps this big, not with every outcome
+
+
+def step_rate(rate: float) -> float:
+    """A learned success rate as routing uses it: down to a multiple of :data:`RATE_STEP`, so a
+    rate that wobbles between two outcomes does not change decisions (or empty their cache)."""
+    return round(int(rate / RATE_STEP + 1e-9) * RATE_STEP, 2)
+
+
+def health_of(circuits: Mapping[str, str], rates: Mapping[str, float]) -> dict[str, Health]:
+    """Each plugin's health as routing reads it: its circuit (when not closed) and its learned
+    success rate (stepped; when it is below 1)."""
+    names = set(circuits) | {name for name, rate in rates.items() if step_rate(rate) < 1.0}
+    return {
+        name: Health(
+            circuit=circuits.get(name, "closed"),
+            success_rate=step_rate(rates[name]) if name in rates and step_rate(rates[name]) < 1.0 else None,
+        )
+        for name in names
+    }
 
 
 @dataclass(frozen=True)

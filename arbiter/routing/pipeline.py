@@ -175,7 +175,7 @@ class Router:
             self.snapshot.plugins,
             self.settings,
         )
-        team = self._team(c, decision)
+        team = self._team(c, decision, health)
         decision = replace(decision, estimated_cost=team.total_cost)  # one cost: the team's (see cost.py)
         t4 = time.perf_counter()
         timings = {
@@ -189,7 +189,7 @@ class Router:
             request, c, evaluation, rule_error, scores, decision, team, timings, self.snapshot.rules.hash
         )
 
-    def _team(self, c: Classification, decision: Decision) -> AgentTeam:
+    def _team(self, c: Classification, decision: Decision, health: Mapping[str, Health]) -> AgentTeam:
         if decision.primary_plugin is None:
             return AgentTeam(None, (), 0.0)
         plan = decision.collaboration_plan
@@ -199,8 +199,9 @@ class Router:
             else (Phase(c.domain_names[0] if c.domain_names else "general", decision.primary_plugin),)
         )
         capabilities = list(c.domain_names) + [x.name for x in c.contexts]
+        rates = {name: h.success_rate for name, h in health.items() if h.success_rate is not None}
         return build_team(
-            self.registry, phases, c.terms, capabilities, c.files, self.settings.coordinator, c.complexity
+            self.registry, phases, c.terms, capabilities, c.files, self.settings.coordinator, c.complexity, rates
         )
 
     def why_not(self, result: RoutingResult, plugin: str) -> list[str]:

@@ -45,6 +45,7 @@ class AgentMatch:
     agent: AgentEntry
     score: float
     matched: tuple[str, ...]
+    success_rate: float = 1.0  # what the score was multiplied by: the plugin's learned rate, or 1
 
     def to_json(self, role: str) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class AgentMatch:
             "model": self.agent.model,
             "score": round(self.score, 2),
             "matched": list(self.matched),
+            "successRate": self.success_rate,
         }
 
 
@@ -129,7 +131,10 @@ class AgentRegistry:
         capabilities: Collection[str],
         files: Sequence[str],
         category: str | None = None,
+        rates: Mapping[str, float] | None = None,
     ) -> AgentMatch:
+        """The seed's formula: evidence, a bonus for an available agent, times the success rate —
+        the plugin's, learned from what its workers did (``rates``), else the agent's own."""
         score, matched = 0.0, []
         term_set = terms if isinstance(terms, (set, frozenset)) else set(terms)
         if category and agent.category == category:
@@ -151,7 +156,8 @@ class AgentRegistry:
         relevant = score > 0
         if agent.status == "available" and relevant:
             score += 10
-        return AgentMatch(agent, score * agent.success_rate, tuple(matched))
+        rate = (rates or {}).get(agent.plugin, agent.success_rate)
+        return AgentMatch(agent, score * rate, tuple(matched), rate)
 
     def find(
         self,
@@ -160,12 +166,13 @@ class AgentRegistry:
         files: Sequence[str] = (),
         plugin: str | None = None,
         category: str | None = None,
+        rates: Mapping[str, float] | None = None,
     ) -> list[AgentMatch]:
         """Agents ranked for the request, best first; agents with no evidence are left out. The
         request's terms become a set once, not once per agent."""
         pool = [a for a in self.agents if plugin is None or a.plugin == plugin]
         term_set = frozenset(terms)
-        found = [self.score(a, term_set, capabilities, files, category) for a in pool]
+        found = [self.score(a, term_set, capabilities, files, category, rates) for a in pool]
         return sorted((m for m in found if m.score > 0), key=lambda m: (-m.score, m.agent.id))
 
 
@@ -177,18 +184,19 @@ def build_team(
     files: Sequence[str],
     coordinator_plugin: str,
     complexity: str,
+    rates: Mapping[str, float] | None = None,
 ) -> AgentTeam:
     """A coordinator (the coordinator plugin's orchestration agent) when there is more than one
     phase, and one specialist per phase; its cost follows :mod:`arbiter.routing.cost`."""
     coordinator = None
     if len(phases) > 1:
-        ranked = registry.find(terms, capabilities, files, coordinator_plugin, category="orchestration")
+        ranked = registry.find(terms, capabilities, files, coordinator_plugin, category="orchestration", rates=rates)
         coordinator = ranked[0] if ranked else None
     specialists: list[tuple[str, AgentMatch]] = []
     models = [registry.model_of(coordinator, coordinator_plugin)] if len(phases) > 1 else []
     for phase in phases:
         wanted = set(capabilities) | {phase.domain}
-        ranked = registry.find(terms, wanted, files, phase.plugin)
+        ranked = registry.find(terms, wanted, files, phase.plugin, rates=rates)
         if coordinator is not None:
             ranked = [m for m in ranked if m.agent.id != coordinator.agent.id]
         if ranked:

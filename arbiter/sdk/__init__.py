@@ -1,5 +1,5 @@
 """Talking to a broker from Python: the client (Lazy Pirate), the worker, and demo workers for
 the shipped plugins.
 
-May import: arbiter.project, arbiter.wire.
+May import: arbiter.project, arbiter.state, arbiter.wire.
 """

@@ -464,12 +464,18 @@ class Worker:
             self._socket.send_multipart([b"", MDPW01, command])
 
     def _drain(self, wake_rx: zmq.Socket) -> None:
-        """On stop: wait (bounded) for in-flight jobs and deliver their replies before DISCONNECT."""
+        """On stop: wait (bounded) for in-flight jobs and deliver their replies before DISCONNECT,
+        heartbeating meanwhile: a broker that heard nothing for its liveness window would take us
+        for dead and hand what we are finishing to another worker, which would run it again."""
         deadline = time.monotonic() + self.drain_timeout
+        next_heartbeat = time.monotonic() + self.heartbeat_interval
         while self._inflight > 0 and time.monotonic() < deadline:
             if wake_rx.poll(100, zmq.POLLIN):
                 self._drain_wakeups(wake_rx)
             self._flush()
+            if time.monotonic() >= next_heartbeat:
+                self._send_command(HEARTBEAT)
+                next_heartbeat = time.monotonic() + self.heartbeat_interval
 
     def _wake(self) -> None:
         with self._wake_lock:

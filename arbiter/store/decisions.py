@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
+import orjson
 import peewee as pw
 
 from arbiter.store import database as state
@@ -86,6 +87,8 @@ def decision_row(decision: Mapping[str, Any], origin: str, max_stored_chars: int
         "timings": decision.get("timings"),
         "outcome": decision.get("outcome"),
         "success": decision.get("success"),
+        "actual_duration": decision.get("actualDuration"),
+        "actual_cost": decision.get("actualCost"),
         "origin": origin,
         "created_at": models.now(),
     }
@@ -98,9 +101,20 @@ SHARED_COLUMNS = ("classification", "capability_scores", "collaboration_plan", "
 
 
 _FIELDS: tuple[pw.Field, ...] = tuple(models.RoutingDecision._meta.fields[c] for c in ROW_COLUMNS)
-_ID, _REQUEST_ID, _OUTCOME, _SUCCESS, _CREATED_AT = (
-    ROW_COLUMNS.index(c) for c in ("id", "request_id", "outcome", "success", "created_at")
+_ID, _REQUEST_ID, _OUTCOME, _SUCCESS, _CREATED_AT, _COST, _ACTUAL_COST, _ACTUAL_DURATION = (
+    ROW_COLUMNS.index(c)
+    for c in (
+        "id",
+        "request_id",
+        "outcome",
+        "success",
+        "created_at",
+        "estimated_cost",
+        "actual_cost",
+        "actual_duration",
+    )
 )
+REACHED = ("success", "error", "timeout")  # tries a worker worked on: each costs a task
 _SHARED = tuple(ROW_COLUMNS.index(c) for c in SHARED_COLUMNS)
 
 
@@ -165,9 +179,26 @@ def entry_values(entry: LogEntry) -> tuple[Any, ...]:
     values[_REQUEST_ID] = request_id
     values[_OUTCOME] = outcome
     values[_SUCCESS] = _FIELDS[_SUCCESS].db_value(success)
+    values[_ACTUAL_DURATION], values[_ACTUAL_COST] = actuals(outcome, values[_COST])
     moment = dt.datetime.fromtimestamp(created, dt.timezone.utc).replace(tzinfo=None)
     values[_CREATED_AT] = _FIELDS[_CREATED_AT].db_value(moment)
     return tuple(values)
+
+
+def actuals(outcome_json: str | None, estimated_cost: float | None) -> tuple[int | None, float | None]:
+    """What the request took, next to the estimate: its time from admission to answer, and its
+    cost — the estimate is the price of one try per phase, so each phase is charged for the tries
+    a worker actually worked on (a retry or a fallback costs a task more; an unanswered request
+    none)."""
+    outcome = orjson.loads(outcome_json) if outcome_json else {}
+    duration = outcome.get("durationMs")
+    phases = outcome.get("phases")
+    if phases:
+        tries, planned = sum(p.get("tries") or 0 for p in phases), len(phases)
+    else:
+        tries, planned = sum(s.get("outcome") in REACHED for s in outcome.get("steps") or ()), 1
+    cost = None if estimated_cost is None else round(estimated_cost * tries / planned, 4)
+    return (None if duration is None else round(duration)), cost
 
 
 ROWS_PER_STATEMENT = 100  # 2,000 parameters; SQLite allows 32,766 and PostgreSQL 65,535

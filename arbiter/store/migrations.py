@@ -7,7 +7,7 @@ their history away.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -17,12 +17,16 @@ from arbiter.store.models import (
     V2_DECISION_COLUMNS,
     DeadLetter,
     DeadLetterRepeat,
+    DistributedLock,
+    Event,
+    LockFence,
     Meta,
     RoutingDecision,
+    SharedContext,
     Task,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _migrator(db: pw.Database) -> Any:
@@ -76,7 +80,58 @@ def _rebuild_sqlite_tasks(db: pw.Database) -> None:
         db.execute_sql('ALTER TABLE "tasks_v4" RENAME TO "tasks"')
 
 
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3, 3: _to_v4}
+# Version 4's rows as version 5 holds them: an old event's topic is made of what it was about
+# (``<aggregate type>/<aggregate id>/<event type>``), in the order the events happened; an old
+# lease takes its resource's first fencing token.
+_V4_EVENTS = """
+INSERT INTO "events" ("topic", "event_type", "aggregate_type", "aggregate_id", "payload", "metadata", "timestamp")
+SELECT SUBSTR(COALESCE("aggregate_type", '') || '/' || COALESCE("aggregate_id", '') || '/'
+              || COALESCE("event_type", ''), 1, 255),
+       COALESCE("event_type", ''), COALESCE("aggregate_type", ''), COALESCE("aggregate_id", ''),
+       COALESCE("payload", 'null'), "metadata", COALESCE("timestamp", CURRENT_TIMESTAMP)
+FROM "events_v4" ORDER BY "timestamp", "id"
+"""
+_V4_LOCKS = """
+INSERT INTO "distributed_locks" ("resource_id", "lock_holder", "lock_type", "token", "acquired_at", "expires_at",
+                                 "metadata")
+SELECT "resource_id", "lock_holder", "lock_type", 1, COALESCE("acquired_at", "expires_at"), "expires_at", "metadata"
+FROM "distributed_locks_v4"
+"""
+_V4_FENCES = """
+INSERT INTO "lock_fences" ("resource_id", "last_token") SELECT DISTINCT "resource_id", 1 FROM "distributed_locks_v4"
+"""
+
+
+def _to_v5(db: pw.Database) -> None:
+    """Version 5 is shared state: an event log numbered in the order events were committed, leases
+    that several readers may hold on one resource, and the fencing counter of each resource. The
+    seed's ``events`` and ``distributed_locks`` change their primary keys, which neither database
+    alters in place: their rows are set aside, the tables made anew and the rows copied back.
+    A store made before these tables existed gets them as they are now."""
+    with db.atomic():
+        db.create_tables([LockFence, SharedContext], safe=True)
+        _remake(db, DistributedLock, [_V4_LOCKS, _V4_FENCES])
+        _remake(db, Event, [_V4_EVENTS])
+
+
+def _remake(db: pw.Database, model: type[pw.Model], copies: Sequence[str]) -> None:
+    """Make ``model``'s table anew, running ``copies`` while the old rows wait in ``<table>_v4``.
+    A temporary table, so the new table's constraints and indexes can take their usual names
+    (PostgreSQL keeps a renamed table's index names) and nothing is left behind."""
+    table = model._meta.table_name
+    if not db.table_exists(table):
+        db.create_tables([model])
+        return
+    aside = f"{table}_v4"
+    db.execute_sql(f'CREATE TEMPORARY TABLE "{aside}" AS SELECT * FROM "{table}"')
+    db.execute_sql(f'DROP TABLE "{table}"')
+    db.create_tables([model])
+    for sql in copies:
+        db.execute_sql(sql)
+    db.execute_sql(f'DROP TABLE "{aside}"')
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3, 3: _to_v4, 4: _to_v5}
 
 
 def schema_version(db: pw.Database) -> int:

@@ -135,6 +135,9 @@ class AgentRecord(BaseModel):
 
 
 class SharedContext(BaseModel):
+    """Shared context entries (:mod:`arbiter.store.context`): ``context_type`` is the entry's scope
+    and ``owner_plugin`` its owner."""
+
     id = pw.CharField(primary_key=True, default=new_id)
     context_type = pw.CharField(index=True)
     key = pw.CharField()
@@ -182,22 +185,56 @@ class RoutingDecision(BaseModel):
 
 
 class DistributedLock(BaseModel):
-    resource_id = pw.CharField(primary_key=True)
+    """One holder's lease on a resource (version 5): several readers may share a resource, so the
+    key is the pair. ``token`` is the fencing token the grant drew from :class:`LockFence`."""
+
+    resource_id = pw.CharField()
     lock_holder = pw.CharField()
     lock_type = pw.CharField(constraints=[pw.Check("lock_type IN ('read', 'write')")])
+    token = pw.BigIntegerField()
     acquired_at = pw.DateTimeField(default=now)
     expires_at = pw.DateTimeField()
     metadata = JSONField(null=True)
 
     class Meta:
         table_name = "distributed_locks"
+        primary_key = pw.CompositeKey("resource_id", "lock_holder")
+
+
+class LockFence(BaseModel):
+    """The fencing counter of a resource (version 5): the last token granted on it. Rows are never
+    deleted, so tokens keep growing across expiry and release, and a lease that lapsed is told
+    apart from the one granted after it."""
+
+    resource_id = pw.CharField(primary_key=True)
+    last_token = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "lock_fences"
+
+
+class SequenceField(pw.BigAutoField):
+    """An auto-increment key that is never given twice. SQLite, without AUTOINCREMENT, gives the
+    highest number again once that row is deleted (a log pruned to nothing would restart at 1 and
+    readers following it by number would skip what came next); PostgreSQL sequences never do."""
+
+    def ddl(self, ctx: Any) -> Any:
+        node = super().ddl(ctx)
+        bound = self.model._meta.database
+        if isinstance(getattr(bound, "obj", bound), pw.SqliteDatabase):
+            return pw.NodeList((node, pw.SQL("AUTOINCREMENT")))
+        return node
 
 
 class Event(BaseModel):
-    id = pw.CharField(primary_key=True, default=new_id)
+    """The event log (version 5): append-only, numbered in the order events were committed
+    (:mod:`arbiter.store.events`)."""
+
+    seq = SequenceField()
+    topic = pw.CharField(index=True)
     event_type = pw.CharField()
-    aggregate_id = pw.CharField()
     aggregate_type = pw.CharField()
+    aggregate_id = pw.CharField(max_length=512)  # a context entry's is its scope and key
     payload = JSONField()
     metadata = JSONField(null=True)
     timestamp = pw.DateTimeField(default=now)
@@ -242,5 +279,5 @@ class DeadLetterRepeat(BaseModel):
 
 
 SEED_MODELS = [PluginRecord, Task, AgentRecord, SharedContext, RoutingDecision, DistributedLock, Event]
-MODELS = [Meta, *SEED_MODELS, DeadLetter, DeadLetterRepeat]
+MODELS = [Meta, *SEED_MODELS, DeadLetter, DeadLetterRepeat, LockFence]
 V2_DECISION_COLUMNS = ("user_input", "capability_scores", "agent_team", "rules_hash", "origin", "timings", "outcome")

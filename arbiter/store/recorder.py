@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -186,8 +187,10 @@ class Recorder(Tally):
         self._unconfirmed: dict[int, Message] = {}  # sent, not yet confirmed written
         self._held = 0  # decision rows in the three above
         self._seq = itertools.count(1)
+        self._key = uuid.uuid4().hex  # with the sequence number, a batch's name in the event log
         self._next_flush = 0.0
         self.restarts = 0
+        self.learned: dict[str, float] = {}  # plugin -> success rate, as the registry last said
         self.dead_letters = DeadLetters(self, max_letters, Spill(Path(root) / ".arbiter") if spill else None)
         if self.dead_letters.spill is not None:
             for item in self.dead_letters.spill.adopt_orphans():  # spilled by a broker that died
@@ -303,7 +306,8 @@ class Recorder(Tally):
     def _batch(self) -> None:
         if self._runs:
             runs, self._runs, self._open, self._pending = self._runs, [], None, 0
-            self._unsent.append(Message.batch(next(self._seq), runs))
+            seq = next(self._seq)
+            self._unsent.append(Message.batch(seq, runs, f"{self._key}:{seq}"))
             self._send_waiting()
 
     def _send_waiting(self) -> None:
@@ -320,9 +324,10 @@ class Recorder(Tally):
     def _read_confirmations(self) -> None:
         while True:
             try:
-                seq, error, letters_error = orjson.loads(self._sock.recv(zmq.NOBLOCK))
+                seq, error, letters_error, rates = orjson.loads(self._sock.recv(zmq.NOBLOCK))
             except zmq.Again:
                 return
+            self.learned.update(rates)
             message = self._unconfirmed.pop(seq, None)
             if message is not None:  # else a confirmation from before a restart, of a batch re-sent
                 self._confirmed(message, error, letters_error)

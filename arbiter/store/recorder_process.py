@@ -1,5 +1,6 @@
 """The recorder process: it writes what the broker records — decision rows, circuit states, dead
-letters — into the state store, a batch per transaction, and confirms each batch by its sequence
+letters, chain runs — into the state store with their events in the event log
+(:mod:`.event_rows`), a batch per transaction, and confirms each batch by its sequence
 number; between batches it applies the decision log's retention. The broker's side is
 :class:`arbiter.store.recorder.Recorder`; what travels between the two is here.
 
@@ -22,11 +23,11 @@ from typing import Any, Callable
 import orjson
 import zmq
 
+from arbiter.store import agents, event_rows, runs
 from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
 from arbiter.store import decisions as record
 from arbiter.store import retention as keeping
-from arbiter.store import runs
 
 log = logging.getLogger("arbiter.store.recorder")
 
@@ -49,22 +50,24 @@ class Message:
     seq: int
     rows: int  # decision rows in it, released from ``queued`` when it is confirmed
     letters: tuple[Any, ...]  # its dead letters: kept, to be spilled should the database refuse them
-    data: bytes  # pickled (BATCH, seq, runs) or (CLOSE, seq, None)
+    data: bytes  # pickled (BATCH, seq, runs, key) or (CLOSE, seq, None, None)
 
     @classmethod
-    def batch(cls, seq: int, runs: list[Run]) -> Message:
+    def batch(cls, seq: int, runs: list[Run], key: str) -> Message:
+        """``key`` names the batch for good (the broker's recorder and the sequence number), so a
+        batch sent again after a restart is known in the event log."""
         rows, letter_items = 0, []
         for kind, items in runs:
             if kind == ROWS:
                 rows += len(items)
             elif kind == LETTERS:
                 letter_items += items
-        data = pickle.dumps((BATCH, seq, runs), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps((BATCH, seq, runs, key), protocol=pickle.HIGHEST_PROTOCOL)
         return cls(seq, rows, tuple(letter_items), data)
 
     @classmethod
     def close(cls, seq: int) -> Message:
-        return cls(seq, 0, (), pickle.dumps((CLOSE, seq, None), protocol=pickle.HIGHEST_PROTOCOL))
+        return cls(seq, 0, (), pickle.dumps((CLOSE, seq, None, None), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _write_rows(entries: list[record.LogEntry]) -> None:
@@ -89,16 +92,45 @@ WRITERS: dict[str, Callable[[list[Any]], None]] = {
 }
 
 
-def write(runs: list[Run]) -> None:
+EVENTS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    ROWS: event_rows.decision_event,
+    CIRCUITS: event_rows.circuit_event,
+    LETTERS: event_rows.letter_event,
+    TASKS: event_rows.task_event,
+}
+
+
+def write(runs: list[Run], key: str) -> dict[str, float]:
     """Apply one batch to the database, in order, in one transaction (tried again while the
-    database is busy). A re-sent batch the dead recorder had written changes nothing."""
-    state.with_retries(_write_batch, runs)
+    database is busy), its events in the event log last. A re-sent batch the dead recorder had
+    written changes nothing. Returns the plugins' success rates the batch changed."""
+    return state.with_retries(_write_batch, runs, key)
 
 
-def _write_batch(runs: list[Run]) -> None:
+def _write_batch(runs: list[Run], key: str) -> dict[str, float]:
+    """The batch's rows, what the registry learns from them, their events (last: see
+    :func:`event_rows.log_batch`); returns the success rates of the plugins it taught about."""
     with state.writing():
         for kind, items in runs:
             WRITERS[kind](items)
+        logged = [EVENTS[kind](item) for kind, items in runs for item in items]
+        if event_rows.logged(logged, key):
+            return {}
+        rates = agents.learn(_outcomes(runs))
+        event_rows.log_batch(logged, key)
+        return rates
+
+
+def _outcomes(runs: list[Run]) -> list[agents.Outcome]:
+    """What each plugin did: a routed request's tries (its decision row), a chain's or a plan's
+    steps that ended (their task rows)."""
+    found: list[agents.Outcome] = []
+    for kind, items in runs:
+        if kind == ROWS:
+            found += [o for entry in items for o in agents.outcomes_of(entry[3])]
+        elif kind == TASKS:
+            found += [o for row in items if (o := agents.step_outcome(row)) is not None]
+    return found
 
 
 def serve(endpoint: str, database_url: str, root: Path, retention: keeping.Retention | None = None) -> int:
@@ -119,11 +151,11 @@ def serve(endpoint: str, database_url: str, root: Path, retention: keeping.Reten
     try:
         while True:
             if sock.poll(int(min(PARENT_CHECK_S, upkeep.wait_s()) * 1000)):
-                kind, seq, runs = pickle.loads(sock.recv())
+                kind, seq, runs, key = pickle.loads(sock.recv())
                 if kind == CLOSE:
-                    sock.send(orjson.dumps((seq, None, None)))
+                    sock.send(orjson.dumps((seq, None, None, {})))
                     return 0
-                sock.send(orjson.dumps((seq, *_apply(store, runs))))
+                sock.send(orjson.dumps((seq, *_apply(store, runs, key))))
             elif os.getppid() != parent:
                 return 0  # the broker is gone; nobody is left to confirm to
             upkeep.run_if_due()
@@ -134,31 +166,33 @@ def serve(endpoint: str, database_url: str, root: Path, retention: keeping.Reten
             shutil.rmtree(Path(endpoint.removeprefix("ipc://")).parent, ignore_errors=True)
 
 
-def _apply(store: state.Reopening, runs: list[Run]) -> tuple[str | None, str | None]:
-    """Write a batch: (the batch's error, its letters' error), for the broker's status. When a
+def _apply(store: state.Reopening, runs: list[Run], key: str) -> tuple[str | None, str | None, dict[str, float]]:
+    """Write a batch: (the batch's error, its letters' error), for the broker's status, and the
+    plugins' success rates it changed, for the broker's routing. When a
     batch with dead letters fails, the rest is tried without them, so a letter the database
     refuses costs no decision row (the broker keeps such letters for later). The store is opened
     again first when its file changed or the last batch failed."""
-    error = _try(store, runs)
+    error, rates = _try(store, runs, key)
     if error is None or not any(kind == LETTERS for kind, _ in runs):
-        return error, None
+        return error, None, rates
     others = [run for run in runs if run[0] != LETTERS]
-    if not others or _try(store, others) is None:
-        return None, error
-    return error, error
+    if not others:
+        return None, error, {}
+    again, rates = _try(store, others, key)
+    return (None, error, rates) if again is None else (error, error, {})
 
 
-def _try(store: state.Reopening, runs: list[Run]) -> str | None:
+def _try(store: state.Reopening, runs: list[Run], key: str) -> tuple[str | None, dict[str, float]]:
     try:
         store.ready()
-        write(runs)
+        rates = write(runs, key)
     except Exception as exc:  # the broker keeps serving; the error shows in its status
         store.wrote(False)
         kinds = " and ".join(dict.fromkeys(kind for kind, _ in runs))
         failure = state.store_failure(exc)
-        return f"{kinds} not written: {failure or f'{type(exc).__name__}: {exc}'}"
+        return f"{kinds} not written: {failure or f'{type(exc).__name__}: {exc}'}", {}
     store.wrote(True)
-    return None
+    return None, rates
 
 
 def main(argv: list[str]) -> int:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Mapping
 
 import peewee as pw
 
 from arbiter.store import database as state
 from arbiter.store import dead_letters as letters
-from arbiter.store import models
+from arbiter.store import events, models
 
 log = logging.getLogger("arbiter.store.retention")
 
@@ -44,6 +44,8 @@ class Retention:
     max_rows: int | None = None
     every_s: float = 60.0
     per_round: int = 10_000
+    events_max_age_s: float | None = None  # the event log's own limits (``event_retention``)
+    events_max_rows: int | None = None
 
     @classmethod
     def of(cls, config: Mapping[str, Any], parse_ms: Callable[[str], int]) -> Retention:
@@ -51,6 +53,11 @@ class Retention:
         product's duration reader, handed in: the store does not import the rule language)."""
         max_age = config.get("max_age")
         return cls(None if max_age is None else parse_ms(max_age) / 1000, config.get("max_rows"))
+
+    def with_events(self, config: Mapping[str, Any], parse_ms: Callable[[str], int]) -> Retention:
+        """These limits, and the event log's from configs/state.yaml ``event_retention``."""
+        other = Retention.of(config, parse_ms)
+        return replace(self, events_max_age_s=other.max_age_s, events_max_rows=other.max_rows)
 
     @property
     def active(self) -> bool:
@@ -150,5 +157,16 @@ class Upkeep:
             pruned = prune(self.retention.max_age, self.retention.max_rows, limit=limit)
             if pruned:
                 log.info("recorder: pruned %d routing decision(s) past retention", pruned)
+        cut = self._prune_events(limit)
         forgotten = letters.forget_repeats(limit)
-        return pruned >= limit or forgotten >= limit
+        return pruned >= limit or forgotten >= limit or cut >= limit
+
+    def _prune_events(self, limit: int) -> int:
+        keeping = self.retention
+        if keeping.events_max_age_s is None and keeping.events_max_rows is None:
+            return 0
+        age = None if keeping.events_max_age_s is None else dt.timedelta(seconds=keeping.events_max_age_s)
+        cut = events.prune(age, keeping.events_max_rows, limit=limit)
+        if cut:
+            log.info("recorder: pruned %d event(s) past the event log's retention", cut)
+        return cut

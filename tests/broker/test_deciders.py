@@ -152,9 +152,11 @@ def test_decider_request_and_reply_shapes():
     """What travels between broker and decider (for anyone writing a decider elsewhere)."""
     from arbiter.broker.deciders import Decider, request_body
     from arbiter.broker.decision_cache import Decided
+    from arbiter.broker.messages import RouteInput
 
+    route = RouteInput({}, TEXTS[0], (), None, None, {})
     decider = Decider(build_snapshot(REPO).project)
-    body = request_body(decider.router.snapshot.fingerprint, "req_1", TEXTS[0], [], None, {})
+    body = request_body(decider.router.snapshot.fingerprint, "req_1", route, {}, {})
     frames = decider.decide(body)
     decided = Decided.from_wire(frames)
     assert (decided.primary, decided.row.request_id) == ("fastapi-backend", "req_1")
@@ -167,5 +169,5 @@ def test_decider_request_and_reply_shapes():
         expected.collaborators,
         TEXTS[0],
     )
-    stale = decider.decide(request_body("not-this-snapshot", "req_2", TEXTS[0], [], None, {}))
+    stale = decider.decide(request_body("not-this-snapshot", "req_2", route, {}, {}))
     assert [orjson.loads(frame) for frame in stale] == [{"stale": decider.router.snapshot.fingerprint}]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -226,3 +228,23 @@ def test_stop_sends_disconnect(fake: FakeBroker, started: list[Worker]) -> None:
     identity = fake.recv()[0]
     worker.stop()
     assert fake.recv() == [identity, b"", MDPW01, DISCONNECT]
+
+
+def test_a_stopping_worker_heartbeats_while_it_finishes_what_it_holds(fake: FakeBroker, started: list[Worker]) -> None:
+    """Finishing a slow request takes several heartbeat intervals: silence that long would make
+    the broker take the worker for dead and give the request to another, which would run it again."""
+    worker = Worker(fake.endpoint, "svc", heartbeat_interval=0.1, liveness=3)
+    worker.raw(lambda frames: (time.sleep(1.0), frames)[1])
+    worker.start()
+    started.append(worker)
+    identity = fake.recv()[0]
+    fake.send(identity, REQUEST, b"client-a", b"", b"slow")
+    time.sleep(0.1)  # the request is being handled
+    stopping = threading.Thread(target=worker.stop)
+    stopping.start()
+    seen: list[bytes] = []
+    while DISCONNECT not in seen and len(seen) < 40:
+        seen.append(fake.recv(skip_heartbeats=False)[3])
+    stopping.join(10)
+    assert seen[-2:] == [REPLY, DISCONNECT], seen
+    assert len(seen) >= 7 and set(seen[:-2]) == {HEARTBEAT}, seen  # about one per 0.1 s of the 0.9 s left
