@@ -168,6 +168,8 @@ class Broker:
             fired = [fd for fd, _ in sleeper.poll(timeout_ms)]
             # Messages first: a request on its way to a worker should not wait for bookkeeping.
             more = self._drain_frontend()
+            if self.pool.lost and not more:  # what the lost workers said last is read: hand on the rest
+                self._guarded(self.pool.forget_unreachable)
             if self.events.touched or not hub_fds.isdisjoint(fired):
                 more = self.events.drain(MAX_BATCH) or more
             # What runs next may send on the sockets, and their FDs are edge-triggered: a socket
@@ -491,6 +493,6 @@ class Broker:
             except zmq.ZMQError:
                 if drop:
                     self.dropped[drop] += 1
-                if worker is not None and workers.get(worker.identity) is worker:  # once per worker
+                if worker is not None and workers.get(worker.identity) is worker and worker not in self.pool.lost:
                     self.counters["workers-unreachable"] += 1
-                    self.pool.remove(worker, "unreachable")  # its sends (what it held, to others) go too
+                    self.pool.unreachable(worker)

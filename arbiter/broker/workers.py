@@ -140,6 +140,7 @@ class WorkerPool:
         self.services: dict[bytes, Service] = {}
         self.workers: dict[bytes, WorkerState] = {}
         self.internal: dict[str, str] = {}  # reserved names only the broker's own processes serve -> as shown
+        self.lost: list[WorkerState] = []  # unreachable, to be forgotten once their last words are read
         self._tokens = Tokens()
 
     # -- requests in ----------------------------------------------------------------------
@@ -297,7 +298,7 @@ class WorkerPool:
         worker.expiry = time.monotonic() + self.settings.worker_patience_s
         had_credit = worker.has_credit
         pending = worker.held.pop(token, None)
-        if not had_credit and worker.identity in self.workers:
+        if not had_credit and worker.identity in self.workers and worker not in self.lost:
             worker.service.ready.append(worker)
         if pending is None or pending.answered:
             self.host.dropped["late-reply"] += 1
@@ -312,6 +313,25 @@ class WorkerPool:
         self.host.send([identity, b"", MDPW01, DISCONNECT])
 
     # -- losing workers -------------------------------------------------------------------
+
+    def unreachable(self, worker: WorkerState) -> None:
+        """A send to ``worker`` failed: its connection is gone. Nothing more goes to it, but what it
+        holds is not handed on yet: the replies (and the DISCONNECT) it sent before it went are
+        still waiting to be read, behind the failed send. Handing on now would give another worker
+        requests this one already ran. The loop calls :meth:`forget_unreachable` once it has read
+        everything the frontend held."""
+        if worker in self.lost or self.workers.get(worker.identity) is not worker:
+            return
+        self.lost.append(worker)
+        try:
+            worker.service.ready.remove(worker)
+        except ValueError:
+            pass
+
+    def forget_unreachable(self) -> None:
+        lost, self.lost = self.lost, []
+        for worker in lost:
+            self.remove(worker, "unreachable")  # unless its DISCONNECT, read meanwhile, did it
 
     def remove(self, worker: WorkerState, why: str) -> None:
         """Forget a worker; what it held goes back to the front of its queue, to be served again,
