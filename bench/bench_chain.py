@@ -22,6 +22,7 @@ Run: python bench/bench_chain.py [--quick] [--rounds N] [--runs N]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -129,10 +130,17 @@ def concurrent_chains(endpoint: str, count: int) -> float:
         sock.close()
 
 
-def start(command: list[str], log: Path) -> subprocess.Popen:
+def start(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A child process that dies with us; ``env``: what it gets beyond our environment."""
     with open(log, "wb") as out:
         return subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=out, cwd=ROOT, preexec_fn=die_with_parent, bufsize=0
+            command,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            cwd=ROOT,
+            preexec_fn=die_with_parent,
+            bufsize=0,
+            env={**os.environ, **env} if env else None,
         )
 
 

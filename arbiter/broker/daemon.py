@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Sequence
 
 from arbiter.broker import deciders, keepers
+from arbiter.broker.guard import Guard, InsecureBind, check_bind
 from arbiter.broker.loop import Broker
 from arbiter.broker.reload import Reloader
 from arbiter.broker.settings import Settings
 from arbiter.dsl.durations import parse_ms
 from arbiter.project.snapshot import build_snapshot
 from arbiter.routing.pipeline import Router
+from arbiter.security.config import security_of
 from arbiter.store import database as state
 from arbiter.store import runs
 from arbiter.store.recorder import Recorder
@@ -33,7 +35,7 @@ class StartupError(RuntimeError):
 
 
 def build_broker(
-    root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: str | None
+    root: Path, plugin_dirs: Sequence[Path] | None = None, insecure: bool = False, **endpoints: str | None
 ) -> tuple[Broker, Reloader]:
     """Everything :func:`serve` runs, bound and ready; raises :class:`StartupError` on a bad project."""
     snapshot = build_snapshot(root, plugin_dirs)
@@ -43,6 +45,14 @@ def build_broker(
     database_url = snapshot.configs["state"]["database"]
     state.open_store(database_url, snapshot.project.root)
     settings = Settings.of(snapshot.configs["broker"], **endpoints)
+    security, problems = security_of(snapshot)
+    if any(p.severity == "error" for p in problems):
+        lines = "\n".join(p.format() for p in problems[:20])
+        raise StartupError(f"configs/security.yaml has errors (arbiter check-config):\n{lines}")
+    try:
+        check_bind(security, insecure, settings.frontend, settings.events_pub, settings.events_sub)
+    except InsecureBind as exc:
+        raise StartupError(str(exc)) from None
     batch_s = snapshot.configs["state"]["batch_ms"] / 1000
     retention = Retention.of(snapshot.configs["state"]["retention"], parse_ms)
     retention = retention.with_events(snapshot.configs["state"]["event_retention"], parse_ms)
@@ -54,6 +64,8 @@ def build_broker(
         decisions=recorder,
         dead_letters=recorder.dead_letters,  # one process writes both, in order
     )
+    if security.enabled:
+        broker.guard = Guard(security, broker.publish)
     reload_config = snapshot.configs["broker"]["reload"]
     reloader = Reloader(
         snapshot.project,
@@ -69,20 +81,26 @@ def build_broker(
     except Exception as exc:
         broker.decisions.close(timeout=2)  # type: ignore[union-attr]  # its process must not outlive us
         raise StartupError(f"cannot bind: {exc} (is another broker running on these endpoints?)") from exc
+    helper_env = broker.guard.helper_keys.helper_env() if broker.guard is not None else {}
     if settings.deciders > 0:  # 0: decisions are made on the loop
-        broker.deciders = deciders.for_project(settings.deciders, settings, snapshot.project).start(broker.pool)
+        deciding = deciders.for_project(settings.deciders, settings, snapshot.project)
+        deciding.env = helper_env
+        broker.deciders = deciding.start(broker.pool)
     if settings.state_keepers > 0:  # 0: arbiter.state answers UNAVAILABLE
         keeping = keepers.for_project(settings.state_keepers, settings, snapshot.project.root, database_url)
+        keeping.env = helper_env
         broker.keepers = keeping.start(broker.pool)
     broker.chains.resume_stored(runs.unfinished(), snapshot.rules.chains)
     return broker, reloader
 
 
-def serve(root: Path, plugin_dirs: Sequence[Path] | None = None, **endpoints: str | None) -> int:
+def serve(
+    root: Path, plugin_dirs: Sequence[Path] | None = None, insecure: bool = False, **endpoints: str | None
+) -> int:
     """Run the broker in this process until SIGTERM/SIGINT; SIGHUP reloads. Returns an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        broker, reloader = build_broker(root, plugin_dirs, **endpoints)
+        broker, reloader = build_broker(root, plugin_dirs, insecure, **endpoints)
     except (StartupError, state.StoreError) as exc:
         log.error("%s", exc)
         return 1

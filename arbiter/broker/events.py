@@ -15,7 +15,7 @@ Events are at-most-once: when nobody listens, the broker does not even build the
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import orjson
 import zmq
@@ -45,11 +45,21 @@ def event_envelope(topic: str, data: Mapping[str, Any], source: str = "arbiter")
 class EventHub:
     """Owns the two event sockets; used only from the broker's loop thread."""
 
-    def __init__(self, ctx: zmq.Context, publishers: str, subscribers: str, linger_ms: int = 500):
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        publishers: str,
+        subscribers: str,
+        linger_ms: int = 500,
+        secure: Callable[[zmq.Socket], None] | None = None,
+    ):
+        """``secure``: makes a socket a CURVE server before it binds (security on)."""
         self.xsub = ctx.socket(zmq.XSUB)
         self.xpub = ctx.socket(zmq.XPUB)
         for sock in (self.xsub, self.xpub):
             sock.setsockopt(zmq.LINGER, linger_ms)
+            if secure is not None:
+                secure(sock)
         self.xpub.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every unsubscription too
         self.xpub.setsockopt(zmq.XPUB_MANUAL, 1)
         self.xsub.bind(publishers)

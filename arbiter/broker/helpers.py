@@ -64,6 +64,7 @@ class HelperGroup:
     command: list[str]
     children: list[Child] = field(default_factory=list)
     restarts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # what the children get beyond ours (their keys)
 
     def ask(
         self,
@@ -135,7 +136,10 @@ class HelperGroup:
         return {"processes": self.count, "running": len(self.pids()), "restarts": self.restarts}
 
     def _spawn(self, delay: float = RESPAWN_FIRST_S) -> Child:
-        process = subprocess.Popen(self.command, preexec_fn=die_with_parent if sys.platform == "linux" else None)
+        environment = {**os.environ, **self.env} if self.env else None
+        process = subprocess.Popen(
+            self.command, env=environment, preexec_fn=die_with_parent if sys.platform == "linux" else None
+        )
         return Child(process, time.monotonic(), delay)
 
 

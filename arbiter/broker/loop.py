@@ -23,34 +23,31 @@ import select
 import time
 from collections import Counter, deque
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
-import orjson
 import zmq
 
-from arbiter.broker import deciders, keepers, shutdown
 from arbiter.broker import messages as svc
+from arbiter.broker import shutdown
 from arbiter.broker.admission import Admission
 from arbiter.broker.chains import ChainDesk
 from arbiter.broker.clients import Clients
-from arbiter.broker.decision_cache import Decided, DecisionCache
-from arbiter.broker.dispatch import Attempt, Dispatcher, Routed
+from arbiter.broker.decision_cache import DecisionCache
+from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.events import EventHub
+from arbiter.broker.guard import Guard
 from arbiter.broker.helpers import HelperGroup
-from arbiter.broker.messages import RouteInput
+from arbiter.broker.host import HostParts
 from arbiter.broker.reload import ReloadRecord
-from arbiter.broker.resilience import Transition
 from arbiter.broker.settings import Settings
-from arbiter.broker.status import report
-from arbiter.broker.workers import Pending, Service, WorkerPool, WorkerState
-from arbiter.project.model import Plugin
+from arbiter.broker.workers import WorkerPool, WorkerState
 from arbiter.project.snapshot import Snapshot
 from arbiter.routing.match import Health, health_of
 from arbiter.routing.parameters import BindingTable
 from arbiter.routing.pipeline import Router
-from arbiter.store.decisions import LogEntry
+from arbiter.security.config import security_of
 from arbiter.store.recorder import Recorder
-from arbiter.wire.frames import has_input, recv_frames, send_frames
+from arbiter.wire.frames import has_input, recv_frames, recv_frames_from, send_frames
 from arbiter.wire.mdp import BATCHED, MDPC01, MDPW01, ProtocolError, parse
 
 log = logging.getLogger("arbiter.broker")
@@ -63,7 +60,7 @@ OUTBOX_BATCH = 16  # messages the loop gathers before sending them in one burst 
 OUTBOX_WAIT_S = 0.0005  # ... and how long the first of them may wait for the others
 
 
-class Broker:
+class Broker(HostParts):
     """Serve one project; see the module docstring for the threading rule."""
 
     def __init__(
@@ -112,6 +109,8 @@ class Broker:
         # the open message to each batched worker, still in the outbox, which further requests join
         self._batches: dict[bytes, tuple[WorkerState, list[bytes]]] = {}
         self.deciders: HelperGroup | None = None
+        self.guard: Guard | None = None  # security on the bus (configs/security.yaml), when on
+        self.user = ""  # with security on: the identity that sent the message being handled
         self.keepers: HelperGroup | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -126,8 +125,13 @@ class Broker:
         self.frontend.setsockopt(zmq.MAXMSGSIZE, 2 * s.max_message_bytes)
         self.frontend.setsockopt(zmq.SNDHWM, 100_000)
         self.frontend.setsockopt(zmq.RCVHWM, 100_000)
+        secure = None
+        if self.guard is not None:
+            self.guard.start(self.ctx)
+            self.guard.secure(self.frontend)
+            secure = self.guard.secure
         self.frontend.bind(s.frontend)
-        self.events = EventHub(self.ctx, s.events_pub, s.events_sub)
+        self.events = EventHub(self.ctx, s.events_pub, s.events_sub, secure=secure)
         log.info("frontend %s (ROUTER, MDP/0.1 clients and workers)", s.frontend)
         log.info("events: publishers connect to %s (XSUB), subscribers to %s (XPUB)", s.events_pub, s.events_sub)
 
@@ -257,6 +261,8 @@ class Broker:
         self.events.publish("system/health", {"event": "broker-down"})  # type: ignore[union-attr]
         self.events.close()  # type: ignore[union-attr]
         self.frontend.close()  # type: ignore[union-attr]
+        if self.guard is not None:
+            self.guard.stop()
         os.close(self._wake_r)
         os.close(self._wake_w)
         log.info("stopped")
@@ -274,6 +280,8 @@ class Broker:
         self.decision_cache.clear()
         self.dispatcher.adopt(snapshot.plugins, BindingTable(snapshot.rules.bindings), router.max_text_chars)
         old.close()
+        if self.guard is not None:
+            self.guard.adopt(security_of(snapshot)[0])
         self.publish("system/reload", self.reloads.swapped(snapshot.fingerprint))
 
     def reload_failed(self, errors: list[str]) -> None:
@@ -294,14 +302,18 @@ class Broker:
         sock = self.frontend
         for count in range(MAX_BATCH):
             try:
-                frames = recv_frames(sock)
+                if self.guard is None:
+                    frames = recv_frames(sock)
+                else:
+                    frames, self.user = recv_frames_from(sock)
             except zmq.Again:
                 if not self._outbox:
                     return False
                 self._guarded(self.flush)  # input ran dry: answer now, then read again (re-arms the FD)
                 continue
             try:
-                self.handle(frames)
+                if self.guard is None or not self._refused(frames):
+                    self.handle(frames)
             except Exception:  # one bad message must never stop the broker
                 log.exception("internal error on a message of %d frames", len(frames))
                 self.dropped["internal-error"] += 1
@@ -312,6 +324,17 @@ class Broker:
                 self._guarded(self.flush)
             if not count and not self._outbox and not has_input(sock):  # type: ignore[arg-type]
                 return False
+        return True
+
+    def _refused(self, frames: list[bytes]) -> bool:
+        """Whether the rules refuse the message (then it is answered here)."""
+        refusal = self.guard.admits(frames, self.user)  # type: ignore[union-attr]
+        if refusal is None:
+            return False
+        if refusal.what == "forbidden-call":
+            self.clients.send_client(frames[0], frames[3], [refusal.answer()])
+        else:
+            self.pool.disconnect(frames[0], None)
         return True
 
     def handle(self, frames: list[bytes]) -> None:
@@ -346,103 +369,6 @@ class Broker:
             parse(frames)
         except ProtocolError as exc:
             self.dropped[exc.reason] += 1
-
-    # -- what the pool, the dispatcher and own services ask ---------------------------------
-
-    @property
-    def plugins(self) -> Mapping[str, Plugin]:
-        return self.snapshot.plugins
-
-    def has_workers(self, plugin: str) -> bool:
-        return self.pool.has_workers(plugin)
-
-    def send_try(self, attempt: Attempt, body: bytes) -> Pending:
-        """Queue or deliver one try of a routed request; it holds no client slot of its own."""
-        routed = attempt.routed
-        pending = Pending(
-            routed.client, routed.service_frame, [body], float("inf"), time.monotonic(), routed.message_id, attempt
-        )
-        self.pool.enqueue(attempt.plugin, pending)
-        return pending
-
-    def withdraw(self, attempt: Attempt) -> None:
-        if attempt.pending is not None:
-            self.pool.withdraw(attempt.plugin, attempt.pending)
-
-    def start_routed(self, routed: Routed) -> None:
-        self.dispatcher.start(routed)
-
-    def ask_keeper(self, pending: Pending, operation: bytes, done: Callable[[list[bytes]], None]) -> bool:
-        fail = partial(self.clients.fail, pending)
-        return self.keepers is not None and keepers.ask(self.keepers, self.pool, pending, operation, done, fail)
-
-    def ask_decider(
-        self, pending: Pending, route: RouteInput, request_id: str, done: Callable[[Decided | None], None]
-    ) -> bool:
-        if self.deciders is None:
-            return False
-        circuits = self.dispatcher.circuits()
-        body = deciders.request_body(self.snapshot.fingerprint, request_id, route, circuits, self.rates)
-        return deciders.ask(self.deciders, self.pool, pending, body, done, partial(self.clients.fail, pending))
-
-    def reply(self, pending: Pending, body: bytes) -> None:
-        self.clients.reply(pending, body)
-
-    def release(self, pending: Pending) -> None:
-        self.admission.release(pending)
-
-    def send_reply(self, pending: Pending, body: bytes) -> None:
-        self.clients.send_client(pending.client, pending.service_frame, [body])
-
-    def finish_routed(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
-        self.admission.release(routed.origin)
-        self.clients.send_client(routed.client, routed.service_frame, reply)
-        self.log_decision(routed.decided.row.entry(routed.request_id, outcome, success))
-
-    def dead_letter_routed(self, routed: Routed, reason: str, detail: str) -> None:
-        body = [orjson.dumps(routed.route.envelope)]
-        self.clients.dead_letter(routed.service_frame, body, reason, detail, routed.client, routed.message_id)
-
-    def log_decision(self, entry: LogEntry) -> None:
-        """Record one request's decision row (a repeat of a cached decision points at the first)."""
-        if self.decisions is not None:
-            self.decisions.submit_entry(entry)
-
-    def keep_task(self, row: Mapping[str, Any]) -> None:
-        if self.decisions is not None:
-            self.decisions.submit_task(row)
-
-    def keep_letter(self, service: str, body: bytes, reason: str, detail: str, message_id: str) -> None:
-        self.clients.dead_letter(service.encode(), [body], reason, detail, b"", message_id)
-
-    def circuits(self) -> dict[str, str]:
-        return self.dispatcher.circuits()
-
-    def circuit_changed(self, change: Transition) -> None:
-        """Publish it, and let the matcher see it from the next decision on."""
-        log.warning("circuit of %s: %s -> %s (%s)", change.plugin, change.old, change.new, change.reason)
-        self.counters[f"circuit-{change.new}"] += 1
-        self._new_health()
-        self.publish(f"plugin/{change.plugin}/circuit-breaker", change.event())
-        if self.decisions is not None:
-            plugin = self.snapshot.plugins.get(change.plugin)
-            self.decisions.submit_circuit(change.plugin, plugin.version if plugin else "?", change.new, change.reason)
-
-    def worker_event(self, event: str, service: Service, identity: bytes, why: str | None = None) -> None:
-        data = {"event": event, "service": service.shown, "worker": identity.hex(), "workers": len(service.workers)}
-        if why:
-            data["reason"] = why
-        self.publish("system/health", data)
-
-    def publish(self, topic: str, data: Mapping[str, Any]) -> None:
-        if self.events is not None:
-            self.events.publish(topic, data)
-
-    def wants(self, topic: str) -> bool:
-        return self.events is not None and self.events.wants(topic)
-
-    def status(self) -> dict[str, Any]:
-        return report(self)
 
     # -- sending ------------------------------------------------------------------------
 

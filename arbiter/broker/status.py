@@ -16,6 +16,7 @@ from arbiter.broker.admission import Admission
 from arbiter.broker.chains import ChainDesk
 from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.events import EventHub
+from arbiter.broker.guard import Guard
 from arbiter.broker.helpers import HelperGroup
 from arbiter.broker.reload import ReloadRecord
 from arbiter.broker.settings import Settings
@@ -40,6 +41,7 @@ class StatusSource(Protocol):
     started: float
     deciders: HelperGroup | None
     keepers: HelperGroup | None
+    guard: Guard | None
 
 
 def report(broker: StatusSource) -> dict[str, Any]:
@@ -68,6 +70,7 @@ def report(broker: StatusSource) -> dict[str, Any]:
         "chainRuns": len(broker.chains.runs),
         "deciders": _helpers(broker.deciders),
         "stateKeepers": _helpers(broker.keepers),
+        "security": broker.guard.status() if broker.guard is not None else {"enabled": False},
         "events": broker.events.stats() if broker.events else {},
         "writers": _writers(broker),
         "limits": {

@@ -20,6 +20,7 @@ from .common import ArbiterGroup, Context, project_options
 from .demo_command import demo
 from .dlq_commands import dlq
 from .dsl_commands import fmt, lint
+from .keys_commands import keys
 from .project_commands import agents, check_config, plugins
 from .routing_commands import decisions, explain, route, test_cmd
 from .sdk_commands import request, workers
@@ -58,6 +59,7 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter request arbiter.route '{"text": "deploy the tenant"}'
       arbiter status | arbiter events [TOPIC]... | arbiter dlq list
       arbiter store check                  is the state database sound?
+      arbiter keys new NAME | keys list    CURVE key pairs for configs/security.yaml
     arbiter chain run NAME --param K=V   run a chain of rules/*.arb; chain list|show|status|runs
     arbiter state get|put|cas|incr|list  shared context through the broker; locks list; log
     \b
@@ -80,5 +82,6 @@ for command in (demo, broker, workers, request, status, events, dlq):
     main.add_command(command)
 main.add_command(store)
 main.add_command(chain)
+main.add_command(keys)
 for command in (state, locks, log):
     main.add_command(command)

@@ -28,6 +28,11 @@ endpoint_options = [
     click.option("--frontend", metavar="ENDPOINT", help="MDP endpoint for clients and workers (ROUTER)."),
     click.option("--events-pub", metavar="ENDPOINT", help="Where publishers connect (XSUB)."),
     click.option("--events-sub", metavar="ENDPOINT", help="Where subscribers connect (XPUB)."),
+    click.option(
+        "--insecure",
+        is_flag=True,
+        help="Serve an address other machines reach without CURVE (refused otherwise; docs/SECURITY.md).",
+    ),
 ]
 
 
@@ -37,19 +42,16 @@ def with_endpoint_options(command):
     return command
 
 
-def _serve(
-    root: Path, plugin_dirs: list[Path] | None, frontend: str | None, events_pub: str | None, events_sub: str | None
-) -> None:
+def _serve(root: Path, plugin_dirs: list[Path] | None, insecure: bool, **endpoints: str | None) -> None:
     from arbiter.broker.daemon import serve
 
-    code = serve(root, plugin_dirs, frontend=frontend, events_pub=events_pub, events_sub=events_sub)
-    sys.exit(code)
+    sys.exit(serve(root, plugin_dirs, insecure=insecure, **endpoints))
 
 
 @click.command("broker")
 @with_endpoint_options
 @pass_context
-def broker(ctx: Context, frontend: str | None, events_pub: str | None, events_sub: str | None) -> None:
+def broker(ctx: Context, insecure: bool, **endpoints: str | None) -> None:
     """Run the broker daemon on the project (endpoints default to configs/broker.yaml).
 
     \b
@@ -61,17 +63,15 @@ def broker(ctx: Context, frontend: str | None, events_pub: str | None, events_su
       arbiter broker
       arbiter --root ./my-project broker --frontend tcp://127.0.0.1:6000
     """
-    _serve(ctx.root, ctx.plugin_dirs, frontend, events_pub, events_sub)
+    _serve(ctx.root, ctx.plugin_dirs, insecure, **endpoints)
 
 
 @click.command("broker", context_settings={"help_option_names": ["-h", "--help"]})
 @project_options
 @with_endpoint_options
-def broker_main(
-    root: Path, plugin_dirs: tuple[Path, ...], frontend: str | None, events_pub: str | None, events_sub: str | None
-) -> None:
+def broker_main(root: Path, plugin_dirs: tuple[Path, ...], insecure: bool, **endpoints: str | None) -> None:
     """Run the Arbiter broker (the same daemon as `arbiter broker`)."""
-    _serve(root, list(plugin_dirs) or None, frontend, events_pub, events_sub)
+    _serve(root, list(plugin_dirs) or None, insecure, **endpoints)
 
 
 @click.command("status")

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from arbiter.project.model import Component, Plugin, thaw
+from arbiter.security.config import security_of
 from arbiter.store import agents as agents_store
 from arbiter.store import database as state
 
@@ -171,17 +172,20 @@ def _rate(row: dict[str, Any] | None) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="Only errors; no warnings.")
 @pass_context
 def check_config(ctx: Context, as_json: bool, quiet: bool) -> None:
-    """Validate manifests, configs and rules offline; exit 1 when anything is an error.
+    """Validate manifests, configs, rules and key files offline; exit 1 when anything is an error.
 
     Every problem is printed as path:line:col: severity[CODE]: message, warnings included
     (odd but readable files), so the whole project is checked in one run.
     """
     snap = ctx.snapshot()
-    diags = [d for d in snap.diagnostics if not quiet or d.severity == "error"]
+    _, security_diags = security_of(snap)
+    found = [*snap.diagnostics, *security_diags]
+    errors = sum(d.severity == "error" for d in found)
+    diags = [d for d in found if not quiet or d.severity == "error"]
     if as_json:
         echo_json(
             {
-                "ok": snap.ok,
+                "ok": not errors,
                 "plugins": len(snap.plugins),
                 "rules": len(snap.rules.ruleset.rules),
                 "diagnostics": [d.to_json() for d in diags],
@@ -189,10 +193,9 @@ def check_config(ctx: Context, as_json: bool, quiet: bool) -> None:
         )
     else:
         print_diagnostics(diags)
-        errors = len(snap.errors)
-        status = "ok" if snap.ok else "FAILED"
+        status = "FAILED" if errors else "ok"
         click.echo(
             f"{snap.project.root}: {len(snap.plugins)} plugins, {len(snap.rules.ruleset.rules)} rules, "
-            f"{errors} error(s), {len(snap.diagnostics) - errors} warning(s): configuration {status}"
+            f"{errors} error(s), {len(found) - errors} warning(s): configuration {status}"
         )
-    raise SystemExit(0 if snap.ok else 1)
+    raise SystemExit(1 if errors else 0)

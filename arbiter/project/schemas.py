@@ -270,6 +270,25 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             "valuesrules": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "number"}},
         },
     },
+    # CURVE keys and peer permissions; security is on when `curve` is there. The key files and
+    # the permission rules (an identity's other keys) are checked by arbiter.security.
+    "security": {
+        "curve": {
+            "type": "dict",
+            "allow_unknown": True,  # reported by arbiter.security without quoting the line: it may hold a key
+            "schema": {"secret_key_file": {"type": "string", "required": True, "empty": False}},
+        },
+        "identities": {
+            "type": "dict",
+            "default": {},
+            "keysrules": _NAME,
+            "valuesrules": {
+                "type": "dict",
+                "allow_unknown": True,
+                "schema": {"public_key_file": {"type": "string", "required": True, "empty": False}},
+            },
+        },
+    },
 }
 
 

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence, Union
 import zmq
 import zmq.asyncio
 
+from arbiter.sdk.curve import CurveKeys, connect
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import MDPC01, MMI_SERVICE
 
@@ -150,11 +151,14 @@ def build_request(
 class _Defaults:
     """What both clients share: the broker they talk to and the defaults a request may override."""
 
-    def __init__(self, endpoint: str, timeout: float, retries: int, source: str) -> None:
+    def __init__(
+        self, endpoint: str, timeout: float, retries: int, source: str, curve: CurveKeys | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.retries = retries
         self.source = source
+        self.curve = curve if curve is not None else CurveKeys.from_env()  # a broker with security on
 
     def _limits(self, timeout: float | None, retries: int | None) -> tuple[float, int]:
         return (self.timeout if timeout is None else timeout, self.retries if retries is None else retries)
@@ -182,8 +186,11 @@ class Client(_Defaults):
         retries: int = DEFAULT_RETRIES,
         source: str = "arbiter-client",
         context: zmq.Context | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
-        super().__init__(endpoint, timeout, retries, source)
+        """``curve``: this client's keys for a broker with security on (else ``ARBITER_CURVE_KEY``
+        and ``ARBITER_BROKER_KEY`` from the environment, when set)."""
+        super().__init__(endpoint, timeout, retries, source, curve)
         self._ctx = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
 
@@ -191,7 +198,7 @@ class Client(_Defaults):
         if self._socket is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.endpoint)
+            connect(sock, self.endpoint, self.curve)
             self._socket = sock
         return self._socket
 
@@ -334,8 +341,9 @@ class AsyncClient(_Defaults):
         retries: int = DEFAULT_RETRIES,
         source: str = "arbiter-client",
         context: zmq.asyncio.Context | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
-        super().__init__(endpoint, timeout, retries, source)
+        super().__init__(endpoint, timeout, retries, source, curve)
         self._ctx = context or zmq.asyncio.Context.instance()
         self._idle: list[zmq.asyncio.Socket] = []
         self._open: set[zmq.asyncio.Socket] = set()
@@ -345,7 +353,7 @@ class AsyncClient(_Defaults):
             return self._idle.pop()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
+        connect(sock, self.endpoint, self.curve)
         self._open.add(sock)
         return sock
 

@@ -4,9 +4,8 @@ A :class:`Worker` registers a service, receives requests, runs the handler chose
 envelope's ``payload.command`` and sends the reply. It takes care of what every worker must
 get right and nobody wants to write twice:
 
-* heartbeats both ways; when the broker stays silent for ``liveness`` intervals the worker
-  closes its socket and reconnects with exponential backoff (a restarted broker sees a fresh
-  READY);
+* heartbeats both ways; when the broker stays silent for ``liveness`` intervals the worker closes
+  its socket and reconnects with exponential backoff (a restarted broker sees a fresh READY);
 * at-least-once delivery made safe: requests are remembered by ``messageId`` in a bounded
   LRU together with their replies, so a duplicate (a client retry, a broker re-dispatch)
   gets the cached reply instead of running the handler a second time;
@@ -21,8 +20,7 @@ get right and nobody wants to write twice:
 
 Typical use::
 
-    worker = Worker("tcp://127.0.0.1:5555", "exec-automator")
-
+    worker = Worker("tcp://127.0.0.1:5555", "exec-automator")  # curve=CurveKeys(...) with security on
     @worker.command("analyze-document")
     def analyze(parameters, envelope):
         return {"pages": 12, "path": parameters["documentPath"]}
@@ -44,6 +42,7 @@ from typing import Any, Callable
 
 import zmq
 
+from arbiter.sdk.curve import CurveKeys, connect
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import (
     BATCHED,
@@ -128,6 +127,7 @@ class Worker:
         drain_timeout: float = 10.0,
         context: zmq.Context | None = None,
         internal: bool = False,
+        curve: CurveKeys | None = None,
     ) -> None:
         """``internal``: serve a name of the broker's own (``arbiter.*``), as only the processes a
         broker starts itself may (its deciders); the broker refuses anyone else."""
@@ -136,6 +136,7 @@ class Worker:
         if service.startswith(RESERVED_PREFIXES) and not internal:
             raise ValueError(f"service names starting with {' or '.join(RESERVED_PREFIXES)} belong to the broker")
         self.endpoint = endpoint
+        self.curve = curve if curve is not None else CurveKeys.from_env()  # a broker with security on
         self.service = service
         self.credit = credit
         if delivery is None:
@@ -240,7 +241,7 @@ class Worker:
         self.connections += 1
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
+        connect(sock, self.endpoint, self.curve)
         self._socket = sock
         ready = [b"", MDPW01, READY, self.service.encode()]
         word = DELIVERIES[self.delivery]
@@ -464,9 +465,8 @@ class Worker:
             self._socket.send_multipart([b"", MDPW01, command])
 
     def _drain(self, wake_rx: zmq.Socket) -> None:
-        """On stop: wait (bounded) for in-flight jobs and deliver their replies before DISCONNECT,
-        heartbeating meanwhile: a broker that heard nothing for its liveness window would take us
-        for dead and hand what we are finishing to another worker, which would run it again."""
+        """On stop: finish in-flight jobs (bounded) and reply before DISCONNECT, heartbeating: a broker
+        that heard nothing for its liveness window would hand what we finish to another worker."""
         deadline = time.monotonic() + self.drain_timeout
         next_heartbeat = time.monotonic() + self.heartbeat_interval
         while self._inflight > 0 and time.monotonic() < deadline:

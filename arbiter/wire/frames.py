@@ -40,6 +40,17 @@ def recv_frames(sock: zmq.Socket) -> list[bytes]:
     return parts
 
 
+def recv_frames_from(sock: zmq.Socket) -> tuple[list[bytes], str]:
+    """:func:`recv_frames`, and who sent it: the ZAP User-Id its connection was given (empty
+    when no authentication ran)."""
+    frame = _RECV(sock, _NOWAIT, False)
+    parts = [frame.bytes]
+    while frame.more:
+        frame = _RECV(sock, _NOWAIT, False)
+        parts.append(frame.bytes)
+    return parts, frame.get("User-Id") or ""
+
+
 def has_input(sock: zmq.Socket) -> bool:
     """Whether a message is waiting (``ZMQ_EVENTS``). Like a read that fails, the check processes
     the socket's pending commands, so the socket's FD may be slept on after a False; unlike it,

@@ -11,7 +11,8 @@ Request: an envelope whose payload names an ``op`` and its fields:
 - ``lock`` ``{resource, mode, ttlMs}``, ``renew`` ``{resource, token, ttlMs}``, ``unlock``
   ``{resource, token}``, ``locks`` ``{}``; ``log`` ``{since, topic, limit}``.
 
-The caller is the envelope's ``source``. Reply: a success envelope whose ``result`` is the entry
+The caller is the envelope's ``source``, or with security on the identity the caller's key proved
+(docs/SECURITY.md). Reply: a success envelope whose ``result`` is the entry
 (with ``seq``, its place in the event log), the lease, the list or the events; errors
 ``NOT_FOUND``, ``CONFLICT`` (with ``current``), ``FORBIDDEN``, ``STALE_FENCE``, ``LOCKED`` (with
 ``holders``), ``BAD_REQUEST``, ``UNAVAILABLE`` (no keeper runs), ``STORE_UNAVAILABLE``.
@@ -125,5 +126,6 @@ class StateService:
                     host.publish(event["topic"], event["data"])
             host.reply(pending, messages.success_body(request.envelope, data["result"]))
 
-        if not host.ask_keeper(pending, orjson.dumps(request.operation), answer):
+        operation = {**request.operation, "caller": host.caller(request.operation["caller"])}
+        if not host.ask_keeper(pending, orjson.dumps(operation), answer):
             raise messages.BadRequest("UNAVAILABLE", "shared state is not served: no state keeper runs (state_keepers)")

@@ -1,0 +1,265 @@
+"""Security on the bus, with real processes: CURVE on the broker's sockets, ZAP refusing unknown
+keys, and the permissions of configs/security.yaml applied to every message."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import zmq
+import zmq.auth
+from broker_helpers import broker_with, wait_until
+
+from arbiter.sdk.client import Client, RequestTimeout
+from arbiter.sdk.curve import BROKER_KEY_ENV, KEY_ENV, CurveKeys
+from arbiter.sdk.state import SharedState, StateError
+from arbiter.sdk.worker import Worker
+from arbiter.wire import envelope as env
+
+PEERS = ("broker", "billing-worker", "web-client", "admin", "stranger", "idle-worker")
+SECURITY = """
+curve:
+  secret_key_file: keys/broker.key_secret
+identities:
+  billing-worker:
+    public_key_file: keys/billing-worker.key
+    serve: {allow: [fastapi-backend]}
+  idle-worker:
+    public_key_file: keys/idle-worker.key
+    serve: {allow: [exec-automator]}
+  web-client:
+    public_key_file: keys/web-client.key
+    call: {allow: [fastapi-backend, arbiter.state, mmi.*]}
+  admin:
+    public_key_file: keys/admin.key
+    call: {allow: ["**"]}
+"""
+SECRET_TEXT = "invoice 7731 for ACME, total 4,200.00"
+
+
+def _project(root: Path) -> None:
+    keys = root / "keys"
+    keys.mkdir()
+    for name in PEERS:
+        zmq.auth.create_certificates(keys, name)
+    (root / "configs" / "security.yaml").write_text(SECURITY)
+
+
+@contextlib.contextmanager
+def secure_broker(tmp: Path) -> Iterator[Any]:
+    """A broker with security on. The harness's own probes (is it up? its status) are SDK
+    clients, which take their keys from the environment: the admin's, for as long as it runs."""
+
+    def project(root: Path) -> None:
+        _project(root)
+        os.environ[KEY_ENV] = str(root / "keys" / "admin.key_secret")
+        os.environ[BROKER_KEY_ENV] = str(root / "keys" / "broker.key")
+
+    try:
+        with broker_with(tmp, project=project) as started:
+            yield started
+    finally:
+        os.environ.pop(KEY_ENV, None)
+        os.environ.pop(BROKER_KEY_ENV, None)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with secure_broker(tmp_path_factory.mktemp("secure")) as started:
+        yield started
+
+
+def keys(broker: Any, name: str) -> CurveKeys:
+    root = broker.root / "keys"
+    return CurveKeys.from_files(root / f"{name}.key_secret", root / "broker.key")
+
+
+@contextlib.contextmanager
+def keyless() -> Iterator[None]:
+    """Nothing from the environment either: a peer that has no key at all."""
+    saved = {k: os.environ.pop(k) for k in (KEY_ENV, BROKER_KEY_ENV) if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def client(broker: Any, name: str | None, endpoint: str | None = None, timeout: float = 5) -> Client:
+    if name is None:
+        with keyless():
+            return Client(endpoint or broker.frontend, timeout=timeout, retries=0, source="anonymous")
+    curve = keys(broker, name)
+    return Client(endpoint or broker.frontend, timeout=timeout, retries=0, source=name, curve=curve)
+
+
+def status(broker: Any) -> dict[str, Any]:
+    with client(broker, "admin") as admin:
+        return admin.request("arbiter.status", env.new_request("arbiter.status", "")).result
+
+
+def serving(broker: Any, name: str, service: str, seen: list[dict]) -> Worker:
+    with keyless():
+        worker = Worker(broker.frontend, service, heartbeat_interval=0.5, curve=keys(broker, name) if name else None)
+
+    @worker.command("scaffold-endpoint")
+    def scaffold(parameters: dict, envelope: dict) -> dict:
+        seen.append(envelope)
+        return {"by": name}
+
+    worker.raw(lambda frames: [b"raw:" + frames[0]])
+    worker.start()
+    return worker
+
+
+def test_only_a_permitted_worker_gets_requests(broker: Any) -> None:
+    stolen: list[dict] = []
+    served: list[dict] = []
+    thieves = [serving(broker, name, "fastapi-backend", stolen) for name in (None, "stranger", "idle-worker")]
+    try:
+        time.sleep(1.0)  # each had time to connect and say READY
+        good = serving(broker, "billing-worker", "fastapi-backend", served)
+        try:
+            with client(broker, "web-client", timeout=10) as web:
+                wait_until(lambda: web.mmi("fastapi-backend") == "200", what="the permitted worker registered")
+                replies = [web.call("fastapi-backend", "scaffold-endpoint", {"n": n}) for n in range(10)]
+        finally:
+            good.stop(timeout=5)
+    finally:
+        for thief in thieves:
+            thief.stop(timeout=5)
+    assert all(r.ok and r.result == {"by": "billing-worker"} for r in replies)
+    assert len(served) == 10 and stolen == []
+    security = status(broker)["security"]
+    assert security["enabled"] and security["forbidden-serve"] >= 1 and security["refusedHandshakes"] >= 1
+
+
+def test_a_client_without_a_known_key_gets_nothing(broker: Any) -> None:
+    for name in (None, "stranger"):
+        with client(broker, name, timeout=1.5) as outsider:
+            with pytest.raises(RequestTimeout):
+                outsider.request("arbiter.status", env.new_request("arbiter.status", ""))
+
+
+def test_a_call_the_identity_may_not_make_is_forbidden(broker: Any) -> None:
+    with client(broker, "web-client") as web:
+        reply = web.request("arbiter.status", env.new_request("arbiter.status", ""))
+    assert not reply.ok and reply.error["code"] == "FORBIDDEN" and "web-client" in reply.error["message"]
+
+
+def test_shared_state_acts_for_the_proven_identity_not_the_claimed_one(broker: Any) -> None:
+    web = SharedState(client(broker, "web-client"))
+    web.client.source = "admin"  # a claim the key does not back
+    entry = web.put("global", "owned", 1, access="protected")
+    assert entry["owner"] == "web-client"
+    admin = SharedState(client(broker, "admin"))
+    with pytest.raises(StateError) as refused:
+        admin.put("global", "owned", 2)
+    assert refused.value.code == "FORBIDDEN"
+
+
+def test_routing_works_with_the_brokers_own_helpers_behind_curve(broker: Any) -> None:
+    with client(broker, "admin", timeout=15) as admin:
+        request = env.new_request("arbiter.explain", "")
+        request["payload"] = {"text": "add a Beanie model and CRUD endpoints for invoices"}
+        wait_until(lambda: status(broker)["deciders"]["running"] >= 1, what="a decider")
+        explained = admin.request("arbiter.explain", request)
+    assert explained.ok and explained.result["routingDecision"]["primaryPlugin"] == "fastapi-backend"
+
+
+class Tap:
+    """A TCP relay on loopback that keeps every byte it passes, both ways."""
+
+    def __init__(self, target: str):
+        host, port = target.removeprefix("tcp://").rsplit(":", 1)
+        self.target = (host, int(port))
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+        self.seen = bytearray()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        inbound, _ = self.server.accept()
+        outbound = socket.create_connection(self.target)
+        for a, b in ((inbound, outbound), (outbound, inbound)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while data := source.recv(65536):
+            with self.lock:
+                self.seen += data
+            sink.sendall(data)
+
+
+def test_the_bytes_on_the_wire_are_not_the_request(broker: Any) -> None:
+    served: list[dict] = []
+    worker = serving(broker, "billing-worker", "fastapi-backend", served)
+    tap = Tap(broker.frontend)
+    try:
+        with client(broker, "web-client", endpoint=tap.endpoint, timeout=10) as web:
+            wait_until(lambda: web.mmi("fastapi-backend") == "200", what="the worker registered")
+            reply = web.call("fastapi-backend", "scaffold-endpoint", {"note": SECRET_TEXT})
+    finally:
+        worker.stop(timeout=5)
+    assert reply.ok and served[-1]["payload"]["parameters"]["note"] == SECRET_TEXT
+    with tap.lock:
+        seen = bytes(tap.seen)
+    assert len(seen) > 200 and SECRET_TEXT.encode() not in seen and b"scaffold-endpoint" not in seen
+
+
+def test_a_reload_that_revokes_a_permission_takes_effect_on_the_next_message(tmp_path: Path) -> None:
+    with secure_broker(tmp_path) as own:
+        with client(own, "web-client") as web:
+            assert web.mmi("fastapi-backend") in ("200", "404")  # mmi.* is allowed
+            revoked = SECURITY.replace("call: {allow: [fastapi-backend, arbiter.state, mmi.*]}", "call: {allow: []}")
+            (own.root / "configs" / "security.yaml").write_text(revoked)
+            own.process.send_signal(signal.SIGHUP)
+
+            def refused() -> bool:
+                reply = web.request("mmi.service", b"fastapi-backend")
+                return not reply.ok and reply.error["code"] == "FORBIDDEN"
+
+            wait_until(refused, what="the revoked permission refused")
+
+
+@pytest.mark.parametrize(
+    "endpoints,local",
+    [
+        (("tcp://127.0.0.1:5555", "ipc:///tmp/x", "tcp://[::1]:1", "tcp://localhost:2"), True),
+        (("tcp://0.0.0.0:5555",), False),
+        (("tcp://*:5555",), False),
+        (("tcp://10.1.2.3:5555",), False),
+        (("tcp://eth0:5555",), False),
+    ],
+)
+def test_only_loopback_is_served_in_the_clear_unless_told(endpoints: tuple[str, ...], local: bool) -> None:
+    from arbiter.broker.guard import InsecureBind, check_bind, loopback_only
+    from arbiter.security.config import DISABLED
+
+    assert loopback_only(*endpoints) is local
+    if local:
+        check_bind(DISABLED, False, *endpoints)
+    else:
+        with pytest.raises(InsecureBind, match="--insecure"):
+            check_bind(DISABLED, False, *endpoints)
+        check_bind(DISABLED, True, *endpoints)  # told: served, with a warning
+
+
+def test_the_daemon_refuses_a_public_address_in_the_clear(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from test_sdk_harness import REPO, make_project
+
+    root = make_project(tmp_path, "tcp://0.0.0.0:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "broker.py"), "--root", str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "--insecure" in done.stderr
