@@ -52,8 +52,12 @@ class EventHub:
         subscribers: str,
         linger_ms: int = 500,
         secure: Callable[[zmq.Socket], None] | None = None,
+        may_publish: Callable[[str, str], bool] | None = None,
     ):
-        """``secure``: makes a socket a CURVE server before it binds (security on)."""
+        """``secure``: makes a socket a CURVE server before it binds; ``may_publish(identity,
+        topic)``: whether a publisher's identity may publish on a topic (security on)."""
+        self.may_publish = may_publish
+        self.forbidden = 0  # publications dropped because their publisher may not publish there
         self.xsub = ctx.socket(zmq.XSUB)
         self.xpub = ctx.socket(zmq.XPUB)
         for sock in (self.xsub, self.xpub):
@@ -142,7 +146,15 @@ class EventHub:
 
     def forward(self) -> None:
         """Pass one publisher message from XSUB to subscribers, adding wildcard copies."""
-        frames = self.xsub.recv_multipart()
+        if self.may_publish is None:
+            frames = self.xsub.recv_multipart()
+        else:
+            parts = self.xsub.recv_multipart(copy=False)
+            user = parts[-1].get("User-Id") or ""
+            frames = [part.bytes for part in parts]
+            if not self.may_publish(user, frames[0].decode("utf-8", "replace")):
+                self.forbidden += 1
+                return
         if len(frames) < 2:
             self.dropped += 1
             return
@@ -171,5 +183,6 @@ class EventHub:
             "forwarded": self.forwarded,
             "dropped": self.dropped,
             "refusedPatterns": self.refused_patterns,
+            "forbiddenPublications": self.forbidden,
             "subscriptions": sorted(self.prefixes) + sorted(self.patterns),
         }

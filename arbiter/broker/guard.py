@@ -164,6 +164,11 @@ class Guard:
                 return self._refused("forbidden-serve", user, service, frames)
         return None
 
+    def may_publish(self, user: str, topic: str) -> bool:
+        """A publisher's event goes on only where its identity may publish (else it is dropped,
+        counted in ``events.forbiddenPublications``)."""
+        return self.security.may_publish(user, topic)
+
     def _refused(self, what: str, user: str, service: str, frames: list[bytes]) -> Refusal:
         self.counters[what] += 1
         self.publish("system/security", {"event": what, "identity": user or None, "service": service})

@@ -125,13 +125,13 @@ class Broker(HostParts):
         self.frontend.setsockopt(zmq.MAXMSGSIZE, 2 * s.max_message_bytes)
         self.frontend.setsockopt(zmq.SNDHWM, 100_000)
         self.frontend.setsockopt(zmq.RCVHWM, 100_000)
-        secure = None
+        secure = may_publish = None
         if self.guard is not None:
             self.guard.start(self.ctx)
             self.guard.secure(self.frontend)
-            secure = self.guard.secure
+            secure, may_publish = self.guard.secure, self.guard.may_publish
         self.frontend.bind(s.frontend)
-        self.events = EventHub(self.ctx, s.events_pub, s.events_sub, secure=secure)
+        self.events = EventHub(self.ctx, s.events_pub, s.events_sub, secure=secure, may_publish=may_publish)
         log.info("frontend %s (ROUTER, MDP/0.1 clients and workers)", s.frontend)
         log.info("events: publishers connect to %s (XSUB), subscribers to %s (XPUB)", s.events_pub, s.events_sub)
 

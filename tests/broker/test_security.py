@@ -31,6 +31,7 @@ identities:
   billing-worker:
     public_key_file: keys/billing-worker.key
     serve: {allow: [fastapi-backend]}
+    publish: {allow: ["plugin/billing/**"]}
   idle-worker:
     public_key_file: keys/idle-worker.key
     serve: {allow: [exec-automator]}
@@ -263,3 +264,26 @@ def test_the_daemon_refuses_a_public_address_in_the_clear(tmp_path: Path) -> Non
         [sys.executable, str(REPO / "broker.py"), "--root", str(root)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1 and "--insecure" in done.stderr
+
+
+def test_a_publisher_publishes_only_where_its_identity_may(broker: Any) -> None:
+    ctx = zmq.Context.instance()
+    sub, pub = ctx.socket(zmq.SUB), ctx.socket(zmq.PUB)
+    try:
+        for sock, name, endpoint in ((sub, "admin", broker.events_sub), (pub, "billing-worker", broker.events_pub)):
+            sock.setsockopt(zmq.LINGER, 0)
+            keys(broker, name).apply(sock)
+            sock.connect(endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while b"plugin/billing/events" not in seen and time.monotonic() < deadline:  # the slow joiner
+            for topic in (b"orchestration/forged", b"plugin/billing/events"):
+                pub.send_multipart([topic, env.encode({"messageType": "event", "topic": topic.decode()})])
+            while sub.poll(100):
+                seen.append(sub.recv_multipart()[0])
+        assert b"plugin/billing/events" in seen and b"orchestration/forged" not in seen
+    finally:
+        sub.close()
+        pub.close()
+    assert status(broker)["events"]["forbiddenPublications"] >= 1
