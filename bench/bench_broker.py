@@ -68,6 +68,9 @@ ENVELOPE_TIMEOUT_MS = 600_000  # envelopes are built before the clock starts: th
 ECHO_SERVICE = b"echo"
 PLUGIN = "fastapi-backend"
 COMMAND = "scaffold-endpoint"
+# What the command needs, given (a text that left it unsaid is answered NEEDS_INPUT, with no
+# worker); one plugin's worker, as a plan's other phases have none here.
+ROUTE_PARAMETERS = {"resource": "orders"}
 ROUTE_TEXTS = (
     "Build a FastAPI endpoint with MongoDB and Keycloak auth",
     "Add a websocket endpoint to the FastAPI service",
@@ -297,7 +300,7 @@ def route_bodies(count: int, unique: bool) -> list[bytes]:
     for i in range(count):
         text = ROUTE_TEXTS[i % len(ROUTE_TEXTS)] + (f" #{salt}-{i}" if unique else "")
         envelope = new_request("arbiter.route", COMMAND, source="bench-client", timeout_ms=ENVELOPE_TIMEOUT_MS)
-        envelope["payload"] = {"text": text, "command": COMMAND, "parameters": {}}
+        envelope["payload"] = {"text": text, "command": COMMAND, "parameters": ROUTE_PARAMETERS, "collaborate": False}
         bodies.append(encode(envelope))
     return bodies
 
@@ -441,13 +444,15 @@ def big_bodies(size: int) -> list[tuple[str, bytes]]:
     words = (ROUTE_TEXTS[0] + ". ") * (size // (len(ROUTE_TEXTS[0]) + 2) + 1)
     text = f"#{salt} {words}"[:size]
     long_text = new_request("arbiter.route", COMMAND, source="bench-client", timeout_ms=ENVELOPE_TIMEOUT_MS)
-    long_text["payload"] = {"text": text, "command": COMMAND, "parameters": {}}
+    long_text["payload"] = {"text": text, "command": COMMAND, "parameters": ROUTE_PARAMETERS, "collaborate": False}
     filler = "abcdefghijklmnopqrstuvwxyz0123456789"
     fields = size // len(f'"x-bench-000000":"{filler}","field000000":"{filler}",')
     headers = {f"x-bench-{i:06d}": filler for i in range(fields)}
     many = new_request("arbiter.route", COMMAND, source="bench-client", timeout_ms=ENVELOPE_TIMEOUT_MS, headers=headers)
     parameters = {f"field{i:06d}": filler for i in range(fields)}
-    many["payload"] = {"text": f"{ROUTE_TEXTS[1]} #{salt}", "command": COMMAND, "parameters": parameters}
+    parameters.update(ROUTE_PARAMETERS)
+    many["payload"] = {"text": f"{ROUTE_TEXTS[1]} #{salt}", "command": COMMAND, "parameters": parameters,
+                       "collaborate": False}  # fmt: skip
     return [("text", encode(long_text)), ("fields", encode(many))]
 
 

@@ -65,7 +65,7 @@ def build_broker(
         dead_letters=recorder.dead_letters,  # one process writes both, in order
     )
     if security.enabled:
-        broker.guard = Guard(security, broker.publish)
+        broker.guard = Guard(security, broker.publish, broker.post)
     reload_config = snapshot.configs["broker"]["reload"]
     reloader = Reloader(
         snapshot.project,

@@ -81,6 +81,8 @@ class _KnownKeys:
         known = self.guard.security.identity_of(key) is not None
         if not known:
             self.guard.refused_handshakes += 1  # counted on the ZAP thread; read by the loop
+            event = {"event": "refused-handshake", "publicKey": key.decode("ascii", "replace")}
+            self.guard.post(lambda: self.guard.publish("system/security", event))  # published on the loop
         return known
 
 
@@ -101,11 +103,18 @@ def _with_helpers(security: Security, helpers: CurveKeys) -> Security:
 class Guard:
     """The broker's security: started with its sockets, consulted on every message."""
 
-    def __init__(self, security: Security, publish: Callable[[str, dict[str, Any]], None]):
+    def __init__(
+        self,
+        security: Security,
+        publish: Callable[[str, dict[str, Any]], None],
+        post: Callable[[Callable[[], None]], None] = lambda action: action(),
+    ):
+        """``publish`` runs on the loop thread; ``post`` hands it there from the ZAP thread."""
         public, secret = zmq.curve_keypair()
         self.helper_keys = CurveKeys(public, secret, security.public_key or b"")
         self.security = _with_helpers(security, self.helper_keys)
         self.publish = publish
+        self.post = post
         self.counters: Counter[str] = Counter()
         self.refused_handshakes = 0
         self.authenticator: ThreadAuthenticator | None = None

@@ -12,6 +12,8 @@ import click
 import orjson
 import zmq
 
+from arbiter.sdk.curve import CurveKeys, connect
+
 from .common import (
     Context,
     broker_endpoint,
@@ -172,7 +174,7 @@ def events(
     sock.setsockopt(zmq.LINGER, 0)
     for topic in topics or ("",):
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    sock.connect(url)
+    connect(sock, url, CurveKeys.from_env())  # a broker with security on: ARBITER_CURVE_KEY, ARBITER_BROKER_KEY
     seen = 0
     last = time.monotonic()
     try:

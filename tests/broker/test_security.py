@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
 import pytest
 import zmq
 import zmq.auth
@@ -142,10 +143,25 @@ def test_only_a_permitted_worker_gets_requests(broker: Any) -> None:
 
 
 def test_a_client_without_a_known_key_gets_nothing(broker: Any) -> None:
-    for name in (None, "stranger"):
-        with client(broker, name, timeout=1.5) as outsider:
-            with pytest.raises(RequestTimeout):
-                outsider.request("arbiter.status", env.new_request("arbiter.status", ""))
+    ctx = zmq.Context.instance()
+    watcher = ctx.socket(zmq.SUB)
+    watcher.setsockopt(zmq.LINGER, 0)
+    keys(broker, "admin").apply(watcher)
+    watcher.setsockopt(zmq.SUBSCRIBE, b"system/security")
+    watcher.connect(broker.events_sub)
+    try:
+        time.sleep(0.5)  # the subscription reaches the broker
+        for name in (None, "stranger"):
+            with client(broker, name, timeout=1.5) as outsider:
+                with pytest.raises(RequestTimeout):
+                    outsider.request("arbiter.status", env.new_request("arbiter.status", ""))
+        stranger = keys(broker, "stranger").public.decode()
+        seen = []
+        while watcher.poll(5000) and stranger not in seen:
+            seen.append(orjson.loads(watcher.recv_multipart()[1])["payload"].get("publicKey"))
+        assert stranger in seen  # the refusal is announced, with the public key only
+    finally:
+        watcher.close()
 
 
 def test_a_call_the_identity_may_not_make_is_forbidden(broker: Any) -> None:
