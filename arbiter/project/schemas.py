@@ -319,6 +319,13 @@ def validate(doc: Document, schema: dict[str, Any], code: str, unknown_code: str
     if not isinstance(doc.data, dict):
         got = "empty file" if doc.data is None else f"a {type(doc.data).__name__}"
         return None, [Diagnostic(doc.path, 1, 1, "error", code, f"expected a mapping at top level, got {got}")]
+    # configs/security.yaml may hold key material pasted where it does not belong: its lines are
+    # never quoted (the file, line and column still say where).
+    secret = schema is CONFIG_SCHEMAS.get("security")
+
+    def quoted(line: int) -> str | None:
+        return None if secret else doc.line_text(line)
+
     validator = Validator(schema, allow_unknown=False)
     ok = validator.validate(doc.data)
     diags: list[Diagnostic] = []
@@ -331,7 +338,7 @@ def validate(doc: Document, schema: dict[str, Any], code: str, unknown_code: str
         line, col = doc.where(keypath)
         field = ".".join(str(p) for p in keypath) or "(top)"
         diags.append(
-            Diagnostic(doc.path, line, col, "error", code, f"{field}: {_message(err)}", source_line=doc.line_text(line))
+            Diagnostic(doc.path, line, col, "error", code, f"{field}: {_message(err)}", source_line=quoted(line))
         )
     if unknown:
         line, col = doc.where(unknown[0])
@@ -344,7 +351,7 @@ def validate(doc: Document, schema: dict[str, Any], code: str, unknown_code: str
                 "warning",
                 unknown_code,
                 f"unknown keys ignored: {names}",
-                source_line=doc.line_text(line),
+                source_line=quoted(line),
             )
         )
     if ok or not any(d.severity == "error" for d in diags):

@@ -289,3 +289,14 @@ def test_check_config_fails_on_a_bad_file(root, as_json):
         assert "1 error(s)" in out and "configuration FAILED" in out
     for secret in secrets(root):
         assert secret not in out
+
+
+def test_a_key_pasted_among_the_files_keys_is_never_quoted(tmp_path: Path) -> None:
+    from arbiter.project.configs import load_configs
+
+    pasted = "SUPERSECRETKEYMATERIAL1234567890abcdefgh"
+    (tmp_path / "security.yaml").write_text(f'curve:\n  secret_key_file: 7\nsecret: "{pasted}"\n')
+    _, diagnostics = load_configs(tmp_path)
+    shown = "\n".join(d.format() for d in diagnostics)
+    assert "security.yaml:3:1" in shown and "unknown keys ignored: secret" in shown
+    assert pasted not in shown and diagnostics
