@@ -303,3 +303,27 @@ def test_a_publisher_publishes_only_where_its_identity_may(broker: Any) -> None:
         sub.close()
         pub.close()
     assert status(broker)["events"]["forbiddenPublications"] >= 1
+
+
+def test_malformed_messages_from_a_known_peer_are_dropped_and_counted_as_without_security(broker: Any) -> None:
+    from test_mdp_conformance import MALFORMED
+
+    def dropped() -> dict[str, int]:
+        return status(broker)["counters"]["dropped"]
+
+    before = dropped()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    keys(broker, "admin").apply(sock)
+    sock.connect(broker.frontend)
+    try:
+        for frames in MALFORMED.values():
+            sock.send_multipart(frames)
+        wait_until(
+            lambda: all(dropped().get(reason, 0) > before.get(reason, 0) for reason in MALFORMED),
+            what="every malformed message counted",
+        )
+    finally:
+        sock.close()
+    with client(broker, "admin") as admin:
+        assert admin.mmi("mmi.service") in ("200", "404")  # still serving
