@@ -89,7 +89,7 @@ def _change(entry: Entry | None, op: str, scope: str, key: str, seq: int, versio
     return {"topic": f"state/{scope}/change", "data": data}
 
 
-def _written(op: str, request: Mapping[str, Any], done: tuple[Entry, int]) -> dict[str, Any]:
+def _written(op: str, done: tuple[Entry, int]) -> dict[str, Any]:
     entry, seq = done
     return {"result": {**entry.to_json(), "seq": seq}, "events": [_change(entry, op, entry.scope, entry.key, seq)]}
 
@@ -109,7 +109,7 @@ def _put(r: Mapping[str, Any], caller: str) -> dict[str, Any]:
         ttl=_ttl(r),
         fence=_fence(r),
     )
-    return _written("put", r, done)
+    return _written("put", done)
 
 
 def _delete(r: Mapping[str, Any], caller: str) -> dict[str, Any]:
@@ -119,11 +119,11 @@ def _delete(r: Mapping[str, Any], caller: str) -> dict[str, Any]:
 
 
 def _incr(r: Mapping[str, Any], caller: str) -> dict[str, Any]:
-    return _written("incr", r, context.incr(r["scope"], r["key"], caller, r.get("by", 1), ttl=_ttl(r)))
+    return _written("incr", context.incr(r["scope"], r["key"], caller, r.get("by", 1), ttl=_ttl(r)))
 
 
 def _merge(r: Mapping[str, Any], caller: str) -> dict[str, Any]:
-    return _written("merge", r, context.merge(r["scope"], r["key"], r["value"], caller, merge_json))
+    return _written("merge", context.merge(r["scope"], r["key"], r["value"], caller, merge_json))
 
 
 def _list(r: Mapping[str, Any], caller: str) -> dict[str, Any]:

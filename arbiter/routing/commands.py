@@ -50,8 +50,3 @@ class CommandIndex:
         top = max(scores.values())
         tied = tuple(name for name in self.vocab if scores[name] == top)
         return tied if top > 0 else tied[:1]
-
-
-def choose_command(plugin: Plugin, text: str) -> str | None:
-    """The name of the command whose name, description and keywords best share the text's terms."""
-    return CommandIndex(plugin).choose(text)

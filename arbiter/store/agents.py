@@ -16,7 +16,6 @@ cached answer.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import orjson
 import peewee as pw
 
-from arbiter.store import models
+from arbiter.store import events, models
 
 WINDOW = 200  # outcomes per row that the rate and the percentiles are read from
 PLUGIN_ROW = "*"  # the row of a plugin as a whole
@@ -130,7 +129,12 @@ def registry(plugin: str | None = None) -> list[dict[str, Any]]:
     if plugin is not None:
         query = query.where(Agent.plugin_id == plugin)
     return [
-        {"plugin": row.plugin_id, "name": row.name, **figures(row.metrics or {}), "updatedAt": _iso(row.updated_at)}
+        {
+            "plugin": row.plugin_id,
+            "name": row.name,
+            **figures(row.metrics or {}),
+            "updatedAt": events.iso(row.updated_at),
+        }
         for row in query
     ]
 
@@ -139,7 +143,3 @@ def plugin_rates() -> dict[str, float]:
     """Each plugin's success rate over its window (plugins never sent work are absent)."""
     query = Agent.select(Agent.plugin_id, Agent.metrics).where(Agent.name == PLUGIN_ROW)
     return {row.plugin_id: rate for row in query if (rate := figures(row.metrics or {})["successRate"]) is not None}
-
-
-def _iso(moment: dt.datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat(timespec="seconds") + "Z"
