@@ -46,8 +46,13 @@ def parse_ms(text: str) -> int:
 
 
 def parse_timedelta(text: str) -> dt.timedelta:
-    """The duration ``text`` as a :class:`datetime.timedelta`; :class:`DurationError` if it is not one."""
-    return dt.timedelta(milliseconds=parse_ms(text))
+    """The duration ``text`` as a :class:`datetime.timedelta`; :class:`DurationError` if it is not
+    one, or is longer than a timedelta holds (999,999,999 days)."""
+    ms = parse_ms(text)
+    try:
+        return dt.timedelta(milliseconds=ms)
+    except OverflowError:
+        raise DurationError(f"'{text}' is longer than the longest duration, {dt.timedelta.max.days:,}d") from None
 
 
 def format_ms(ms: int) -> str:

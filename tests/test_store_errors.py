@@ -91,6 +91,10 @@ COMMANDS = [
     ["dlq", "show", "abc"],
     ["dlq", "replay", "abc", "--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.1", "--retries", "0"],
     ["dlq", "purge", "--all", "--yes"],
+    ["chain", "status", "run_0661a8ebd18f"],
+    ["chain", "runs"],
+    ["locks", "list"],
+    ["log"],
 ]
 
 
@@ -116,6 +120,25 @@ def test_every_command_that_opens_a_damaged_store_says_so_in_one_line(project: P
         result = cli(project, *command)
         line = assert_one_line(result.exit_code, result.stdout, result.stderr, str(db_path(project)), words)
         assert "arbiter store check" in line or "move it away" in line
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_agents_list_stands_without_a_damaged_store_and_says_so_in_one_line(project: Path, shape: str) -> None:
+    """What the broker learned of each plugin comes from the store; the agents come from the
+    project's files: they are listed all the same, and the store's problem is one line."""
+    make, words = SHAPES[shape]
+    make(project)
+    for command in (["agents", "list"], ["agents", "list", "--plugin", "fastapi-backend", "--json"]):
+        result = cli(project, *command)
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"note: learned figures unavailable (state store {db_path(project)}: ")
+        assert words in lines[0] and ("arbiter store check" in lines[0] or "move it away" in lines[0])
+    listed = json.loads(result.stdout)
+    assert listed and {agent["plugin"] for agent in listed} == {"fastapi-backend"}
+    assert all(agent["learned"] is None for agent in listed)
+    assert "fastapi-backend" in cli(project, "agents", "list").stdout
 
 
 def _without_file_permissions() -> None:
@@ -223,11 +246,12 @@ def start_broker(root: Path) -> subprocess.Popen:
     return process
 
 
-@pytest.mark.parametrize("shape", ["garbage header", "postgresql unreachable"])
+@pytest.mark.parametrize("shape", ["garbage header", "truncated", "postgresql unreachable"])
 def test_the_broker_refuses_to_start_on_a_damaged_store_in_one_line(project: Path, shape: str) -> None:
-    if shape == "garbage header":
-        garbage_header(project)
-        where, words = str(db_path(project)), "file is not a database"
+    if shape in SHAPES:
+        make, words = SHAPES[shape]
+        make(project)
+        where = str(db_path(project))
     else:
         port = free_port()
         (project / "configs" / "state.yaml").write_text(f"database: postgresql://postgres:pw@127.0.0.1:{port}/test\n")

@@ -2,9 +2,9 @@
 of Arbiter's own services or to MMI; and every answer the broker gives a client, including
 when it refuses a request or gives one up.
 
-A request the broker accepted and then cannot finish (expired, poisoned, cut by a shutdown,
-refused by a full queue) is answered with an error and kept in the dead-letter queue; one
-refused at the door for what it is (too large, unreadable) is only answered and counted.
+A request the broker accepted and then cannot finish (expired, poisoned, cut by a shutdown) is
+answered with an error and kept in the dead-letter queue; one refused at once (too large,
+unreadable, over an in-flight limit, a full queue) is only answered and counted.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ to its frontend as MDP workers of an internal service, shown as ``arbiter.decide
 with decisions. They scale across cores. Cached decisions never leave the loop.
 
 A request is one JSON array frame: ``[fingerprint, requestId, text, files, caller, circuits,
-rates]`` (the plugins' learned success rates).
+rates, unserved]`` (the plugins' learned success rates, and those no live worker serves).
 The reply is the decision in two frames (:meth:`~arbiter.broker.decision_cache.Decided.wire`:
 what the broker reads of it, and its encoded JSON, which the broker passes on without parsing or
 encoding it again), or one frame ``{"stale": fingerprint}`` when the decider's snapshot is not
@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import orjson
 
@@ -49,12 +49,17 @@ PRIORITIES = ("idle", "low", "normal")  # configs/broker.yaml decider_priority
 
 
 def request_body(
-    fingerprint: str, request_id: str, route: RouteInput, circuits: Mapping[str, str], rates: Mapping[str, float]
+    fingerprint: str,
+    request_id: str,
+    route: RouteInput,
+    circuits: Mapping[str, str],
+    rates: Mapping[str, float],
+    unserved: Sequence[str],
 ) -> bytes:
-    """What a decider needs besides its snapshot: the text, and the plugins' health as the broker sees it."""
-    return orjson.dumps(
-        [fingerprint, request_id, route.text, list(route.files), route.caller, dict(circuits), dict(rates)]
-    )
+    """What a decider needs besides its snapshot: the text, and the plugins' health as the broker
+    sees it (circuits, learned rates, the plugins no live worker serves)."""
+    fields = [route.text, list(route.files), route.caller, dict(circuits), dict(rates), list(unserved)]
+    return orjson.dumps([fingerprint, request_id, *fields])
 
 
 # -- the broker's side --------------------------------------------------------------------------
@@ -109,13 +114,13 @@ class Decider:
         return Router(snapshot)
 
     def decide(self, body: bytes) -> list[bytes]:
-        fingerprint, request_id, text, files, caller, circuits, rates = orjson.loads(body)
+        fingerprint, request_id, text, files, caller, circuits, rates, unserved = orjson.loads(body)
         if fingerprint != self.router.snapshot.fingerprint:
             old, self.router = self.router, self._build()
             old.close()
             if fingerprint != self.router.snapshot.fingerprint:
                 return [orjson.dumps({"stale": self.router.snapshot.fingerprint})]
-        health = health_of(circuits, rates)
+        health = health_of(circuits, rates, unserved)
         result = self.router.route(Request(text, tuple(files), caller, request_id), health)
         return Decided.of(result.to_json(trace=False)).wire()
 

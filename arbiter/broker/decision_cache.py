@@ -1,5 +1,5 @@
-"""Decisions the broker reuses: one per (text, files, caller) while the snapshot and the circuit
-states that made it hold.
+"""Decisions the broker reuses: one per (text, files, caller) while the snapshot and the health
+that made it hold (circuit states, learned success rates, which plugins have live workers).
 
 Classifying and scoring a text is the dear part of a routed request, and clients repeat texts.
 A cached decision is encoded once; each request splices in its own ``requestId``, and its row in
@@ -33,6 +33,7 @@ class Decided:
     tail: bytes  # the encoded decision after the requestId value
     row: RowTemplate  # its row in the decision log, converted once
     phases: tuple[Phase, ...] = ()  # the collaboration plan, when there is one to run
+    unserved: tuple[str, ...] = ()  # plugins that fit better but no live worker serves
 
     @classmethod
     def of(cls, data: dict[str, Any], origin: str = "broker") -> Decided:
@@ -47,7 +48,8 @@ class Decided:
         collaborators = tuple(p["plugin"] for p in phases[1:])
         row = RowTemplate.of(data, origin)
         steps = tuple((p["domain"], p["plugin"], tuple(p.get("dependencies") or ())) for p in phases)
-        return cls(data.get("userInput"), primary, plan, collaborators, encoded[len(head) :], row, steps)
+        unserved = tuple(routing.get("unservedPlugins") or ())
+        return cls(data.get("userInput"), primary, plan, collaborators, encoded[len(head) :], row, steps, unserved)
 
     def wire(self) -> list[bytes]:
         """Two frames: what the broker reads of the decision, and its encoded JSON as it is. A
@@ -60,12 +62,13 @@ class Decided:
             self.row.request_id,
             self.row.wire(),
             self.phases,
+            self.unserved,
         ]
         return [orjson.dumps(head), self.tail]
 
     @classmethod
     def from_wire(cls, frames: list[bytes]) -> Decided:
-        user_input, primary, plan, collaborators, request_id, row, phases = orjson.loads(frames[0])
+        user_input, primary, plan, collaborators, request_id, row, phases, unserved = orjson.loads(frames[0])
         return cls(
             user_input,
             primary,
@@ -74,6 +77,7 @@ class Decided:
             frames[1],
             RowTemplate.of_values(request_id, row),
             tuple((domain, plugin, tuple(needs)) for domain, plugin, needs in phases),
+            tuple(unserved),
         )
 
     def json_for(self, request_id: str) -> orjson.Fragment:
@@ -82,7 +86,7 @@ class Decided:
 
 
 class DecisionCache:
-    """Least recently used first out; emptied whenever the snapshot or a circuit changes."""
+    """Least recently used first out; emptied whenever the snapshot or the plugins' health changes."""
 
     def __init__(self, size: int = CACHE_SIZE):
         self._size = size

@@ -244,7 +244,8 @@ class Dispatcher:
             if routed.owner is None and not self.host.has_workers(name):
                 if breaker is not None:
                     breaker.forget(attempt)
-                self._failed(attempt, rz.UNAVAILABLE, "NO_WORKER", f"no worker serves '{name}'", count=False)
+                message = f"no worker serves '{name}'"
+                self._failed(attempt, rz.UNAVAILABLE, "NO_WORKER", message, count=False, retry=False)
                 return
             self._send(attempt)
             return
@@ -273,6 +274,19 @@ class Dispatcher:
         """Time out the tries whose time is up (called by the broker every tick)."""
         for routed in [r for r in self.inflight if r.current and r.current.deadline <= now]:
             self._contained(routed, self._timed_out, routed.current)
+
+    def worker_gone(self, plugin: str) -> None:
+        """The last worker of ``plugin`` left: a client's try waiting for it moves on now, rather
+        than at its timeout (a chain's step waits for a worker up to its timeout, as when sent)."""
+        for routed in [r for r in self.inflight if r.current and r.current.plugin == plugin and r.owner is None]:
+            self._contained(routed, self._left_unserved, routed.current)
+
+    def _left_unserved(self, attempt: Attempt) -> None:
+        if attempt.finished or attempt.routed.done:
+            return
+        self.host.withdraw(attempt)
+        message = f"the last worker of '{attempt.plugin}' left"
+        self._failed(attempt, rz.UNAVAILABLE, "NO_WORKER", message, count=False, retry=False)
 
     def _timed_out(self, attempt: Attempt) -> None:
         if attempt.finished or attempt.routed.done:
@@ -319,8 +333,11 @@ class Dispatcher:
             return
         self._failed(attempt, rz.ERROR, code, message)
 
-    def _failed(self, attempt: Attempt, kind: str, code: str, message: str, count: bool = True) -> None:
-        """Record the failure, then retry the same plugin after a backoff or move to the next."""
+    def _failed(
+        self, attempt: Attempt, kind: str, code: str, message: str, count: bool = True, retry: bool = True
+    ) -> None:
+        """Record the failure, then retry the same plugin after a backoff (unless ``retry`` is
+        False: nothing could serve a retry now) or move to the next."""
         attempt.finished = True
         routed = attempt.routed
         now = time.monotonic()
@@ -330,7 +347,7 @@ class Dispatcher:
         self._step(routed, attempt.plugin, attempt.command, kind, f"{code}: {message}", attempt.started)
         plugin = self._plugin(attempt.plugin)
         policy = plugin.error_handling.retry if plugin else None
-        if self._retries_left(routed, policy, kind, code):
+        if retry and self._retries_left(routed, policy, kind, code):
             delay = rz.backoff_ms(policy, routed.retries + 1, self.rng) / 1000 if policy else 0.0
             if now + delay < routed.deadline:
                 routed.retries += 1

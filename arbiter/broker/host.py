@@ -62,7 +62,7 @@ class HostParts:
         if self.deciders is None:
             return False
         circuits = self.dispatcher.circuits()
-        body = deciders.request_body(self.snapshot.fingerprint, request_id, route, circuits, self.rates)
+        body = deciders.request_body(self.snapshot.fingerprint, request_id, route, circuits, self.rates, self.unserved)
         return deciders.ask(self.deciders, self.pool, pending, body, done, partial(self.clients.fail, pending))
 
     def reply(self, pending: Pending, body: bytes) -> None:
@@ -109,7 +109,13 @@ class HostParts:
             self.decisions.submit_circuit(change.plugin, plugin.version if plugin else "?", change.new, change.reason)
 
     def worker_event(self, event: str, service: Service, identity: bytes, why: str | None = None) -> None:
-        data = {"event": event, "service": service.shown, "worker": identity.hex(), "workers": len(service.workers)}
+        """Publish it; a plugin's first worker or its last one gone changes what routing may choose."""
+        count = len(service.workers)
+        if count == (1 if event == "worker-up" else 0) and service.shown in self.snapshot.plugins:
+            self._new_health()
+            if count == 0:
+                self.dispatcher.worker_gone(service.shown)
+        data = {"event": event, "service": service.shown, "worker": identity.hex(), "workers": count}
         if why:
             data["reason"] = why
         self.publish("system/health", data)

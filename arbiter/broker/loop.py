@@ -112,6 +112,8 @@ class Broker(HostParts):
         self.guard: Guard | None = None  # security on the bus (configs/security.yaml), when on
         self.user = ""  # with security on: the identity that sent the message being handled
         self.keepers: HelperGroup | None = None
+        self.unserved: tuple[str, ...] = ()  # the project's plugins no live worker serves
+        self._new_health()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -222,8 +224,10 @@ class Broker(HostParts):
         self.call_at(time.monotonic() + max(MIN_FLUSH_S, recorder.interval_s), self._flush_decisions)
 
     def _new_health(self) -> None:
-        """Circuits or learned rates changed: decisions made under the old health are forgotten."""
-        health = health_of(self.dispatcher.circuits(), self.rates)
+        """Circuits, learned rates or the plugins with live workers changed: decisions made under
+        the old health are forgotten."""
+        self.unserved = tuple(name for name in self.snapshot.plugins if not self.pool.has_workers(name))
+        health = health_of(self.dispatcher.circuits(), self.rates, self.unserved)
         if health != self.health:
             self.health = health
             self.decision_cache.clear()
@@ -279,6 +283,7 @@ class Broker(HostParts):
         old, self.snapshot, self.router = self.router, snapshot, router
         self.decision_cache.clear()
         self.dispatcher.adopt(snapshot.plugins, BindingTable(snapshot.rules.bindings), router.max_text_chars)
+        self._new_health()
         old.close()
         if self.guard is not None:
             self.guard.adopt(security_of(snapshot)[0])

@@ -63,9 +63,17 @@ def run_plan(
     request_id: str,
     patience_s: float,
     timeout_ms: int,
-) -> ChainRun:
+) -> ChainRun | None:
     """Start the plan's run (``calls``: :func:`phase_calls`, none missing a parameter); the
-    client is answered when it ends."""
+    client is answered when it ends. While the broker stops, no run starts (it could neither go
+    on nor end): the client is answered SHUTTING_DOWN at once, and None returned."""
+    if host.chains.detached:
+        decision = decided.json_for(request_id)
+        host.reply(
+            pending, messages.error_body(route.envelope, "SHUTTING_DOWN", "the broker is stopping", decision=decision)
+        )
+        host.log_decision(decided.row.entry(request_id, {"status": "shutdown"}, False))
+        return None
     steps = []
     for domain, plugin, call in calls:
         command = call.command if call is not None else None

@@ -27,7 +27,7 @@ from arbiter.wire.envelope import iso, utc_now
 
 log = logging.getLogger("arbiter.reload")
 
-WATCHED_SUFFIXES = (".arb", ".yaml", ".yml", ".json", ".md")
+WATCHED_SUFFIXES = (".arb", ".yaml", ".yml", ".json", ".md", ".key", ".key_secret")
 # Folders no input lives in, whose churn (version control, caches) is never worth a look.
 IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules"})
 # Emacs' lock files (".#name.md", dangling links) end like inputs but are none.
@@ -139,7 +139,8 @@ class Reloader:
             self._threads.append(thread)
 
     def request(self, reason: str = "requested") -> None:
-        """Ask for a rebuild; safe from any thread and from a signal handler."""
+        """Ask for a rebuild; safe from any thread. Not from a signal handler: it logs, and
+        logging takes locks the interrupted code may hold, so SIGHUP posts it to the loop."""
         log.info("reload %s", reason)
         self._wanted.set()
 

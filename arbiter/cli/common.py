@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import difflib
 import json
 import sys
@@ -13,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import click
 
 from arbiter.dsl.diagnostics import Diagnostic
+from arbiter.dsl.durations import parse_timedelta as parse_duration
 from arbiter.project.configs import load_configs
 from arbiter.project.schemas import CONFIG_SCHEMAS
 from arbiter.project.snapshot import Project, Snapshot, build_snapshot
@@ -139,6 +141,17 @@ def project_store(ctx: Context) -> Iterator[None]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def duration_value(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
+    """The callback of a DURATION option (``--older-than 7d``, ``--ttl 30s``): one reading for
+    every command, and a text that is not a duration is a usage error naming the option."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 def echo_json(data: Any) -> None:

@@ -17,25 +17,25 @@ from typing import Any
 
 import click
 
-from arbiter.dsl.durations import parse_timedelta as parse_duration
 from arbiter.sdk.client import Client, Reply, RequestTimeout
 from arbiter.store import dead_letters as letters
 from arbiter.wire import envelope as env
 
-from .common import Context, broker_endpoint, echo_json, endpoint_option, json_option, pass_context, project_store
+from .common import (
+    Context,
+    broker_endpoint,
+    duration_value,
+    echo_json,
+    endpoint_option,
+    json_option,
+    pass_context,
+    project_store,
+)
+from .common import parse_duration as parse_duration  # how --older-than reads, for callers of this module
 from .tables import printable, table
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SHOW_LIMIT = 4000  # characters of a frame shown to people; --json has everything
-
-
-def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
 
 
 def _fail(message: str) -> None:
@@ -207,7 +207,7 @@ def replay(
     "--older-than",
     "older_than",
     metavar="DURATION",
-    callback=_duration_option,
+    callback=duration_value,
     help="Letters whose last failure is older than this, e.g. 7d, 12h, 30m.",
 )
 @click.option("--service", metavar="NAME", help="Only letters sent to this service.")

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import click
 
-from arbiter.dsl.durations import DurationError, parse_ms, parse_timedelta
+from arbiter.dsl.durations import parse_ms
 from arbiter.routing.cases import load_cases, run_cases
 from arbiter.routing.explain import render, render_recorded
 from arbiter.routing.match import Health, health_of
@@ -20,7 +20,7 @@ from arbiter.store import database as state
 from arbiter.store import decisions as record
 from arbiter.store.recorder import Recorder
 
-from .common import Context, echo_json, json_option, pass_context, print_diagnostics
+from .common import Context, duration_value, echo_json, json_option, pass_context, print_diagnostics
 from .tables import ELLIPSIS, GAP, printable, printable_fields, table, truncate, width
 
 file_option = click.option(
@@ -349,19 +349,12 @@ def _input_cell(row: dict[str, Any]) -> str:
     return truncate(text, CUT_INPUT_WIDTH).removesuffix(ELLIPSIS) + cut.note(digits=12)
 
 
-def _duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.timedelta | None:
-    try:
-        return None if value is None else parse_timedelta(value)
-    except DurationError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
 @decisions.command("prune")
 @click.option(
     "--older-than",
     "older_than",
     metavar="DURATION",
-    callback=_duration_option,
+    callback=duration_value,
     help="Delete decisions older than this, e.g. 30d.",
 )
 @click.option("--keep", type=click.IntRange(min=0), metavar="N", help="Delete all but the newest N decisions.")

@@ -8,19 +8,28 @@ operation was refused (NOT_FOUND, CONFLICT, FORBIDDEN, ...) or the broker did no
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from typing import Any, Callable
 
 import click
 
-from arbiter.dsl.durations import parse_timedelta
 from arbiter.sdk.client import RequestTimeout
 from arbiter.sdk.state import SharedState, StateError
 from arbiter.store import events as event_log
 from arbiter.store import locks as lock_table
 
-from .common import Context, broker_endpoint, echo_json, endpoint_option, json_option, pass_context, project_store
+from .common import (
+    Context,
+    broker_endpoint,
+    duration_value,
+    echo_json,
+    endpoint_option,
+    json_option,
+    pass_context,
+    project_store,
+)
 from .tables import printable, table
 
 FOLLOW_POLL_S = 0.5
@@ -34,13 +43,8 @@ def _value(text: str) -> Any:
         return text
 
 
-def _seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_timedelta(value).total_seconds()
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from exc
+def _in_seconds(duration: dt.timedelta | None) -> float | None:
+    return None if duration is None else duration.total_seconds()
 
 
 as_option = click.option(
@@ -52,7 +56,9 @@ as_option = click.option(
     help="Who asks (owner of what it creates).",
 )
 version_option = click.option("--version", "version", type=int, help="Only if the entry is at this version (0: new).")
-ttl_option = click.option("--ttl", callback=_seconds, metavar="DURATION", help="Expire after this long (30s, 5m, 1d).")
+ttl_option = click.option(
+    "--ttl", callback=duration_value, metavar="DURATION", help="Expire after this long (30s, 5m, 1d)."
+)
 timeout_option = click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the broker.")
 
 
@@ -142,7 +148,7 @@ def _put_command(name: str, needs_version: bool) -> None:
             endpoint,
             caller,
             timeout,
-            lambda s: s.put(scope, key, _value(value), version=version, access=access, ttl=ttl),
+            lambda s: s.put(scope, key, _value(value), version=version, access=access, ttl=_in_seconds(ttl)),
         )
         _show_entry(written, as_json)
 
@@ -170,9 +176,11 @@ def delete_cmd(ctx: Context, scope: str, key: str, version: int | None, caller: 
 @ttl_option
 @through_broker
 @pass_context
-def incr_cmd(ctx: Context, scope: str, key: str, by: int, ttl: float | None, caller: str, timeout: float, **rest: Any):
+def incr_cmd(
+    ctx: Context, scope: str, key: str, by: int, ttl: dt.timedelta | None, caller: str, timeout: float, **rest: Any
+):
     """Add to a counter atomically (a missing one starts at 0)."""
-    done = _run(ctx, rest["endpoint"], caller, timeout, lambda s: s.incr(scope, key, by, ttl))
+    done = _run(ctx, rest["endpoint"], caller, timeout, lambda s: s.incr(scope, key, by, _in_seconds(ttl)))
     _show_entry(done, rest["as_json"])
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
+import yaml
+
 from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.dsl.program import RulesBundle, load_rules
 from arbiter.project.configs import config_files, load_configs
@@ -45,7 +47,27 @@ class Project:
         return self.root / ".arbiter"
 
     def watched(self) -> tuple[Path, ...]:
-        return (self.rules_dir, self.config_dir, *self.plugins)
+        """The directories whose files are inputs: rules, configs, plugins, and those holding the
+        key files ``configs/security.yaml`` names."""
+        folders = {path.parent for path in key_files(self)}
+        return (self.rules_dir, self.config_dir, *self.plugins, *sorted(folders))
+
+
+def key_files(project: Project) -> list[Path]:
+    """The CURVE key files ``configs/security.yaml`` names (the broker's secret key, each
+    identity's public key), read leniently: they are inputs, so a key file replaced alone is a
+    change that a reload serves, and the file's own checks are check-config's business."""
+    path = next((p for p in config_files(project.config_dir) if p.stem == "security"), None)
+    try:
+        data = yaml.safe_load(path.read_text()) if path is not None else None
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    named = [(data.get("curve") or {}).get("secret_key_file") if isinstance(data.get("curve"), dict) else None]
+    identities = data.get("identities") if isinstance(data.get("identities"), dict) else {}
+    named += [i.get("public_key_file") for i in identities.values() if isinstance(i, dict)]
+    return sorted({project.root / name for name in named if isinstance(name, str) and name})
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,7 @@ def _input_files(project: Project, plugin_dirs: Iterable[Path]) -> Iterable[Path
     yield from config_files(project.config_dir)
     for plugin_dir in plugin_dirs:
         yield from sorted(p for p in plugin_dir.rglob("*") if p.is_file() and p.suffix in (".json", ".md"))
+    yield from key_files(project)
 
 
 def fingerprint(project: Project) -> str:

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from arbiter.project.model import Plugin
+from arbiter.routing.clauses import term_weights
 from arbiter.routing.globs import glob_regex
 from arbiter.routing.text_index import VocabularyIndex, build_index, path_terms, stem, terms, words
 
 SOLID_TERM = 0.3  # a term contributing this much relevance is real evidence, not noise
+NEAR_SPELLING = 0.5  # a word matched one edit away is weaker evidence than the word itself
 DURATION_MS = {"simple": 600_000, "moderate": 1_800_000, "complex": 7_200_000}
 COMPLEX_WORDS = frozenset(
     stem(w)
@@ -46,6 +48,7 @@ class Scored:
     score: float
     evidence: tuple[str, ...] = ()
     support: int = 0  # how many distinct terms gave a solid share of the score
+    context: tuple[str, ...] = ()  # evidence words that came from context phrases, not the main clause
 
 
 @dataclass(frozen=True)
@@ -269,14 +272,22 @@ def urgency_of(text: str) -> int:
     return 2 if RELAXED.search(text) else 5
 
 
-def _relevance(all_terms: Sequence[str], index: VocabularyIndex) -> tuple[Scored, ...]:
+def _relevance(
+    all_terms: Sequence[str], index: VocabularyIndex, weights: Mapping[str, float] | None = None
+) -> tuple[Scored, ...]:
+    """Each plugin's relevance: the sum over the request's terms of the term's rarity times the
+    plugin's saturated use of it, times the term's weight in the request (:mod:`clauses`) and
+    :data:`NEAR_SPELLING` when the plugin uses a near spelling of it rather than the word."""
+    weights = weights or {}
     scores = [0.0] * len(index.plugins)
     evidence: list[dict[str, float]] = [{} for _ in index.plugins]
     for term in dict.fromkeys(all_terms):
+        said = weights.get(term, 1.0)
         for known in index.lookup(term):
+            factor = said * (1.0 if known == term else NEAR_SPELLING)
             idf = index.idf[known]
             for plugin, weight in index.postings[known]:
-                gain = idf * weight
+                gain = idf * weight * factor
                 scores[plugin] += gain
                 evidence[plugin][known] = evidence[plugin].get(known, 0.0) + gain
     ranked = []
@@ -285,7 +296,8 @@ def _relevance(all_terms: Sequence[str], index: VocabularyIndex) -> tuple[Scored
             top = sorted(evidence[i].items(), key=lambda kv: -kv[1])[:6]
             support = sum(1 for gain in evidence[i].values() if gain >= SOLID_TERM)
             words_ = tuple(index.surface.get(t, t) for t, _ in top)
-            ranked.append(Scored(index.plugins[i], round(score, 4), words_, support))
+            context = tuple(index.surface.get(t, t) for t, _ in top if weights.get(t, 1.0) < 1.0)
+            ranked.append(Scored(index.plugins[i], round(score, 4), words_, support, context))
     return tuple(sorted(ranked, key=lambda s: (-s.score, s.name)))
 
 
@@ -302,7 +314,7 @@ def classify(
     text_terms, file_terms = _request_terms(text, files, lexicon)
     term_set = set(text_terms)
     domains = _domains(term_set, files, lexicon)
-    relevance = _relevance(text_terms + file_terms, classifier.index)
+    relevance = _relevance(text_terms + file_terms, classifier.index, term_weights(text))
     complexity, reason = complexity_of(text, files, domains)
     return Classification(
         text=text,

@@ -64,6 +64,7 @@ class Decision:
     estimated_duration: int = 0
     candidates: tuple[str, ...] = ()  # nearest plugins when there is no route
     notes: tuple[str, ...] = ()  # why something asked for was not done (ACLs, exclusions)
+    unserved: tuple[str, ...] = ()  # plugins that fit better than the primary but no live worker serves
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,6 +79,8 @@ class Decision:
             out["nearestCandidates"] = list(self.candidates)
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.unserved:
+            out["unservedPlugins"] = list(self.unserved)
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from arbiter.routing.match import MIN_RELEVANCE
 from arbiter.routing.pipeline import RoutingResult
 from arbiter.routing.team import AgentMatch
 
@@ -33,6 +34,7 @@ def facts_section(r: RoutingResult) -> list[str]:
         lines.append(f"  context      {x.name:<22}       from: {', '.join(x.evidence)}")
     for p in c.patterns:
         lines.append(f"  pattern      {p.name:<22}       from: {', '.join(p.evidence)}")
+    lines.extend(_lead_words(r))
     lines.append(f"  complexity   {c.complexity} ({c.complexity_reason})")
     lines.append(f"  urgency      {c.urgency}/10")
     lines.append(f"  duration     ~{_ms(c.estimated_duration)}")
@@ -41,6 +43,18 @@ def facts_section(r: RoutingResult) -> list[str]:
     if c.caller:
         lines.append(f"  caller       {c.caller}")
     return lines
+
+
+def _lead_words(r: RoutingResult) -> list[str]:
+    """Which words made the leading plugin lead: those of the main clause count fully, those of
+    context phrases (for, with, from, based on, ...) at a fraction (see routing/clauses.py)."""
+    lead = r.decision.primary_plugin or next(iter(r.decision.unserved), None)
+    scored = next((s for s in r.classification.relevance if s.name == lead), None)
+    if scored is None:
+        return []
+    main = [w for w in scored.evidence if w not in scored.context]
+    line = f"  lead words   {lead}: {', '.join(main) or '(none)'}"
+    return [line + (f"; context: {', '.join(scored.context)}" if scored.context else "")]
 
 
 def rules_section(r: RoutingResult) -> list[str]:
@@ -81,6 +95,9 @@ def decision_section(r: RoutingResult) -> list[str]:
     lines = ["Decision"]
     if d.primary_plugin is None:
         lines.append("  no route: no plugin fits this request well")
+        lines.append(
+            f"  (a plugin fits with a declared domain, or text relevance of {MIN_RELEVANCE} or more{_best(r)})"
+        )
         if d.candidates:
             lines.append(f"  nearest candidates: {', '.join(d.candidates)}")
     else:
@@ -97,6 +114,11 @@ def decision_section(r: RoutingResult) -> list[str]:
     for note in d.notes:
         lines.append(f"  note: {note}")
     return lines
+
+
+def _best(r: RoutingResult) -> str:
+    best = next((s for s in r.scores if s.eligible and s.relevance > 0), None)
+    return f"; the best, {best.plugin}, has {best.relevance:.2f}" if best else ""
 
 
 def team_section(r: RoutingResult) -> list[str]:

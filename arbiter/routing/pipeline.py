@@ -22,7 +22,7 @@ from arbiter.routing.classify import Classification, bounded_text, build_classif
 from arbiter.routing.decide import DecideSettings, Decision, Phase, RankedPlugin, RuleAsks, decide
 from arbiter.routing.engine.engines import make_engine
 from arbiter.routing.engine.semantics import EngineError, Evaluation
-from arbiter.routing.match import Health, PluginScore, RuleEffects, Weights, match, routable
+from arbiter.routing.match import NO_WORKER, Health, PluginScore, RuleEffects, Weights, match, routable
 from arbiter.routing.team import AgentRegistry, AgentTeam, build_team
 from arbiter.routing.text_index import normalize
 
@@ -142,7 +142,7 @@ class Router:
             state = health.get(name, Health())
             facts[f"plugin.{name}.health"] = state.status
             facts[f"plugin.{name}.circuit"] = state.circuit
-            facts[f"plugin.{name}.available"] = state.status != "down" and state.circuit != "open"
+            facts[f"plugin.{name}.available"] = state.usable
         return facts
 
     def _rules(self, facts: Mapping[str, Any]) -> tuple[Evaluation | None, str | None]:
@@ -177,6 +177,10 @@ class Router:
         )
         team = self._team(c, decision, health)
         decision = replace(decision, estimated_cost=team.total_cost)  # one cost: the team's (see cost.py)
+        unserved = self._unserved(scores, decision.primary_plugin, effects)
+        if unserved:
+            said = tuple(f"{name} fits this request better, but no live worker serves it" for name in unserved)
+            decision = replace(decision, unserved=unserved, notes=decision.notes + said)
         t4 = time.perf_counter()
         timings = {
             "classifyUs": (t1 - t0) * 1e6,
@@ -188,6 +192,19 @@ class Router:
         return RoutingResult(
             request, c, evaluation, rule_error, scores, decision, team, timings, self.snapshot.rules.hash
         )
+
+    def _unserved(self, scores: Sequence[PluginScore], primary: str | None, effects: RuleEffects) -> tuple[str, ...]:
+        """The plugins that would have led but that no live worker serves (at most three), best
+        first: ahead of the primary, or, with no primary, good enough to have been routed to."""
+        best = next((s.score for s in scores if s.plugin == primary), 0.0)
+        ahead = [s for s in scores if s.reason == NO_WORKER and s.score > best]
+        if primary is None:
+            ahead = [
+                s
+                for s in ahead
+                if s.score >= self.min_score and routable([replace(s, eligible=True, reason="")], effects)
+            ]
+        return tuple(s.plugin for s in ahead[:3])
 
     def _team(self, c: Classification, decision: Decision, health: Mapping[str, Health]) -> AgentTeam:
         if decision.primary_plugin is None:

@@ -8,8 +8,9 @@ keywords count more than a sentence deep in a skill's body).
 Scoring is BM25-like at plugin level: a term's weight is its inverse plugin frequency (words in
 every plugin, like "agent" or "create", count for almost nothing), times a saturating function
 of how much the plugin talks about it. Word forms are folded by a light suffix stemmer; tokens
-of five letters or more also match vocabulary terms one edit away (precomputed deletion
-neighbourhoods keep that O(1)); adjacent words form bigrams so "pull request" or "home assistant"
+of six letters or more also match vocabulary terms one edit away (precomputed deletion
+neighbourhoods keep that O(1)), and tokens of four or five letters a term with two adjacent
+letters swapped; adjacent words form bigrams so "pull request" or "home assistant"
 count as a phrase. File paths contribute their folder names, file stems and extensions.
 """
 
@@ -108,7 +109,12 @@ class VocabularyIndex:
         looked at further: its deletion neighbourhood costs the square of its length."""
         if term in self.postings:
             return [term]
-        if len(term) < 6 or len(term) > self.longest + 1 or " " in term or not term.isalpha():
+        if " " in term or not term.isalpha():
+            return []
+        if len(term) < 6:  # short words: only two letters swapped ("jria"), else too much is one edit away
+            swaps = {term[:i] + term[i + 1] + term[i] + term[i + 2 :] for i in range(len(term) - 1)}
+            return sorted(t for t in swaps if t != term and t in self.postings) if len(term) >= 4 else []
+        if len(term) > self.longest + 1:
             return []
         near = set(self.typo_map.get(term, ()))
         for key in deletions(term):

@@ -1,3 +1,5 @@
+# Long module: one Worker class; its connection, heartbeats, credit, batching, dedup and drain
+# share one socket and one thread's state.
 """The Python worker SDK: serve one service on the Arbiter broker over MDP/0.1 (ZeroMQ RFC 7).
 
 A :class:`Worker` registers a service, receives requests, runs the handler chosen by the
@@ -153,6 +155,7 @@ class Worker:
         self.executed = 0
         self.duplicates = 0
         self.connections = 0
+        self.unsent = 0  # messages dropped because no connection could take them
         self._handlers: dict[str, Handler] = {}
         self._raw: RawHandler | None = None
         self._ctx = context or zmq.Context.instance()
@@ -449,20 +452,28 @@ class Worker:
         if to.form == "batched" and len(body) == 1:
             self._batch.append(to.address + body[0])
         elif to.form == "packed" and body:
-            self._socket.send_multipart(pack(to.address, body))
+            self._put(pack(to.address, body))
         else:  # and a batched worker's reply of several frames, or none: a batch frame holds one
-            self._socket.send_multipart([b"", MDPW01, REPLY, to.address, b"", *body])
+            self._put([b"", MDPW01, REPLY, to.address, b"", *body])
 
     def _send_batch(self) -> None:
         """The batched replies gathered since the last call, as one message (only replies for the
         current connection are gathered: :meth:`_send_reply` checks, :meth:`_open` starts afresh)."""
         if self._batch and self._socket is not None:
-            self._socket.send_multipart(self._batch)
+            self._put(self._batch)
         self._batch = []
 
     def _send_command(self, command: bytes) -> None:
         if self._socket is not None:
-            self._socket.send_multipart([b"", MDPW01, command])
+            self._put([b"", MDPW01, command])
+
+    def _put(self, frames: list[bytes]) -> None:
+        """Never block: with no connection to take it (a broker that refused our key, or is gone)
+        a send would wait forever and ``stop`` with it; the broker's silence makes us reconnect."""
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK)  # type: ignore[union-attr]
+        except zmq.Again:
+            self.unsent += 1
 
     def _drain(self, wake_rx: zmq.Socket) -> None:
         """On stop: finish in-flight jobs (bounded) and reply before DISCONNECT, heartbeating: a broker

@@ -1,101 +1,37 @@
 """Permission rules in the manner of NATS: allow and deny lists of name patterns, deny wins.
 
 A name is split into tokens at a separator: services at ``.`` (``arbiter.route`` is two tokens,
-``fastapi-backend`` one), topics at ``/`` (``routing/decisions``). A pattern is matched token
-by token: ``*`` as a whole token matches exactly one token; ``**`` as a whole token matches any
-number of tokens, none included, as the event bus's topics do (``routing/**`` matches
-``routing`` and everything under it; ``a.**.b`` matches ``a.b`` and ``a.x.y.b``). Any other
-token must be equal. A pattern without wildcards names exactly one name, no prefix.
+``fastapi-backend`` one), topics at ``/`` (``routing/decisions``). Patterns mean what event
+subscriptions mean (:mod:`arbiter.wire.topics`, whose matcher this is): ``*`` matches any
+characters within one token (``arbiter.*`` matches ``arbiter.route``, ``jira-*`` matches
+``jira-orchestrator``, neither matches across a separator); ``**`` as a whole token matches any
+number of tokens, none included (``routing/**`` matches ``routing`` and everything under it;
+``a.**.b`` matches ``a.b`` and ``a.x.y.b``). A pattern without wildcards names exactly one
+name, no prefix.
 
-Wildcards stand for whole tokens only: ``jira-*`` or ``routing.**`` in a topic rule would be
-plain text that never matches what its author meant, so :func:`pattern_problem` refuses them
-when a file is loaded (the matcher itself treats such a token as literal text).
+``**`` inside a token could only mean what ``*`` means there; it is nearly always a pattern
+written with the other kind's separator (``routing.**`` in a topic rule), which would miss what
+its author meant, so :func:`pattern_problem` refuses it when a file is loaded.
 
 Matching takes time linear in the name's length for a pattern of bounded size, and patterns are
-bounded (``MAX_PATTERN`` characters): the runs of tokens between ``**`` are found left to right,
-each at its earliest place, which is never worse than a later one since a ``**`` absorbs
-whatever lies between. Each run is searched with a bit-parallel automaton (one step per token,
-``*`` matching any), so there is no backtracking and no pattern can stall the broker.
+bounded (``MAX_PATTERN`` characters), so no pattern can stall the broker.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any
+
+from arbiter.wire.topics import ANY_SEGMENTS, topic_matches
 
 MAX_PATTERN = 256  # characters; a longer pattern is refused
-ANY_TOKEN = "*"
-ANY_TOKENS = "**"
 SERVICE_SEPARATOR = "."
 TOPIC_SEPARATOR = "/"
 
 
-@dataclass(frozen=True)
-class _Run:
-    """A run of tokens between ``**``: its length, and for each token the positions it may fill
-    (as bits, ``*`` positions included) so a search advances one token at a time."""
-
-    tokens: tuple[str, ...]
-    fits: Mapping[str, int]
-    wild: int
-
-    @classmethod
-    def of(cls, tokens: Sequence[str]) -> _Run:
-        wild = sum(1 << i for i, token in enumerate(tokens) if token == ANY_TOKEN)
-        fits: dict[str, int] = {}
-        for i, token in enumerate(tokens):
-            if token != ANY_TOKEN:
-                fits[token] = fits.get(token, wild) | (1 << i)
-        return cls(tuple(tokens), fits, wild)
-
-    def at(self, names: Sequence[str], start: int) -> bool:
-        """Whether the run matches ``names`` from ``start`` on (the caller checked the length)."""
-        return all(want in (ANY_TOKEN, names[start + i]) for i, want in enumerate(self.tokens))
-
-    def find(self, names: Sequence[str], start: int, end: int) -> int:
-        """The first index ``>= start`` where the run matches, ending by ``end``; -1 if none."""
-        if not self.tokens:
-            return start
-        state, done = 0, 1 << (len(self.tokens) - 1)
-        for index in range(start, end):
-            state = ((state << 1) | 1) & self.fits.get(names[index], self.wild)
-            if state & done:
-                return index - len(self.tokens) + 1
-        return -1
-
-
-@lru_cache(maxsize=4096)
-def _runs(pattern: str, separator: str) -> tuple[_Run, ...]:
-    """The pattern's tokens split at each ``**``: one run more than there are ``**`` tokens."""
-    runs: list[list[str]] = [[]]
-    for token in pattern.split(separator):
-        if token == ANY_TOKENS:
-            runs.append([])
-        else:
-            runs[-1].append(token)
-    return tuple(_Run.of(run) for run in runs)
-
-
 def matches(pattern: str, name: str, separator: str) -> bool:
     """Whether ``name`` matches ``pattern``, both split at ``separator`` (see the module docstring)."""
-    runs = _runs(pattern, separator)
-    names = name.split(separator)
-    first, last = runs[0], runs[-1]
-    if len(runs) == 1:
-        return len(names) == len(first.tokens) and first.at(names, 0)
-    if sum(len(run.tokens) for run in runs) > len(names):
-        return False
-    end = len(names) - len(last.tokens)
-    if not first.at(names, 0) or not last.at(names, end):
-        return False
-    position = len(first.tokens)
-    for run in runs[1:-1]:
-        found = run.find(names, position, end)
-        if found < 0:
-            return False
-        position = found + len(run.tokens)
-    return True
+    return topic_matches(pattern, name, separator)
 
 
 def pattern_problem(pattern: Any, separator: str) -> tuple[str, str] | None:
@@ -118,12 +54,13 @@ def pattern_problem(pattern: Any, separator: str) -> tuple[str, str] | None:
     tokens = pattern.split(separator)
     if "" in tokens:
         return f"empty token in {pattern!r}", f"{kind}s are {separator!r}-separated; drop the extra {separator!r}"
-    partial = next((t for t in tokens if "*" in t and t not in (ANY_TOKEN, ANY_TOKENS)), None)
+    partial = next((t for t in tokens if ANY_SEGMENTS in t and t != ANY_SEGMENTS), None)
     if partial is not None:
         whole = "" if partial == pattern else f" of {pattern!r}"
         return (
-            f"wildcard inside the token {partial!r}{whole}",
-            f"{kind}s are {separator!r}-separated and '*' or '**' stand for whole tokens, e.g. {example!r}",
+            f"'**' inside the token {partial!r}{whole}",
+            f"{kind}s are {separator!r}-separated and '**' stands for whole tokens, e.g. {example!r};"
+            " within a token '*' matches any characters",
         )
     return None
 

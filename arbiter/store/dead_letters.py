@@ -147,17 +147,15 @@ def _pending_twin(letter: Letter) -> models.DeadLetter | None:
     """The not-yet-replayed letter this one repeats, if any (only letters with an id can repeat)."""
     if letter.message_id is None:
         return None
-    return (
+    # The query names message_id alone, so it is found by its index: given service as well, SQLite
+    # (which keeps no statistics to tell the two indexes apart) may search by service, and when
+    # many letters of one service come at once every one of them then reads all the others.
+    rows = (
         DeadLetter.select()
-        .where(
-            (DeadLetter.message_id == letter.message_id)
-            & (DeadLetter.service == letter.service)
-            & (DeadLetter.reason == letter.reason)
-            & DeadLetter.replayed_at.is_null()
-        )
+        .where((DeadLetter.message_id == letter.message_id) & DeadLetter.replayed_at.is_null())
         .order_by(DeadLetter.last_at.desc())
-        .first()
     )
+    return next((row for row in rows if row.service == letter.service and row.reason == letter.reason), None)
 
 
 def _stored_as(letter_id: str) -> str | None:

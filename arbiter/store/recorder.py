@@ -267,13 +267,29 @@ class Recorder(Tally):
             self._process.kill()
             self._process.wait()
         if self._held or self.dead_letters.queued:
+            rows, unwritten = self._held, self.dead_letters.queued
+            kept = self._spill_unwritten()
             log.error(
-                "recorder: %d decision row(s) and %d dead letter(s) could not be written before it stopped",
-                self._held,
-                self.dead_letters.queued,
+                "recorder: %d decision row(s) and %d dead letter(s) could not be written before it stopped%s",
+                rows,
+                unwritten,
+                f"; {kept} letter(s) are kept in {self.dead_letters.spill.path}, for the next broker" if kept else "",
             )
         self._sock.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _spill_unwritten(self) -> int:
+        """Put the dead letters of the batches the stopped recorder did not confirm in the spill
+        file, which the next broker on this store adopts and writes (a letter that was written
+        after all is not stored twice: the store skips an id it has); returns how many went."""
+        if self.dead_letters.spill is None:
+            return 0
+        before = self.dead_letters.spilled
+        for message in (*sorted(self._unconfirmed.values(), key=lambda m: m.seq), *self._unsent):
+            self.dead_letters.queued -= len(message.letters)
+            for item in message.letters:
+                self.dead_letters.keep_aside(item)
+        return self.dead_letters.spilled - before
 
     @property
     def queued(self) -> int:

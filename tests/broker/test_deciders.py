@@ -17,6 +17,7 @@ from broker_helpers import broker_with, dealer, recv, status, wait_until
 from test_faults import processes, spawn_worker, wait_workers
 
 from arbiter.project.snapshot import build_snapshot
+from arbiter.routing.match import health_of
 from arbiter.routing.pipeline import Request, Router
 from arbiter.sdk.client import Client
 from arbiter.wire import envelope as env
@@ -54,16 +55,23 @@ def primaries(frontend: str, texts: list[str]) -> list[str | None]:
     return out
 
 
+SERVED = ("fastapi-backend", "home-assistant", "exec-automator", "lobbi-platform-manager")
+
+
 def test_deciders_decide_new_texts_as_the_router_would(tmp_path):
     with broker_with(tmp_path, {"deciders": 2}) as broker, processes() as running:
-        for plugin in ("fastapi-backend", "home-assistant", "exec-automator", "lobbi-platform-manager"):
+        for plugin in SERVED:
             running.append(spawn_worker(broker, plugin, tmp_path / f"{plugin}.log"))  # answers UNKNOWN_COMMAND
+        for plugin in SERVED:
+            wait_workers(broker, plugin, 1)
         wait_until(
             lambda: status(broker.frontend)["services"].get("arbiter.decide", {}).get("workers") == 2,
             what="two deciders registered",
         )
         router = Router(build_snapshot(broker.root))
-        expected = [router.route(Request(t)).decision.primary_plugin for t in TEXTS]
+        health = health_of({}, {}, [name for name in router.snapshot.plugins if name not in SERVED])
+        expected = [router.route(Request(t), health).decision.primary_plugin for t in TEXTS]
+        assert expected[-1] != router.route(Request(TEXTS[-1])).decision.primary_plugin  # its lead has no worker
         assert primaries(broker.frontend, TEXTS) == expected
         now = status(broker.frontend)
         assert now["services"]["arbiter.decide"]["requests"] >= len(TEXTS)
@@ -82,29 +90,57 @@ def test_no_one_else_may_serve_the_deciders_service(tmp_path):
         assert status(broker.frontend)["counters"]["dropped"]["reserved-service"] == 1
 
 
+DECIDER_CREDIT = 2  # requests one decider holds at most (deciders.py)
+
+
 def test_a_killed_decider_loses_no_request_and_is_replaced(tmp_path):
+    """Several clients route new texts at once; one decider is stopped, so that what it holds
+    stays held, and once it surely holds some (more requests wait in the deciders than the other
+    one can hold) it is killed. Every request is decided and answered, and the decider replaced."""
+    threads, each = 4, 40
     with broker_with(tmp_path, {"deciders": 2}) as broker, processes() as running:
         commands = ",".join(c.name for c in build_snapshot(REPO).plugins["fastapi-backend"].invocable)
         running.append(spawn_worker(broker, "fastapi-backend", tmp_path / "w.log", commands=commands, credit=50))
         wait_workers(broker, "fastapi-backend", 1)
-        wait_until(lambda: status(broker.frontend)["deciders"]["running"] == 2, what="two deciders running")
-        pids = [p.pid for p in _decider_processes(broker)]
-        results: list[dict] = []
+        wait_until(
+            lambda: status(broker.frontend)["services"].get("arbiter.decide", {}).get("workers") == 2,
+            what="two deciders registered",
+        )
+        victim = _decider_processes(broker)[0].pid
+        texts = [f"Add a FastAPI endpoint for orders number {index}" for index in range(threads * each)]
+        results: dict[str, dict] = {}
 
-        def load() -> None:
-            for index in range(120):
-                results.append(route(broker.frontend, f"Add a FastAPI endpoint for orders number {index}"))
+        def load(part: list[str]) -> None:
+            for text in part:
+                results[text] = route(broker.frontend, text)
 
-        thread = threading.Thread(target=load)
-        thread.start()
-        wait_until(lambda: len(results) >= 20, what="load under way")
-        os.kill(pids[0], signal.SIGKILL)
-        thread.join(120)
-        assert len(results) == 120 and all(r["payload"]["status"] == "success" for r in results)
+        clients = [threading.Thread(target=load, args=(texts[n::threads],)) for n in range(threads)]
+        for client in clients:
+            client.start()
+        wait_until(lambda: len(results) >= 10, what="load under way")
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            deciding = lambda: status(broker.frontend)["services"]["arbiter.decide"]["inflight"]  # noqa: E731
+            held = wait_until(
+                lambda: (n := deciding()) > DECIDER_CREDIT and len(results) < len(texts) and n, timeout=10
+            )
+        finally:
+            os.kill(victim, signal.SIGKILL)
+        answered_when_killed = len(results)
+        print(f"killed holding: {held} in the deciders, {answered_when_killed} of {len(texts)} answered")
+        for client in clients:
+            client.join(120)
+        assert held, f"the stopped decider was never seen holding a request ({answered_when_killed} answered)"
+        assert answered_when_killed < len(texts)
+        assert len(results) == len(texts)
+        for text, reply in results.items():
+            assert reply["payload"]["status"] == "success", (text, reply["payload"])
+            assert reply["payload"]["result"]["decision"]["routingDecision"]["primaryPlugin"] == "fastapi-backend"
         wait_until(
             lambda: status(broker.frontend)["deciders"] == {"processes": 2, "running": 2, "restarts": 1},
             what="the dead decider replaced",
         )
+        assert victim not in [p.pid for p in _decider_processes(broker)]
 
 
 def test_with_no_deciders_the_loop_decides(tmp_path):
@@ -117,7 +153,9 @@ def test_with_no_deciders_the_loop_decides(tmp_path):
 
 
 def test_a_reload_reaches_the_deciders(tmp_path):
-    with broker_with(tmp_path, {"deciders": 1, "reload": {"watch": False}}) as broker:
+    with broker_with(tmp_path, {"deciders": 1, "reload": {"watch": False}}) as broker, processes() as running:
+        running.append(spawn_worker(broker, "exec-automator", tmp_path / "exec.log"))  # the rule requires it
+        wait_workers(broker, "exec-automator", 1)
         text = "please frobnicate the quux for the porch lights"
         before = primaries(broker.frontend, [text])[0]
         rule = (
@@ -156,7 +194,7 @@ def test_decider_request_and_reply_shapes():
 
     route = RouteInput({}, TEXTS[0], (), None, None, {})
     decider = Decider(build_snapshot(REPO).project)
-    body = request_body(decider.router.snapshot.fingerprint, "req_1", route, {}, {})
+    body = request_body(decider.router.snapshot.fingerprint, "req_1", route, {}, {}, [])
     frames = decider.decide(body)
     decided = Decided.from_wire(frames)
     assert (decided.primary, decided.row.request_id) == ("fastapi-backend", "req_1")
@@ -169,5 +207,5 @@ def test_decider_request_and_reply_shapes():
         expected.collaborators,
         TEXTS[0],
     )
-    stale = decider.decide(request_body("not-this-snapshot", "req_2", route, {}, {}))
+    stale = decider.decide(request_body("not-this-snapshot", "req_2", route, {}, {}, []))
     assert [orjson.loads(frame) for frame in stale] == [{"stale": decider.router.snapshot.fingerprint}]

@@ -251,6 +251,13 @@ def explain(broker: Broker, text: str) -> dict[str, Any]:
         return client.request("arbiter.explain", request).result
 
 
+def lead(decision: dict[str, Any]) -> str | None:
+    """The plugin that leads: the primary, or (no worker runs in these tests) the one that fits
+    but no live worker serves."""
+    routing = decision["routingDecision"]
+    return routing["primaryPlugin"] or next(iter(routing.get("unservedPlugins", ())), None)
+
+
 def candidates(decision: dict[str, Any]) -> set[str]:
     return {score["plugin"] for score in decision["capabilityScores"]}
 
@@ -261,14 +268,14 @@ def test_plugin_directories_moved_out_back_and_copied_in_are_served(tmp_path: Pa
         aside = tmp_path / "aside"
         aside.mkdir()
         assert served(broker)["plugins"] == 2
-        assert explain(broker, FASTAPI_TEXT)["routingDecision"]["primaryPlugin"] == "fastapi-backend"
+        assert lead(explain(broker, FASTAPI_TEXT)) == "fastapi-backend"
 
         # one rename of a directory: a single event on the directory's path
         os.rename(plugins / "fastapi-backend", aside / "fastapi-backend")
         wait_until(lambda: serves_the_files(broker), what="the plugin moved out was noticed")
         assert served(broker)["plugins"] == 1
         gone = explain(broker, FASTAPI_TEXT)
-        assert gone["routingDecision"]["primaryPlugin"] is None and "fastapi-backend" not in candidates(gone)
+        assert lead(gone) is None and "fastapi-backend" not in candidates(gone)
         request = env.new_request("arbiter.route", "route", timeout_ms=20_000)
         request["payload"] = {"text": FASTAPI_TEXT}
         with Client(broker.frontend, timeout=10, retries=0) as client:
@@ -278,7 +285,7 @@ def test_plugin_directories_moved_out_back_and_copied_in_are_served(tmp_path: Pa
         os.rename(aside / "fastapi-backend", plugins / "fastapi-backend")
         wait_until(lambda: serves_the_files(broker), what="the plugin moved back was noticed")
         assert served(broker)["plugins"] == 2
-        assert explain(broker, FASTAPI_TEXT)["routingDecision"]["primaryPlugin"] == "fastapi-backend"
+        assert lead(explain(broker, FASTAPI_TEXT)) == "fastapi-backend"
 
         # the directory moved back in is watched like the rest
         agent = sorted((plugins / "fastapi-backend" / "agents").glob("*.md"))[0]
@@ -298,4 +305,4 @@ def test_plugin_directories_moved_out_back_and_copied_in_are_served(tmp_path: Pa
         jira = explain(broker, JIRA_TEXT)
     assert info["snapshot"]["plugins"] == 2 and info["snapshot"]["lastReloadOk"] is True
     assert info["counters"].get("reload-failures", 0) == 0
-    assert jira["routingDecision"]["primaryPlugin"] == "jira-orchestrator"
+    assert lead(jira) == "jira-orchestrator"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Iterator
 
 import pytest
@@ -232,19 +231,29 @@ def test_stop_sends_disconnect(fake: FakeBroker, started: list[Worker]) -> None:
 
 def test_a_stopping_worker_heartbeats_while_it_finishes_what_it_holds(fake: FakeBroker, started: list[Worker]) -> None:
     """Finishing a slow request takes several heartbeat intervals: silence that long would make
-    the broker take the worker for dead and give the request to another, which would run it again."""
+    the broker take the worker for dead and give the request to another, which would run it again.
+    The request is held until the stopping worker has heartbeated for longer than its liveness."""
+    held_beats = 5  # more than liveness: a silent worker would have been taken for dead
+    handling, release = threading.Event(), threading.Event()
+
+    def slow(frames: list[bytes]) -> list[bytes]:
+        handling.set()
+        release.wait(RECV_MS / 1000)
+        return frames
+
     worker = Worker(fake.endpoint, "svc", heartbeat_interval=0.1, liveness=3)
-    worker.raw(lambda frames: (time.sleep(1.0), frames)[1])
+    worker.raw(slow)
     worker.start()
     started.append(worker)
     identity = fake.recv()[0]
     fake.send(identity, REQUEST, b"client-a", b"", b"slow")
-    time.sleep(0.1)  # the request is being handled
-    stopping = threading.Thread(target=worker.stop)
-    stopping.start()
+    assert handling.wait(RECV_MS / 1000), "the request never reached the handler"
+    worker.stop(timeout=0)  # stopping from here on, with the request in hand
     seen: list[bytes] = []
+    while seen.count(HEARTBEAT) < held_beats and len(seen) < 40:
+        seen.append(fake.recv(skip_heartbeats=False)[3])
+    release.set()
     while DISCONNECT not in seen and len(seen) < 40:
         seen.append(fake.recv(skip_heartbeats=False)[3])
-    stopping.join(10)
     assert seen[-2:] == [REPLY, DISCONNECT], seen
-    assert len(seen) >= 7 and set(seen[:-2]) == {HEARTBEAT}, seen  # about one per 0.1 s of the 0.9 s left
+    assert len(seen) - 2 >= held_beats and set(seen[:-2]) == {HEARTBEAT}, seen

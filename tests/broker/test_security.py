@@ -17,12 +17,14 @@ import pytest
 import zmq
 import zmq.auth
 from broker_helpers import broker_with, wait_until
+from zmq.utils.monitor import recv_monitor_message
 
 from arbiter.sdk.client import Client, RequestTimeout
 from arbiter.sdk.curve import BROKER_KEY_ENV, KEY_ENV, CurveKeys
 from arbiter.sdk.state import SharedState, StateError
 from arbiter.sdk.worker import Worker
 from arbiter.wire import envelope as env
+from arbiter.wire.mdp import MDPW01, READY
 
 PEERS = ("broker", "billing-worker", "web-client", "admin", "stranger", "idle-worker")
 SECURITY = """
@@ -55,7 +57,7 @@ def _project(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def secure_broker(tmp: Path) -> Iterator[Any]:
+def secure_broker(tmp: Path, overrides: dict[str, Any] | None = None) -> Iterator[Any]:
     """A broker with security on. The harness's own probes (is it up? its status) are SDK
     clients, which take their keys from the environment: the admin's, for as long as it runs."""
 
@@ -65,7 +67,7 @@ def secure_broker(tmp: Path) -> Iterator[Any]:
         os.environ[BROKER_KEY_ENV] = str(root / "keys" / "broker.key")
 
     try:
-        with broker_with(tmp, project=project) as started:
+        with broker_with(tmp, overrides, project=project) as started:
             yield started
     finally:
         os.environ.pop(KEY_ENV, None)
@@ -120,26 +122,80 @@ def serving(broker: Any, name: str, service: str, seen: list[dict]) -> Worker:
     return worker
 
 
+def refusals(broker: Any) -> tuple[int, int]:
+    """The broker's counts of refused handshakes and of refused READYs so far."""
+    security = status(broker)["security"]
+    return security["refusedHandshakes"], security.get("forbidden-serve", 0)
+
+
+HANDSHAKE_OUTCOMES = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+
+
+@contextlib.contextmanager
+def keyless_ready(broker: Any, service: str) -> Iterator[zmq.Socket]:
+    """A peer without keys that says READY for ``service``, handed over once its handshake has
+    failed. Its own socket tells: a peer offering no keys never reaches the broker's ZAP handler,
+    so the broker counts nothing for it."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    monitor = sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
+    try:
+        sock.connect(broker.frontend)
+        sock.send_multipart([b"", MDPW01, READY, service.encode()])
+        assert monitor.poll(20_000), "the keyless peer's handshake never ended"
+        outcome = recv_monitor_message(monitor)["event"]
+        assert outcome != zmq.EVENT_HANDSHAKE_SUCCEEDED, "a peer without keys completed a handshake"
+        yield sock
+    finally:
+        sock.disable_monitor()
+        monitor.close()
+        sock.close()
+
+
 def test_only_a_permitted_worker_gets_requests(broker: Any) -> None:
     stolen: list[dict] = []
     served: list[dict] = []
-    thieves = [serving(broker, name, "fastapi-backend", stolen) for name in (None, "stranger", "idle-worker")]
-    try:
-        time.sleep(1.0)  # each had time to connect and say READY
-        good = serving(broker, "billing-worker", "fastapi-backend", served)
+    handshakes, readies = refusals(broker)
+    with keyless_ready(broker, "fastapi-backend") as keyless:
+        thieves = [serving(broker, name, "fastapi-backend", stolen) for name in ("stranger", "idle-worker")]
         try:
-            with client(broker, "web-client", timeout=10) as web:
-                wait_until(lambda: web.mmi("fastapi-backend") == "200", what="the permitted worker registered")
-                replies = [web.call("fastapi-backend", "scaffold-endpoint", {"n": n}) for n in range(10)]
+            # each thief has had its go before the permitted worker comes
+            wait_until(lambda: refusals(broker)[0] > handshakes, what="the stranger's handshake was refused")
+            wait_until(lambda: refusals(broker)[1] > readies, what="the idle worker's READY was refused")
+            good = serving(broker, "billing-worker", "fastapi-backend", served)
+            try:
+                with client(broker, "web-client", timeout=10) as web:
+                    wait_until(lambda: web.mmi("fastapi-backend") == "200", what="the permitted worker registered")
+                    replies = [web.call("fastapi-backend", "scaffold-endpoint", {"n": n}) for n in range(10)]
+            finally:
+                good.stop(timeout=5)
         finally:
-            good.stop(timeout=5)
-    finally:
-        for thief in thieves:
-            thief.stop(timeout=5)
+            for thief in thieves:
+                thief.stop(timeout=5)
+        # a worker whose key the broker refused still stops: its sends never wait for a connection
+        assert [thief._thread.is_alive() for thief in thieves] == [False, False]  # type: ignore[union-attr]
+        assert not keyless.poll(0)  # no request reached the keyless peer either
     assert all(r.ok and r.result == {"by": "billing-worker"} for r in replies)
     assert len(served) == 10 and stolen == []
     security = status(broker)["security"]
     assert security["enabled"] and security["forbidden-serve"] >= 1 and security["refusedHandshakes"] >= 1
+
+
+def announced_until_heard(broker: Any, watcher: zmq.Socket, timeout: float = 10.0) -> None:
+    """Make calls the broker refuses, each announced on ``system/security``, until ``watcher``
+    hears one: its subscription has reached the broker."""
+    deadline = time.monotonic() + timeout
+    with client(broker, "web-client") as web:
+        while time.monotonic() < deadline:
+            web.request("arbiter.status", env.new_request("arbiter.status", ""))  # FORBIDDEN, announced
+            if watcher.poll(100):
+                return
+    raise AssertionError(f"the subscription to system/security did not reach the broker in {timeout:g}s")
 
 
 def test_a_client_without_a_known_key_gets_nothing(broker: Any) -> None:
@@ -150,7 +206,7 @@ def test_a_client_without_a_known_key_gets_nothing(broker: Any) -> None:
     watcher.setsockopt(zmq.SUBSCRIBE, b"system/security")
     watcher.connect(broker.events_sub)
     try:
-        time.sleep(0.5)  # the subscription reaches the broker
+        announced_until_heard(broker, watcher)
         for name in (None, "stranger"):
             with client(broker, name, timeout=1.5) as outsider:
                 with pytest.raises(RequestTimeout):
@@ -187,7 +243,8 @@ def test_routing_works_with_the_brokers_own_helpers_behind_curve(broker: Any) ->
         request["payload"] = {"text": "add a Beanie model and CRUD endpoints for invoices"}
         wait_until(lambda: status(broker)["deciders"]["running"] >= 1, what="a decider")
         explained = admin.request("arbiter.explain", request)
-    assert explained.ok and explained.result["routingDecision"]["primaryPlugin"] == "fastapi-backend"
+    routing = explained.result["routingDecision"]
+    assert explained.ok and routing["primaryPlugin"] is None and routing["unservedPlugins"] == ["fastapi-backend"]
 
 
 class Tap:
@@ -244,6 +301,27 @@ def test_a_reload_that_revokes_a_permission_takes_effect_on_the_next_message(tmp
                 return not reply.ok and reply.error["code"] == "FORBIDDEN"
 
             wait_until(refused, what="the revoked permission refused")
+
+
+def test_a_key_file_replaced_alone_is_served_by_the_watcher(tmp_path: Path) -> None:
+    """Key files are inputs: a new key pair for an identity, written over the old files, is taken
+    without a save of security.yaml or a SIGHUP; the old key is refused from then on."""
+    with secure_broker(tmp_path, {"reload": {"watch": True, "debounce_ms": 50}}) as own:
+        before = status(own)["snapshot"]["fingerprint"]
+        old = keys(own, "web-client")
+        with client(own, "web-client") as web:
+            assert web.mmi("fastapi-backend") in ("200", "404")
+        aside = tmp_path / "new-keys"
+        aside.mkdir()
+        zmq.auth.create_certificates(aside, "web-client")
+        for name in ("web-client.key", "web-client.key_secret"):
+            os.replace(aside / name, own.root / "keys" / name)
+        wait_until(lambda: status(own)["snapshot"]["fingerprint"] != before, what="the key file change was served")
+        with client(own, "web-client") as web:
+            assert web.mmi("fastapi-backend") in ("200", "404")  # the new key is known
+        with Client(own.frontend, timeout=2, retries=0, source="web-client", curve=old) as stale:
+            with pytest.raises(RequestTimeout):
+                stale.mmi("fastapi-backend")  # the old one is refused at the handshake
 
 
 @pytest.mark.parametrize(

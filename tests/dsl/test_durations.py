@@ -73,3 +73,9 @@ def test_rule_files_and_the_command_line_read_durations_alike():
     chain = module.decls[0]
     assert chain.timeout_ms == parse_ms("1h30m") and chain.items[0].timeout_ms == parse_ms("1d")
     assert "timeout 90m {" in format_source("chain c sequential timeout 1h30m {\n  step a: p cmd\n}\n")
+
+
+def test_a_duration_past_the_longest_timedelta_is_refused_with_the_limit():
+    with pytest.raises(DurationError) as caught:
+        parse_timedelta("99999999999999d")
+    assert "longer than the longest duration" in str(caught.value) and "999,999,999d" in str(caught.value)

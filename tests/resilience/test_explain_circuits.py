@@ -105,7 +105,8 @@ def test_route_and_test_give_the_answer_explain_gives_under_a_recorded_open_circ
 
     human = run(project, "route", HA_TEXT, "--no-record")
     assert human.exit_code == 0, human.output
-    assert f"primary: {primary}" in human.output and "Circuit of home-assistant is open since" in human.output
+    said = f"primary: {primary}" if primary else "no route"  # without it nothing may fit well enough
+    assert said in human.output and "Circuit of home-assistant is open since" in human.output
 
     batch = run(project, "route", "--input", "-", "--no-record", input=json.dumps({"id": "a", "text": HA_TEXT}) + "\n")
     assert batch.exit_code == 0, batch.output
@@ -117,7 +118,7 @@ def test_route_and_test_give_the_answer_explain_gives_under_a_recorded_open_circ
     assert tested.exit_code == 1
     report = json.loads(tested.stdout)
     assert report["cases"][0]["got"] == primary and report["circuits"]["home-assistant"]["circuit"] == "open"
-    cases.write_text(f"- text: {HA_TEXT}\n  expect: {primary}\n")
+    cases.write_text(f"- text: {HA_TEXT}\n  expect: {primary or 'none'}\n")
     assert run(project, "test", str(cases)).exit_code == 0
 
     _record_circuit(project, "home-assistant", "closed", "1 trial(s) succeeded")

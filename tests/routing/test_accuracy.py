@@ -48,10 +48,37 @@ def test_labelled_corpus_set(corpus_router):
     m = evaluate(corpus_router, cases)
     assert m["top1"] >= 0.9, m
     assert m["top3"] >= 0.95, m
-    assert m["none_recall"] >= 0.9 and m["none_precision"] >= 0.8, m
+    # the no-route gate is calibrated on this set and corpus_dev together: it trades a few
+    # routable requests here for many out-of-scope ones there
+    assert m["none_recall"] >= 0.9 and m["none_precision"] >= 0.75, m
 
 
 def test_held_out_set(corpus_router):
     cases = yaml.safe_load((HERE / "corpus_holdout.yaml").read_text())
     m = evaluate(corpus_router, cases)
     assert m["top1"] >= 0.85, m
+
+
+def written_independently(router, name):
+    """A set written from the plugins' own files, its labels naming plugin folders."""
+    folders = {Path(p.path).name: p.name for p in router.snapshot.plugins.values()}
+    cases = yaml.safe_load((HERE / name).read_text())
+    for case in cases:
+        case["expect"] = folders.get(case["expect"], case["expect"])
+        case["also"] = [folders.get(a, a) for a in case.get("also", ())]
+    return cases
+
+
+def test_development_set(corpus_router):
+    """Written without sight of the router, then used to develop its methods."""
+    m = evaluate(corpus_router, written_independently(corpus_router, "corpus_dev.yaml"))
+    assert m["top1"] >= 0.78 and m["top3"] >= 0.93, m
+
+
+def test_independent_holdout(corpus_router):
+    """Written without sight of the router and never used to tune it: a floor under what it
+    measured when frozen, so a change that loses ground on unseen requests shows."""
+    cases = written_independently(corpus_router, "corpus_independent.yaml")
+    assert len(cases) >= 150
+    m = evaluate(corpus_router, cases)
+    assert m["top1"] >= 0.79 and m["top3"] >= 0.95 and m["none_recall"] >= 0.8, m

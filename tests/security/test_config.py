@@ -136,7 +136,7 @@ PROBLEMS = [
         PEER + "    public_key_file: keys/web-client.key\n    subscribe:\n      allow: [routing/ok, routing.**]\n",
         7,
         27,
-        "wildcard inside the token 'routing.**'",
+        "'**' inside the token 'routing.**'",
         "'/'-separated",
     ),
     (

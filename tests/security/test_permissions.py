@@ -1,4 +1,5 @@
-"""Permission rules: deny wins, default deny, whole-token wildcards, and matching that cannot stall."""
+"""Permission rules: deny wins, default deny, wildcards as event topics read them, and matching
+that cannot stall."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from arbiter.security.permissions import (
     matches,
     pattern_problem,
 )
+from arbiter.wire.topics import topic_matches
 
 S, T = SERVICE_SEPARATOR, TOPIC_SEPARATOR
 
@@ -50,7 +52,19 @@ MATCHES = [
     ("routing.**", "routing/decisions", T, False),
     ("plugin/*/events", "plugin/jira/events", T, True),
     ("plugin/*/events", "plugin/jira/other", T, False),
-    ("jira-*", "jira-x", S, False),  # wildcards inside a token are plain text
+    ("jira-*", "jira-x", S, True),  # `*` matches any characters within a token, as in topics
+    ("jira-*", "jira-", S, True),
+    ("jira-*", "jira", S, False),
+    ("jira-*", "jira-x.y", S, False),  # but never across a separator
+    ("arbiter.r*e", "arbiter.route", S, True),
+    ("arbiter.r*e", "arbiter.rout", S, False),
+    ("plugin/jira-*/events", "plugin/jira-orchestrator/events", T, True),
+    ("plugin/jira-*/events", "plugin/home-assistant/events", T, False),
+    ("plugin/*", "plugin/x", S, True),  # one service token that holds a `/`
+    ("plugin/*", "plugin.x", S, False),
+    ("**.*-worker", "fleet.jira-worker", S, True),
+    ("a.**.j*.**.z", "a.x.jira.y.z", S, True),
+    ("a.**.j*.**.z", "a.x.y.z", S, False),
 ]
 
 
@@ -85,10 +99,10 @@ PROBLEMS = [
     ("a" * (MAX_PATTERN + 1), S, f"at most {MAX_PATTERN}"),
     ("arbiter..route", S, "empty token"),
     ("routing/", T, "empty token"),
-    ("jira-*", S, "wildcard inside the token 'jira-*'"),
-    ("routing.**", T, "wildcard inside the token 'routing.**'"),  # a service separator in a topic rule
-    ("plugin/*", S, "wildcard inside the token 'plugin/*'"),
-    ("***", S, "wildcard inside"),
+    ("routing.**", T, "'**' inside the token 'routing.**'"),  # a service separator in a topic rule
+    ("plugin/**", S, "'**' inside the token 'plugin/**'"),  # a topic separator in a service rule
+    ("a.b**", S, "'**' inside the token 'b**' of 'a.b**'"),
+    ("***", S, "'**' inside"),
     (5, S, "a pattern is a string"),
 ]
 
@@ -103,7 +117,16 @@ def test_bad_patterns_are_named_with_a_hint(pattern, separator, words):
 
 @pytest.mark.parametrize(
     ("pattern", "separator"),
-    [("fastapi-backend", S), ("arbiter.*", S), ("**", S), ("routing/**", T), ("a" * MAX_PATTERN, S)],
+    [
+        ("fastapi-backend", S),
+        ("arbiter.*", S),
+        ("**", S),
+        ("routing/**", T),
+        ("a" * MAX_PATTERN, S),
+        ("jira-*", S),
+        ("plugin/jira-*/events", T),
+        ("*-worker.**", S),
+    ],
 )
 def test_good_patterns_have_no_problem(pattern, separator):
     assert pattern_problem(pattern, separator) is None
@@ -114,6 +137,15 @@ def test_long_patterns_are_refused():
         Rule(allow=("a" * (MAX_PATTERN + 1),))
     with pytest.raises(ValueError):
         Rule(deny=("*." * 200,))
+
+
+def test_topic_rules_match_as_subscriptions_do():
+    """A rule and a subscription written alike cover the same topics."""
+    rng = random.Random(11)
+    for _ in range(2000):
+        pattern = "/".join(rng.choice(["a", "b", "*", "**", "a*", "*b", "a*b"]) for _ in range(rng.randint(1, 5)))
+        topic = "/".join(rng.choice(["a", "b", "ab", "ba", "aab", ""]) for _ in range(rng.randint(1, 6)))
+        assert matches(pattern, topic, T) is topic_matches(pattern, topic), (pattern, topic)
 
 
 def test_rules_render_as_plain_lists():

@@ -60,6 +60,8 @@ class ChainService:
         raise messages.BadRequest("BAD_REQUEST", "payload must name a chain to run, or a run to resume or cancel")
 
     def execute(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
+        if host.chains.detached:  # stopping: a run would neither be kept nor answered
+            raise messages.BadRequest("SHUTTING_DOWN", "the broker is stopping")
         if request.action == "run":
             self._run(host, pending, request)
         elif request.action == "cancel":

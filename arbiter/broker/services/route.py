@@ -4,7 +4,8 @@ Request: an envelope whose payload holds ``text`` (required), ``files``, ``from`
 plugin, for its routing ACLs), and optionally the ``command`` and ``parameters`` for the worker.
 Reply: a success envelope whose ``result`` holds the worker's result, the plugin and command that
 produced it, the decision, and the dispatch steps when it took more than one try; ``NO_ROUTE``
-(with the decision's nearest candidates) when no plugin fits; ``NEEDS_INPUT`` (naming each
+(with the decision's nearest candidates) when no plugin fits; ``NO_WORKER`` when the plugins that
+fit have no live worker (no request waits on a plugin nobody serves); ``NEEDS_INPUT`` (naming each
 command's missing parameters) when a required parameter is neither given nor stated in the text,
 before any worker sees the request; the dispatcher's errors otherwise (``EXHAUSTED``,
 ``PLUGIN_ERROR``, ...).
@@ -77,9 +78,13 @@ class RouteService:
             host.publish("routing/decision", _event(decided, request_id, cached))
         if decided.primary is None:
             decision = decided.json_for(request_id)
-            body = messages.error_body(route.envelope, "NO_ROUTE", "no plugin fits this request", decision=decision)
-            host.reply(pending, body)
-            host.log_decision(decided.row.entry(request_id, {"status": "no-route"}, False))
+            if decided.unserved:
+                code, status = "NO_WORKER", "no-worker"
+                message = f"no live worker serves {', '.join(decided.unserved)}, which fits this request"
+            else:
+                code, status, message = "NO_ROUTE", "no-route", "no plugin fits this request"
+            host.reply(pending, messages.error_body(route.envelope, code, message, decision=decision))
+            host.log_decision(decided.row.entry(request_id, {"status": status}, False))
             return
         plan = route.collaborate and len(decided.phases) > 1
         calls = phase_calls(host, route, decided) if plan else self._primary_call(host, route, decided.primary)

@@ -34,6 +34,8 @@ from arbiter.broker.workers import Pending
 
 ACCESS = ("public", "protected", "private")
 MODES = ("read", "write")
+INT64 = (-(2**63), 2**63 - 1)  # the integers the store holds, the least and the greatest
+MAX_TTL_MS = 100 * 365 * 86_400_000  # a century: any longer is a mistake, and dates end at the year 9999
 
 # Each operation's fields: name -> (JSON types allowed, required).
 _KEY = {"scope": ((str,), True), "key": ((str,), True)}
@@ -76,6 +78,8 @@ def _field(op: str, payload: dict[str, Any], name: str, kinds: tuple[type, ...],
     if object not in kinds and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds):
         wanted = " or ".join({"str": "a string", "int": "an integer", "dict": "an object"}[k.__name__] for k in kinds)
         raise messages.BadRequest("BAD_REQUEST", f"payload.{name} must be {wanted}")
+    if int in kinds and type(value) is int and not INT64[0] <= value <= INT64[1]:
+        raise messages.BadRequest("BAD_REQUEST", f"payload.{name} is out of range: a 64-bit integer")
     return value
 
 
@@ -84,6 +88,8 @@ def _check(op: str, fields: dict[str, Any]) -> None:
     for name in ("ttlMs", "limit"):
         if fields.get(name) is not None and fields[name] <= 0:
             raise messages.BadRequest("BAD_REQUEST", f"payload.{name} must be positive")
+    if fields.get("ttlMs") is not None and fields["ttlMs"] > MAX_TTL_MS:
+        raise messages.BadRequest("BAD_REQUEST", f"payload.ttlMs must be at most a century ({MAX_TTL_MS})")
     if fields.get("version") is not None and fields["version"] < 0:
         raise messages.BadRequest("BAD_REQUEST", "payload.version must be 0 (create only) or a version")
     if fields.get("access") is not None and fields["access"] not in ACCESS:
@@ -91,7 +97,10 @@ def _check(op: str, fields: dict[str, Any]) -> None:
     if fields.get("mode") is not None and fields["mode"] not in MODES:
         raise messages.BadRequest("BAD_REQUEST", "payload.mode must be read or write")
     fence = fields.get("fence")
-    if fence is not None and not (isinstance(fence.get("resource"), str) and type(fence.get("token")) is int):
+    token = fence.get("token") if fence is not None else None
+    if fence is not None and not (
+        isinstance(fence.get("resource"), str) and type(token) is int and INT64[0] <= token <= INT64[1]
+    ):
         raise messages.BadRequest("BAD_REQUEST", "payload.fence must be {resource: string, token: integer}")
 
 
@@ -102,7 +111,7 @@ class StateService:
         envelope = messages.read_envelope(body)
         payload = envelope.get("payload") or {}
         op = payload.get("op")
-        if op not in _FIELDS:
+        if not isinstance(op, str) or op not in _FIELDS:
             raise messages.BadRequest("BAD_REQUEST", f"payload.op must be one of {', '.join(sorted(_FIELDS))}")
         fields = {name: _field(op, payload, name, *spec) for name, spec in _FIELDS[op].items()}
         _check(op, fields)

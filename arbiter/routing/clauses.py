@@ -1,0 +1,90 @@
+"""Which words of a request say what is wanted, and which only give context.
+
+"Make a slide deck out of last sprint's tickets" asks for a slide deck; the tickets are where its
+content comes from. The main verb and its object name the deliverable; phrases opened by
+*for*, *with*, *from*, *based on*, *out of*, *in*, *of our ...*, *using*, *about* and relative
+clauses (*that*, *which*) mostly say where, for whom or from what. Relevance counts a context
+word at :data:`CONTEXT` of a main-clause word, so the plugin that owns the deliverable leads and
+the plugins the context names become collaborators; a context word still counts fully when the
+main clause names no plugin at all ("fix the bug in my FastAPI endpoint"), because every plugin's
+score is scaled alike.
+
+A context phrase runs to the end of its clause (a comma, semicolon, colon, question or
+exclamation mark, or a full stop). *into* and *as a* name the form of the deliverable ("put the
+load test results into a spreadsheet") and count as main words. Weights are per term, the
+highest of its occurrences; a bigram weighs the lesser of its words. :data:`CONTEXT` is
+calibrated on the labelled requests the router is developed on (bench/bench_accuracy.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+from arbiter.routing.text_index import STOPWORDS, stem
+
+CONTEXT = 0.35  # a word in a context phrase, against 1 for a word of the main clause
+# Words that open a context phrase. "of" only does before a possessive or a determiner ("the
+# results of our load test"), not in a compound name ("bill of materials").
+OPENERS = frozenset(
+    "for with from in using via about within across during after before since that which who whose per".split()
+)
+OF_BEFORE = frozenset("our my your their his her its the this that these those last yesterday".split())
+PAIRS = {("based", "on"), ("out", "of"), ("according", "to"), ("sized", "off")}
+DELIVERABLE = frozenset({"into"})  # "as a"/"as an" too, checked with the next word
+
+_PIECE = re.compile(r"[a-z0-9][a-z0-9+#]*(?:[.\-_][a-z0-9+#]+)*|[,;:!?()]|\.(?=\s|$)")
+_JOINER = re.compile(r"[.\-_]")
+
+
+def _pieces(text: str) -> list[str]:
+    return _PIECE.findall(text.lower())
+
+
+def _opens_context(pieces: list[str], i: int) -> bool:
+    word = pieces[i]
+    after = pieces[i + 1] if i + 1 < len(pieces) else ""
+    if word in OPENERS:
+        return True
+    if word == "of":
+        return after in OF_BEFORE
+    return (word, after) in PAIRS
+
+
+def _opens_deliverable(pieces: list[str], i: int) -> bool:
+    word = pieces[i]
+    after = pieces[i + 1] if i + 1 < len(pieces) else ""
+    return word in DELIVERABLE or (word == "as" and after in ("a", "an"))
+
+
+def word_weights(text: str) -> list[tuple[str, float]]:
+    """The request's content words in order (stemmed, as the text index reads them), each with
+    its weight: 1 in a main clause, :data:`CONTEXT` in a context phrase."""
+    pieces = _pieces(text)
+    out: list[tuple[str, float]] = []
+    phrase = 1.0
+    for i, piece in enumerate(pieces):
+        if not piece[0].isalnum():
+            phrase = 1.0  # a clause ends, and the context phrase with it
+            continue
+        if _opens_context(pieces, i):
+            phrase = CONTEXT
+        elif _opens_deliverable(pieces, i):
+            phrase = 1.0
+        parts = [piece, *(p for p in _JOINER.split(piece) if p)] if _JOINER.search(piece) else [piece]
+        for word in parts:
+            if word not in STOPWORDS and len(word) > 1:
+                out.append((stem(word), phrase))
+    return out
+
+
+def term_weights(text: str) -> dict[str, float]:
+    """Each term of ``text`` (a stemmed word or a bigram of adjacent content words, as
+    :func:`~arbiter.routing.text_index.terms` makes them) with its weight."""
+    words = word_weights(text)
+    weights: dict[str, float] = {}
+    for word, weight in words:
+        weights[word] = max(weights.get(word, 0.0), weight)
+    for (a, wa), (b, wb) in zip(words, words[1:]):
+        key = f"{a} {b}"
+        weights[key] = max(weights.get(key, 0.0), min(wa, wb))
+    return weights
