@@ -11,16 +11,22 @@ import random
 import socket
 
 LOW, HIGH = 20_000, 32_000
+_given: set[int] = set()  # never hand out a port twice: a broker's three endpoints are picked
+# one after the other, and nothing listens on the first until the broker binds it
 
 
 def free_port() -> int:
-    """A loopback TCP port nobody listens on now, outside the ephemeral range."""
+    """A loopback TCP port nobody listens on now, outside the ephemeral range, and not handed out
+    before by this process."""
     for _ in range(200):
         port = random.randrange(LOW, HIGH)
+        if port in _given:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _given.add(port)
             return port
     raise RuntimeError(f"no free loopback port in {LOW}-{HIGH}")

@@ -42,6 +42,15 @@ def event_envelope(topic: str, data: Mapping[str, Any], source: str = "arbiter")
     }
 
 
+def _user_of(frame: zmq.Frame) -> str | None:
+    """The ZAP identity of a subscriber's message; None for the unsubscriptions libzmq makes
+    itself when a subscriber goes, which name only subscriptions that were applied."""
+    try:
+        return frame.get("User-Id") or ""
+    except zmq.ZMQError:
+        return None
+
+
 class EventHub:
     """Owns the two event sockets; used only from the broker's loop thread."""
 
@@ -53,10 +62,13 @@ class EventHub:
         linger_ms: int = 500,
         secure: Callable[[zmq.Socket], None] | None = None,
         may_publish: Callable[[str, str], bool] | None = None,
+        may_subscribe: Callable[[str, str, bool], bool] | None = None,
     ):
         """``secure``: makes a socket a CURVE server before it binds; ``may_publish(identity,
-        topic)``: whether a publisher's identity may publish on a topic (security on)."""
+        topic)``: whether a publisher's identity may publish on a topic; ``may_subscribe(identity,
+        subscription, subscribing)``: whether a subscriber's may subscribe (security on)."""
         self.may_publish = may_publish
+        self.may_subscribe = may_subscribe
         self.forbidden = 0  # publications dropped because their publisher may not publish there
         self.xsub = ctx.socket(zmq.XSUB)
         self.xpub = ctx.socket(zmq.XPUB)
@@ -108,12 +120,17 @@ class EventHub:
 
     def on_subscription(self) -> None:
         """Apply one (un)subscription message read from the XPUB socket."""
-        message = self.xpub.recv()
+        frame = self.xpub.recv(copy=False)
+        message = frame.bytes
         if not message or message[0] not in (SUBSCRIBE, UNSUBSCRIBE):
             return
         topic_bytes = message[1:]
         self.touched = True
         option = zmq.SUBSCRIBE if message[0] == SUBSCRIBE else zmq.UNSUBSCRIBE
+        if self.may_subscribe is not None and (user := _user_of(frame)) is not None:
+            wanted = topic_bytes.decode("utf-8", "replace")
+            if not self.may_subscribe(user, wanted, option == zmq.SUBSCRIBE):
+                return  # never applied: the subscriber's socket filters it out, it gets nothing
         self.xpub.setsockopt(option, topic_bytes)  # applies to the subscriber that sent it
         try:
             topic = topic_bytes.decode("utf-8")

@@ -173,6 +173,15 @@ class Guard:
                 return self._refused("forbidden-serve", user, service, frames)
         return None
 
+    def may_subscribe(self, user: str, subscription: str, subscribing: bool) -> bool:
+        """A subscription is applied only when its identity may read every topic it delivers;
+        a refused one is counted and announced (its unsubscription, later, is let go quietly)."""
+        if self.security.may_subscribe(user, subscription):
+            return True
+        if subscribing:
+            self._refused("forbidden-subscribe", user, subscription, [])
+        return False
+
     def may_publish(self, user: str, topic: str) -> bool:
         """A publisher's event goes on only where its identity may publish (else it is dropped,
         counted in ``events.forbiddenPublications``)."""

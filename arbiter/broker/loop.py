@@ -127,13 +127,15 @@ class Broker(HostParts):
         self.frontend.setsockopt(zmq.MAXMSGSIZE, 2 * s.max_message_bytes)
         self.frontend.setsockopt(zmq.SNDHWM, 100_000)
         self.frontend.setsockopt(zmq.RCVHWM, 100_000)
-        secure = may_publish = None
+        secure = may_publish = may_subscribe = None
         if self.guard is not None:
             self.guard.start(self.ctx)
             self.guard.secure(self.frontend)
-            secure, may_publish = self.guard.secure, self.guard.may_publish
+            secure, may_publish, may_subscribe = self.guard.secure, self.guard.may_publish, self.guard.may_subscribe
         self.frontend.bind(s.frontend)
-        self.events = EventHub(self.ctx, s.events_pub, s.events_sub, secure=secure, may_publish=may_publish)
+        self.events = EventHub(
+            self.ctx, s.events_pub, s.events_sub, secure=secure, may_publish=may_publish, may_subscribe=may_subscribe
+        )
         log.info("frontend %s (ROUTER, MDP/0.1 clients and workers)", s.frontend)
         log.info("events: publishers connect to %s (XSUB), subscribers to %s (XPUB)", s.events_pub, s.events_sub)
 
@@ -177,7 +179,7 @@ class Broker(HostParts):
             if self.pool.lost and not more:  # what the lost workers said last is read: hand on the rest
                 self._guarded(self.pool.forget_unreachable)
             if self.events.touched or not hub_fds.isdisjoint(fired):
-                more = self.events.drain(MAX_BATCH) or more
+                more = self._drain_events() or more
             # What runs next may send on the sockets, and their FDs are edge-triggered: a socket
             # is only slept on after a read found it empty with no operation on it since. So
             # whenever anything below runs, the sockets are looked at again before sleeping.
@@ -205,6 +207,16 @@ class Broker(HostParts):
             pass
         while self._posted:
             self._guarded(self._posted.popleft())
+
+    def _drain_events(self) -> bool:
+        """The event bus's turn; like a message, a failure there is logged and counted, and the
+        bus is looked at again on the next pass."""
+        try:
+            return self.events.drain(MAX_BATCH)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("internal error on the event bus")
+            self.counters["internal-errors"] += 1
+            return True
 
     def _guarded(self, action: Callable[[], None]) -> None:
         try:

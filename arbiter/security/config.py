@@ -87,8 +87,11 @@ class Security:
     def may_publish(self, name: str, topic: str) -> bool:
         return self._may(name, "publish", topic)
 
-    def may_subscribe(self, name: str, topic: str) -> bool:
-        return self._may(name, "subscribe", topic)
+    def may_subscribe(self, name: str, subscription: str) -> bool:
+        """A subscription (a topic prefix or a wildcard pattern) is granted only when every topic
+        it can deliver may be read (:meth:`Rule.grants_subscription`)."""
+        rule = self._rule(name, "subscribe")
+        return rule is not None and rule.grants_subscription(subscription)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -84,5 +84,31 @@ class Rule:
             return False
         return any(matches(pattern, name, separator) for pattern in self.allow)
 
+    def grants_subscription(self, subscription: str) -> bool:
+        """Whether every topic ``subscription`` can deliver is allowed and none is denied. A plain
+        subscription delivers every topic that starts with it (ZeroMQ filters by prefix), a
+        wildcard one the topics it matches, so both deliver only topics starting with its
+        literal head. It is granted when an allow rule is a literal head and ``**`` (``"**"``,
+        ``"routing/**"``) that the subscription's head starts with, and no deny rule's head and
+        the subscription's could begin the same topic: judged from heads, so in doubt a
+        subscription is refused, never granted wider than the rules."""
+        head = literal_head(subscription)
+        if any(literal_head(d).startswith(head) or head.startswith(literal_head(d)) for d in self.deny):
+            return False
+        return any(_covers(pattern, head) for pattern in self.allow)
+
     def to_json(self) -> dict[str, list[str]]:
         return {"allow": list(self.allow), "deny": list(self.deny)}
+
+
+def literal_head(pattern: str) -> str:
+    """What every name ``pattern`` matches starts with: its text before the first ``*``."""
+    return pattern.split("*", 1)[0]
+
+
+def _covers(pattern: str, head: str) -> bool:
+    """Whether ``pattern`` matches every topic that starts with ``head``."""
+    if pattern != "**" and not pattern.endswith("/**"):
+        return False
+    stem = pattern[:-2]
+    return "*" not in stem and head.startswith(stem)

@@ -182,15 +182,22 @@ def test_every_routed_request_that_exhausts_its_tries_in_a_flood_is_in_the_dead_
     assert sorted(retry for _, retry in ran) == ["0"] * sent + ["1"] * sent  # each tried, then retried once
 
 
+def queued_for_nobody(broker, sent: int) -> tuple[list[dict], zmq.Socket]:
+    """``sent`` requests for a service nobody serves, all queued in the broker, and the socket
+    their answers will come to."""
+    requests = [env.new_request("nobody", "work", {"id": index}, timeout_ms=120_000) for index in range(sent)]
+    sock = dealer(zmq.Context.instance(), broker.frontend)
+    for request in requests:
+        sock.send_multipart([b"", MDPC01, b"nobody", orjson.dumps(request)])
+    wait_until(lambda: status(broker.frontend)["pending"] == sent, what=f"all {sent} requests queued")
+    return requests, sock
+
+
 def test_every_request_queued_when_the_broker_stops_is_in_the_dead_letter_queue(tmp_path):
     sent = 3000
     with broker_with(tmp_path, {"request_timeout_ms": 120_000}) as broker:
-        requests = [env.new_request("nobody", "work", {"id": index}, timeout_ms=120_000) for index in range(sent)]
-        sock = dealer(zmq.Context.instance(), broker.frontend)
+        requests, sock = queued_for_nobody(broker, sent)
         try:
-            for request in requests:
-                sock.send_multipart([b"", MDPC01, b"nobody", orjson.dumps(request)])
-            wait_until(lambda: status(broker.frontend)["pending"] == sent, what=f"all {sent} requests queued")
             started = time.monotonic()
             broker.process.send_signal(signal.SIGTERM)
             answers = receive_all(sock, sent, timeout_s=GRACE_S + 10)
@@ -212,12 +219,8 @@ def test_dead_letters_a_locked_store_cannot_take_as_the_broker_stops_are_written
     project writes it."""
     sent = 200
     with broker_with(tmp_path, {"request_timeout_ms": 120_000}) as broker:
-        requests = [env.new_request("nobody", "work", {"id": index}, timeout_ms=120_000) for index in range(sent)]
-        sock = dealer(zmq.Context.instance(), broker.frontend)
+        requests, sock = queued_for_nobody(broker, sent)
         try:
-            for request in requests:
-                sock.send_multipart([b"", MDPC01, b"nobody", orjson.dumps(request)])
-            wait_until(lambda: status(broker.frontend)["pending"] == sent, what=f"all {sent} requests queued")
             store = sqlite3.connect(broker.root / ".arbiter" / "state.db", isolation_level=None)
             try:
                 store.execute("BEGIN EXCLUSIVE")  # nobody else writes, or reads, until it ends

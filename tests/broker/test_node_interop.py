@@ -14,8 +14,10 @@ from typing import Any, Iterator
 import pytest
 import zmq
 from test_sdk_harness import WORKER_OPTIONS, Broker, launch_broker, wait_for
+from test_security import client, secure_broker
 
 from arbiter.sdk.client import Client, build_request
+from arbiter.sdk.curve import BROKER_KEY_ENV, KEY_ENV
 from arbiter.sdk.worker import Worker
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import MDPC01
@@ -61,13 +63,21 @@ def broker(tmp_path_factory: pytest.TempPathFactory, node_modules: Path) -> Iter
     yield from launch_broker(tmp_path_factory.mktemp("node-broker"))
 
 
-def run_node_client(broker: Broker, service: str, command: str, parameters: dict[str, Any]) -> tuple[int, Any]:
+def run_node_client(
+    broker: Any,
+    service: str,
+    command: str,
+    parameters: dict[str, Any],
+    timeout_ms: int = 10_000,
+    env: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     result = subprocess.run(
-        [NODE, "client.mjs", broker.frontend, service, command, json.dumps(parameters), "10000"],
+        [NODE, "client.mjs", broker.frontend, service, command, json.dumps(parameters), str(timeout_ms)],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     out = result.stdout.strip()
     return result.returncode, (json.loads(out) if out else result.stderr)
@@ -95,7 +105,7 @@ def test_node_client_to_python_worker(broker: Broker) -> None:
     assert bad_code == 1 and bad["payload"]["error"]["code"] == "UNKNOWN_COMMAND"
 
 
-def start_node_worker(broker: Broker, service: str, *options: str) -> subprocess.Popen:
+def start_node_worker(broker: Any, service: str, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     heartbeat_ms = str(int(WORKER_OPTIONS["heartbeat_interval"] * 1000))
     return subprocess.Popen(
         [NODE, "worker.mjs", broker.frontend, service, heartbeat_ms, str(WORKER_OPTIONS["liveness"]), *options],
@@ -103,6 +113,7 @@ def start_node_worker(broker: Broker, service: str, *options: str) -> subprocess
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -221,3 +232,35 @@ def test_node_worker_returns_after_a_broker_restart_and_says_goodbye(fresh_broke
             )
     finally:
         stop_node_worker(proc)
+
+
+def peer_env(broker: Any, name: str | None) -> dict[str, str]:
+    """The environment of a Node peer with ``name``'s keys (None: no keys at all)."""
+    env = {k: v for k, v in os.environ.items() if k not in (KEY_ENV, BROKER_KEY_ENV)}
+    if name is not None:
+        env[KEY_ENV] = str(broker.root / "keys" / f"{name}.key_secret")
+        env[BROKER_KEY_ENV] = str(broker.root / "keys" / "broker.key")
+    return env
+
+
+def test_node_peers_speak_curve_to_a_broker_with_security_on(tmp_path: Path, node_modules: Path) -> None:
+    """CURVE from the key files alone, in another language: a Node worker with a permitted key
+    serves a Python client, a Node client with a permitted key is answered, and one without keys
+    gets nothing (its handshake is refused)."""
+    with secure_broker(tmp_path) as broker:
+        proc = start_node_worker(broker, "fastapi-backend", env=peer_env(broker, "billing-worker"))
+        try:
+            with client(broker, "web-client", timeout=10) as web:
+                assert wait_for(lambda: web.mmi("fastapi-backend") == "200", timeout=60), _stderr(proc)
+                reply = web.call("fastapi-backend", "greet", {"name": "Ada"})
+            code, answered = run_node_client(
+                broker, "fastapi-backend", "greet", {"name": "Grace"}, env=peer_env(broker, "web-client")
+            )
+            refused, nothing = run_node_client(
+                broker, "fastapi-backend", "greet", {"name": "Eve"}, timeout_ms=1000, env=peer_env(broker, None)
+            )
+        finally:
+            stop_node_worker(proc)
+    assert reply.ok and reply.result["greeting"] == "hello Ada" and reply.result["runtime"] == "node"
+    assert code == 0 and answered["payload"]["result"]["greeting"] == "hello Grace", answered
+    assert refused == 2, nothing  # no reply within its tries

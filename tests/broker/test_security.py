@@ -17,6 +17,9 @@ import pytest
 import zmq
 import zmq.auth
 from broker_helpers import broker_with, wait_until
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_envelope_fuzz import FIELDS, json_values, replace
 from zmq.utils.monitor import recv_monitor_message
 
 from arbiter.sdk.client import Client, RequestTimeout
@@ -24,7 +27,7 @@ from arbiter.sdk.curve import BROKER_KEY_ENV, KEY_ENV, CurveKeys
 from arbiter.sdk.state import SharedState, StateError
 from arbiter.sdk.worker import Worker
 from arbiter.wire import envelope as env
-from arbiter.wire.mdp import MDPW01, READY
+from arbiter.wire.mdp import MDPC01, MDPW01, READY
 
 PEERS = ("broker", "billing-worker", "web-client", "admin", "stranger", "idle-worker")
 SECURITY = """
@@ -41,9 +44,11 @@ identities:
   web-client:
     public_key_file: keys/web-client.key
     call: {allow: [fastapi-backend, arbiter.state, mmi.*]}
+    subscribe: {allow: ["plugin/billing/**"], deny: ["plugin/billing/secret/**"]}
   admin:
     public_key_file: keys/admin.key
     call: {allow: ["**"]}
+    subscribe: {allow: ["**"]}
 """
 SECRET_TEXT = "invoice 7731 for ACME, total 4,200.00"
 
@@ -383,6 +388,51 @@ def test_a_publisher_publishes_only_where_its_identity_may(broker: Any) -> None:
     assert status(broker)["events"]["forbiddenPublications"] >= 1
 
 
+def test_a_subscriber_receives_only_what_its_identity_may_read(broker: Any) -> None:
+    """web-client may read plugin/billing/** but not plugin/billing/secret/**: its subscription to
+    plugin/billing/invoice is applied; plugin/billing/ (which would deliver the secret topics) and
+    an identity without subscribe rules are refused, counted and announced, and get nothing."""
+    ctx = zmq.Context.instance()
+    refused_before = status(broker)["security"].get("forbidden-subscribe", 0)
+    wanted = [("web-client", b"plugin/billing/invoice"), ("web-client", b"plugin/billing/"), ("idle-worker", b"")]
+    subs = []
+    pub = ctx.socket(zmq.PUB)
+    try:
+        for name, topic in wanted:
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            keys(broker, name).apply(sub)
+            sub.connect(broker.events_sub)
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+            subs.append(sub)
+        pub.setsockopt(zmq.LINGER, 0)
+        keys(broker, "billing-worker").apply(pub)
+        pub.connect(broker.events_pub)
+        wait_until(
+            lambda: status(broker)["security"].get("forbidden-subscribe", 0) >= refused_before + 2,
+            what="both wide subscriptions refused",
+        )
+        heard: list[list[bytes]] = [[] for _ in subs]
+        deadline = time.monotonic() + 20
+        while not heard[0] and time.monotonic() < deadline:  # the slow joiner
+            for topic in (b"plugin/billing/invoice", b"plugin/billing/secret/salaries"):
+                pub.send_multipart([topic, env.encode({"messageType": "event", "topic": topic.decode()})])
+            for sub, got in zip(subs, heard):
+                while sub.poll(50):
+                    got.append(sub.recv_multipart()[0])
+        for _ in range(5):  # a few more rounds, now that the granted subscriber hears
+            pub.send_multipart([b"plugin/billing/secret/salaries", b"{}"])
+        for sub, got in zip(subs, heard):
+            while sub.poll(200):
+                got.append(sub.recv_multipart()[0])
+    finally:
+        pub.close()
+        for sub in subs:
+            sub.close()
+    assert set(heard[0]) == {b"plugin/billing/invoice"}, heard[0]
+    assert heard[1] == [] and heard[2] == [], heard
+
+
 def test_malformed_messages_from_a_known_peer_are_dropped_and_counted_as_without_security(broker: Any) -> None:
     from test_mdp_conformance import MALFORMED
 
@@ -405,3 +455,57 @@ def test_malformed_messages_from_a_known_peer_are_dropped_and_counted_as_without
         sock.close()
     with client(broker, "admin") as admin:
         assert admin.mmi("mmi.service") in ("200", "404")  # still serving
+
+
+SECURE_TARGETS = {
+    "arbiter.status": {},
+    "arbiter.explain": {"text": "add a Beanie model and CRUD endpoints for invoices"},
+    "arbiter.route": {"text": "add a Beanie model and CRUD endpoints for invoices", "collaborate": False},
+    "arbiter.state": {"op": "put", "scope": "session:fuzz", "key": "k", "value": 1, "access": "public"},
+    "fastapi-backend": {"command": "scaffold-endpoint", "parameters": {"n": 1}},
+}  # a service nobody serves is left out: a request the broker cannot read waits its default 30 s
+
+
+@pytest.fixture(scope="module")
+def served(broker: Any) -> Iterator[list[dict]]:
+    """The permitted worker of fastapi-backend, for the fuzz below."""
+    seen: list[dict] = []
+    worker = serving(broker, "billing-worker", "fastapi-backend", seen)
+    with client(broker, "admin", timeout=10) as admin:
+        wait_until(lambda: admin.mmi("fastapi-backend") == "200", what="the permitted worker registered")
+    yield seen
+    worker.stop(timeout=5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    peer=st.sampled_from(["admin", "web-client"]),
+    target=st.sampled_from(sorted(SECURE_TARGETS)),
+    field=st.sampled_from(FIELDS),
+    value=json_values,
+)
+def test_with_security_on_one_bad_field_costs_one_request_at_most(
+    broker: Any, served: list[dict], peer: str, target: str, field: str, value: Any
+) -> None:
+    """The envelope fuzz, sent by known peers (one allowed everything, one allowed a few
+    services) through CURVE: every message gets one answer (the service's, BAD_ENVELOPE,
+    BAD_REQUEST, FORBIDDEN, EXPIRED, ...), never INTERNAL_ERROR, and the broker is left as it was."""
+    request = env.new_request(target, "work", timeout_ms=1500)
+    request["payload"] = dict(SECURE_TARGETS[target])
+    body = orjson.dumps(replace(request, field, value))
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    keys(broker, peer).apply(sock)
+    sock.connect(broker.frontend)
+    try:
+        sock.send_multipart([b"", MDPC01, target.encode(), body])
+        assert sock.poll(10_000), f"no answer to {peer}'s {target} with {field} = {value!r}"
+        frames = sock.recv_multipart()
+    finally:
+        sock.close()
+    assert frames[:3] == [b"", MDPC01, target.encode()], frames[:3]
+    reply = env.as_envelope(frames[3])  # None: the worker echoed a body that is no envelope
+    error = (reply or {}).get("payload", {}).get("error") if isinstance((reply or {}).get("payload"), dict) else None
+    assert not error or error.get("code") != "INTERNAL_ERROR", reply
+    wait_until(lambda: status(broker)["pending"] == 0, what="nothing left pending")
+    assert status(broker)["counters"].get("internal-errors", 0) == 0

@@ -193,3 +193,27 @@ def test_matching_agrees_with_the_definition():
         pattern = [rng.choice(["a", "b", "*", "**"]) for _ in range(rng.randint(1, 6))]
         name = [rng.choice(["a", "b", "c"]) for _ in range(rng.randint(1, 7))]
         assert matches(".".join(pattern), ".".join(name), S) is _reference(pattern, name), (pattern, name)
+
+
+@pytest.mark.parametrize(
+    ("subscription", "granted"),
+    [
+        ("routing/decision", True),  # every topic starting with it is routing/... and none internal
+        ("routing/", False),  # would deliver routing/internal/...
+        ("routing/int", False),  # could begin routing/internal/...
+        ("routing/*/x", False),  # would deliver routing/internal/x
+        ("routing/internal/keys", False),
+        ("orchestration/", False),  # not allowed at all
+        ("", False),  # everything, the denied topics among it
+        ("routing", False),  # "routingX/..." is not under routing/**
+    ],
+)
+def test_a_subscription_is_granted_only_when_every_topic_it_delivers_may_be_read(subscription, granted):
+    rule = Rule(allow=("routing/**",), deny=("routing/internal/**",))
+    assert rule.grants_subscription(subscription) is granted
+
+
+def test_a_wildcard_allow_rule_never_grants_a_prefix_wider_than_itself():
+    assert not Rule(allow=("plugin/*/events",)).grants_subscription("plugin/")
+    assert Rule(allow=("**",)).grants_subscription("")
+    assert not Rule(allow=("**",), deny=("**/secret",)).grants_subscription("plugin/billing/")

@@ -3,8 +3,10 @@
 // usage: node client.mjs ENDPOINT SERVICE COMMAND PARAMETERS_JSON [TIMEOUT_MS]
 // Sends one request envelope to SERVICE through the broker and prints the reply body
 // (a JSON envelope) on stdout. Exit 0 on a success reply, 1 on an error reply, 2 on timeout.
+// With ARBITER_CURVE_KEY and ARBITER_BROKER_KEY set, it speaks CURVE (curve.mjs).
 import { randomUUID, randomBytes } from "node:crypto";
 import { Dealer } from "zeromq";
+import { curveOptions } from "./curve.mjs";
 
 const [endpoint, service, command, parametersJson = "{}", timeoutArg = "10000"] = process.argv.slice(2);
 const timeoutMs = Number(timeoutArg);
@@ -34,7 +36,7 @@ function newEnvelope() {
 
 async function attempt(envelope) {
   // Lazy Pirate: a fresh socket per attempt, so a late reply to an earlier one cannot confuse us.
-  const sock = new Dealer({ linger: 0, receiveTimeout: timeoutMs });
+  const sock = new Dealer({ linger: 0, receiveTimeout: timeoutMs, ...curveOptions() });
   sock.connect(endpoint);
   try {
     await sock.send(["", "MDPC01", service, JSON.stringify(envelope)]);

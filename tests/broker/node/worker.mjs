@@ -8,8 +8,10 @@
 // Prints "ready" once READY is sent; on SIGTERM/SIGINT sends DISCONNECT and exits.
 // Follows the worker checklist: heartbeats every interval, reconnects on a new socket after
 // DISCONNECT or after LIVENESS silent intervals.
+// With ARBITER_CURVE_KEY and ARBITER_BROKER_KEY set, it speaks CURVE (curve.mjs).
 import { randomUUID, randomBytes } from "node:crypto";
 import { Dealer } from "zeromq";
+import { curveOptions } from "./curve.mjs";
 
 const [endpoint, service, heartbeatArg = "2500", livenessArg = "3", credit, delivery] = process.argv.slice(2);
 const packed = delivery === "packed" || delivery === "batched"; // both leave out the MDP preamble
@@ -36,7 +38,7 @@ function send(frames) {
 
 async function open() {
   // A fresh socket per conversation: after DISCONNECT the spec requires a new one.
-  sock = new Dealer({ linger: 0, receiveTimeout: heartbeatMs });
+  sock = new Dealer({ linger: 0, receiveTimeout: heartbeatMs, ...curveOptions() });
   sock.connect(endpoint);
   const options = credit ? [credit, ...(packed ? [delivery] : [])] : [];
   await send(["", W, READY, service, ...options]);
