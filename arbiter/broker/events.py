@@ -14,6 +14,7 @@ Events are at-most-once: when nobody listens, the broker does not even build the
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
@@ -70,14 +71,12 @@ class EventHub:
         self.may_publish = may_publish
         self.may_subscribe = may_subscribe
         self.forbidden = 0  # publications dropped because their publisher may not publish there
+        self._ctx, self._linger_ms, self._secure = ctx, linger_ms, secure
         self.xsub = ctx.socket(zmq.XSUB)
-        self.xpub = ctx.socket(zmq.XPUB)
-        for sock in (self.xsub, self.xpub):
-            sock.setsockopt(zmq.LINGER, linger_ms)
-            if secure is not None:
-                secure(sock)
-        self.xpub.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every unsubscription too
-        self.xpub.setsockopt(zmq.XPUB_MANUAL, 1)
+        self.xsub.setsockopt(zmq.LINGER, linger_ms)
+        if secure is not None:
+            secure(self.xsub)
+        self.xpub = self._subscriber_socket()
         self.xsub.bind(publishers)
         self.xpub.bind(subscribers)
         self.xsub.send(b"\x01")  # take everything publishers send
@@ -90,6 +89,38 @@ class EventHub:
         # The broker waits on the sockets' ZMQ_FDs, which are edge-triggered: any operation on a
         # socket may consume the signal of input that arrived meanwhile, so after one the sockets
         # must be looked at again before the broker sleeps.
+        self.touched = True
+
+    def _subscriber_socket(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.XPUB)
+        sock.setsockopt(zmq.LINGER, self._linger_ms)
+        if self._secure is not None:
+            self._secure(sock)
+        sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # see every unsubscription too
+        sock.setsockopt(zmq.XPUB_MANUAL, 1)
+        return sock
+
+    def reopen_subscribers(self, patience_s: float = 2.0) -> None:
+        """Close the subscribers' endpoint and bind it again: every subscriber reconnects and
+        subscribes anew, so each subscription is judged by the rules now in force (a subscription
+        once applied is not seen again otherwise) and a revoked key cannot connect. Events sent
+        meanwhile are lost, as events may be. Loop thread only; the caller polls the new
+        :meth:`fds`."""
+        endpoint = self.xpub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.xpub.close(linger=0)
+        self.xpub = self._subscriber_socket()
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self.xpub.bind(endpoint)
+                break
+            except zmq.ZMQError as exc:  # the old listener may take a moment to let the port go
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self.prefixes.clear()
+        self.patterns.clear()
+        self.wants.cache_clear()
         self.touched = True
 
     def fds(self) -> tuple[int, int]:

@@ -143,14 +143,18 @@ class Guard:
         sock.curve_publickey = self.security.public_key
         sock.zap_domain = ZAP_DOMAIN
 
-    def adopt(self, security: Security) -> None:
-        """A reload: the new rules from the next message on. Security cannot be turned on or off
-        without a restart (the sockets' CURVE settings are made at bind)."""
+    def adopt(self, security: Security) -> bool:
+        """A reload: the new rules from the next message on; True when the peers or their rules
+        changed. Security cannot be turned on or off without a restart (the sockets' CURVE
+        settings are made at bind)."""
         if security.enabled == self.security.enabled:
+            before = self.security.to_json()
             self.security = _with_helpers(security, self.helper_keys)
+            return self.security.to_json() != before
         else:
             turned = "on" if security.enabled else "off"
             log.error("configs/security.yaml turns security %s: restart the broker for it", turned)
+            return False
 
     def stop(self) -> None:
         if self.authenticator is not None:

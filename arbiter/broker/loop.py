@@ -113,6 +113,7 @@ class Broker(HostParts):
         self.user = ""  # with security on: the identity that sent the message being handled
         self.keepers: HelperGroup | None = None
         self.unserved: tuple[str, ...] = ()  # the project's plugins no live worker serves
+        self._hub_moved = False  # the event bus's subscriber socket was replaced (security reload)
         self._new_health()
 
     # -- life cycle ---------------------------------------------------------------------
@@ -173,6 +174,8 @@ class Broker(HostParts):
             else:
                 wake = min(next_tick, self.timers[0][0]) if self.timers else next_tick
                 timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
+            if self._hub_moved:  # the subscribers' socket was opened anew: sleep on its descriptor
+                hub_fds = self._watch_hub(sleeper, hub_fds)
             fired = [fd for fd, _ in sleeper.poll(timeout_ms)]
             # Messages first: a request on its way to a worker should not wait for bookkeeping.
             more = self._drain_frontend()
@@ -207,6 +210,15 @@ class Broker(HostParts):
             pass
         while self._posted:
             self._guarded(self._posted.popleft())
+
+    def _watch_hub(self, sleeper: select.poll, old: set[int]) -> set[int]:
+        self._hub_moved = False
+        for fd in old:
+            sleeper.unregister(fd)
+        fds = set(self.events.fds())  # type: ignore[union-attr]
+        for fd in fds:
+            sleeper.register(fd, select.POLLIN)
+        return fds
 
     def _drain_events(self) -> bool:
         """The event bus's turn; like a message, a failure there is logged and counted, and the
@@ -297,8 +309,9 @@ class Broker(HostParts):
         self.dispatcher.adopt(snapshot.plugins, BindingTable(snapshot.rules.bindings), router.max_text_chars)
         self._new_health()
         old.close()
-        if self.guard is not None:
-            self.guard.adopt(security_of(snapshot)[0])
+        if self.guard is not None and self.guard.adopt(security_of(snapshot)[0]) and self.events is not None:
+            self.events.reopen_subscribers()  # every subscription judged again, under the new rules
+            self._hub_moved = True
         self.publish("system/reload", self.reloads.swapped(snapshot.fingerprint))
 
     def reload_failed(self, errors: list[str]) -> None:

@@ -433,6 +433,52 @@ def test_a_subscriber_receives_only_what_its_identity_may_read(broker: Any) -> N
     assert heard[1] == [] and heard[2] == [], heard
 
 
+def test_a_reload_that_revokes_a_subscription_stops_its_events(tmp_path: Path) -> None:
+    """A subscription is judged when it is made; a reload that changes the rules has every
+    subscriber subscribe again, so a revoked one stops receiving and a permitted one goes on."""
+    ctx = zmq.Context.instance()
+    with secure_broker(tmp_path) as own:
+        socks = {name: ctx.socket(zmq.SUB) for name in ("web-client", "admin")}
+        pub = ctx.socket(zmq.PUB)
+        try:
+            for name, sub in socks.items():
+                sub.setsockopt(zmq.LINGER, 0)
+                keys(own, name).apply(sub)
+                sub.connect(own.events_sub)
+                sub.setsockopt(zmq.SUBSCRIBE, b"plugin/billing/invoice")
+            pub.setsockopt(zmq.LINGER, 0)
+            keys(own, "billing-worker").apply(pub)
+            pub.connect(own.events_pub)
+
+            def heard() -> dict[str, int]:
+                pub.send_multipart([b"plugin/billing/invoice", b"{}"])
+                got = {}
+                for name, sub in socks.items():
+                    got[name] = 0
+                    while sub.poll(50):
+                        sub.recv_multipart()
+                        got[name] += 1
+                return got
+
+            wait_until(lambda: all(heard().values()), what="both subscribers hear the invoice")
+            revoked = SECURITY.replace(
+                'subscribe: {allow: ["plugin/billing/**"], deny: ["plugin/billing/secret/**"]}', "subscribe: {}"
+            )
+            assert revoked != SECURITY
+            before = status(own)["snapshot"]["fingerprint"]
+            (own.root / "configs" / "security.yaml").write_text(revoked)
+            own.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: status(own)["snapshot"]["fingerprint"] != before, what="the reload")
+            wait_until(lambda: heard()["admin"] > 0, what="the permitted subscriber hears again")
+            later = [heard() for _ in range(10)]
+        finally:
+            pub.close()
+            for sub in socks.values():
+                sub.close()
+    assert sum(round_["admin"] for round_ in later) >= 5
+    assert sum(round_["web-client"] for round_ in later) == 0, later
+
+
 def test_malformed_messages_from_a_known_peer_are_dropped_and_counted_as_without_security(broker: Any) -> None:
     from test_mdp_conformance import MALFORMED
 
