@@ -31,7 +31,6 @@ from .common import (
     pass_context,
     project_store,
 )
-from .common import parse_duration as parse_duration  # how --older-than reads, for callers of this module
 from .tables import printable, table
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

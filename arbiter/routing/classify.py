@@ -25,7 +25,6 @@ from arbiter.routing.clauses import term_weights
 from arbiter.routing.globs import glob_regex
 from arbiter.routing.text_index import VocabularyIndex, build_index, path_terms, stem, terms, words
 
-SOLID_TERM = 0.3  # a term contributing this much relevance is real evidence, not noise
 NEAR_SPELLING = 0.5  # a word matched one edit away is weaker evidence than the word itself
 DURATION_MS = {"simple": 600_000, "moderate": 1_800_000, "complex": 7_200_000}
 COMPLEX_WORDS = frozenset(
@@ -47,7 +46,6 @@ class Scored:
     name: str
     score: float
     evidence: tuple[str, ...] = ()
-    support: int = 0  # how many distinct terms gave a solid share of the score
     context: tuple[str, ...] = ()  # evidence words that came from context phrases, not the main clause
 
 
@@ -294,10 +292,9 @@ def _relevance(
     for i, score in enumerate(scores):
         if score > 0:
             top = sorted(evidence[i].items(), key=lambda kv: -kv[1])[:6]
-            support = sum(1 for gain in evidence[i].values() if gain >= SOLID_TERM)
             words_ = tuple(index.surface.get(t, t) for t, _ in top)
             context = tuple(index.surface.get(t, t) for t, _ in top if weights.get(t, 1.0) < 1.0)
-            ranked.append(Scored(index.plugins[i], round(score, 4), words_, support, context))
+            ranked.append(Scored(index.plugins[i], round(score, 4), words_, context))
     return tuple(sorted(ranked, key=lambda s: (-s.score, s.name)))
 
 
@@ -314,7 +311,11 @@ def classify(
     text_terms, file_terms = _request_terms(text, files, lexicon)
     term_set = set(text_terms)
     domains = _domains(term_set, files, lexicon)
-    relevance = _relevance(text_terms + file_terms, classifier.index, term_weights(text))
+    weights: dict[str, float] = {}
+    for term, weight in term_weights(text).items():  # keyed as the text terms are: synonyms applied
+        said = lexicon.synonyms.get(term, term)
+        weights[said] = max(weights.get(said, 0.0), weight)
+    relevance = _relevance(text_terms + file_terms, classifier.index, weights)
     complexity, reason = complexity_of(text, files, domains)
     return Classification(
         text=text,

@@ -127,7 +127,6 @@ class PluginScore:
     relevance: float
     evidence: tuple[str, ...]
     health: Health
-    support: int = 0
     eligible: bool = True
     reason: str = ""
 
@@ -230,7 +229,6 @@ def match(
                 rel_score,
                 rel.evidence if rel else (),
                 state,
-                rel.support if rel else 0,
                 not reason,
                 reason,
             )

@@ -108,7 +108,7 @@ def literal_head(pattern: str) -> str:
 
 def _covers(pattern: str, head: str) -> bool:
     """Whether ``pattern`` matches every topic that starts with ``head``."""
-    if pattern != "**" and not pattern.endswith("/**"):
+    if pattern != ANY_SEGMENTS and not pattern.endswith(TOPIC_SEPARATOR + ANY_SEGMENTS):
         return False
     stem = pattern[:-2]
     return "*" not in stem and head.startswith(stem)

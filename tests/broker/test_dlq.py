@@ -19,9 +19,12 @@ import zmq
 from broker_helpers import wait_until
 from click.testing import CliRunner, Result
 
-from arbiter.cli.common import Context
+from arbiter.cli.common import (
+    Context,
+    parse_duration,  # what --older-than reads with
+)
 from arbiter.cli.dlq_commands import dlq as dlq_cli
-from arbiter.cli.dlq_commands import parse_duration, replay_letter
+from arbiter.cli.dlq_commands import replay_letter
 from arbiter.sdk.client import Client, RequestTimeout
 from arbiter.store import database as state
 from arbiter.store import dead_letters as dlq

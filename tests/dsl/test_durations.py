@@ -9,7 +9,7 @@ from arbiter.dsl.durations import DurationError, format_ms, parse_ms, parse_time
 from arbiter.dsl.formatter import format_source
 from arbiter.dsl.parser import parse
 
-from arbiter.cli.dlq_commands import parse_duration
+from arbiter.cli.common import parse_duration
 
 
 @pytest.mark.parametrize(

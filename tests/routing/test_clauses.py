@@ -64,3 +64,11 @@ def test_a_plugin_no_live_worker_serves_is_scored_but_not_eligible(corpus_router
     assert any("no live worker serves it" in note for note in unserved.decision.notes)
     scores = match(unserved.classification, corpus_router.snapshot.plugins, health=health)
     assert [s.plugin for s in scores if not s.eligible] == ["jira-orchestrator"]
+
+
+def test_explain_shows_the_words_that_made_the_lead_main_and_context_apart(corpus_router):
+    from arbiter.routing.explain import render
+
+    shown = render(corpus_router.route(Request("draw a network diagram of my home assistant setup with the cameras")))
+    line = next(line for line in shown.splitlines() if line.strip().startswith("lead words"))
+    assert "drawio-diagramming:" in line and "diagram" in line.split(";")[0]
