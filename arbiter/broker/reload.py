@@ -155,16 +155,23 @@ class Reloader:
         if not paths:
             return
         log.info("watching %s", ", ".join(str(p) for p in paths))
-        for _changes in watchfiles.watch(
+        up = False
+        for changes in watchfiles.watch(
             *paths,
             watch_filter=ChangeFilter(paths),
             debounce=self.debounce_ms,
             stop_event=self._stop,
             rust_timeout=500,
-            yield_on_timeout=False,
+            yield_on_timeout=True,
             raise_interrupt=False,
         ):
-            self.request("after a file change")
+            if changes:
+                self.request("after a file change")
+            elif not up:
+                # The watches exist from here on; a file changed between the first build and now
+                # sent no event, so the inputs are compared once (one hash when nothing changed).
+                self.request("once the watcher is up")
+            up = True
 
     def _build_loop(self) -> None:
         while not self._stop.is_set():

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from broker_helpers import wait_until
 from watchfiles import Change
 
 from arbiter.broker.reload import ChangeFilter, Reloader
@@ -147,3 +148,19 @@ def test_an_empty_plugin_directory_is_an_input(plugins: Path, tmp_path: Path) ->
     (plugins / "delta" / "skills").mkdir(parents=True)
     assert fingerprint(project) != before
     assert "delta" in build_snapshot(tmp_path, [plugins]).plugins
+
+
+def test_a_change_made_before_the_watcher_is_up_is_served(tmp_path: Path) -> None:
+    """Between the first build and the watches being set no event can come; the watcher compares
+    the inputs once it is up, so such a change is not missed until the next one."""
+    project = tiny_project(tmp_path)
+    calls = Calls()
+    reloader = Reloader(project, build_snapshot(project.root).fingerprint, calls.ready, calls.error, calls.restored)
+    (project.rules_dir / "probe.arb").write_text(RULE.replace("99", "98"))
+    changed = fingerprint(project)
+    reloader.start()
+    try:
+        wait_until(lambda: calls.seen, 20, what="the reloader's answer")
+    finally:
+        reloader.close()
+    assert calls.seen == [("ready", changed)]
