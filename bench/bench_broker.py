@@ -9,6 +9,9 @@ Arbiter broker next to three yardsticks measured in the same run on the same mac
      credit 50 and packed delivery (no MDP preamble on requests and replies), and with credit 50
      and batched delivery (packed, and the requests of a burst in one message, as the SDK's
      workers with credit ask for);
+  C' the Arbiter broker with Prometheus metrics on (``metrics.address``), its ``/metrics``
+     scraped every ``SCRAPE_EVERY_S`` through the whole run, next to the same broker with them
+     off (credit 1, and credit 50 batched): what the metrics cost the hot path, as a ratio;
   D  ``arbiter.route``: a JSON envelope routed to a plugin's worker (credit 50, batched; cached
      and uncached decisions), everything the broker does per routed request included (e.g.
      logging the decision). Uncached decisions are measured three ways side by side: on the
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +106,9 @@ PAUSE_LEAD_S = 0.5  # each window ends (quiet) or starts (around) this long befo
 PAUSE_GAP_S = 0.3  # between the two big requests, so that each one's pause can be told apart
 PAUSE_RUN_S = 5.5  # the sync client's whole run: the around window ends at 4.5 s
 PAUSE_AIM_S = 0.05
+SCRAPE_EVERY_S = 1.0  # a metrics-on broker's /metrics is read this often (Prometheus' default: every 15 s)
+METRICS_ON = " metrics on"
+METRICS_PAIRS = ("C arbiter, credit 1", BATCHED_50)  # each measured with metrics off and on
 MIXED_DEADLINE_S = 10.0  # a direct client that is starved stops here; its rate counts what came back
 
 
@@ -728,16 +735,46 @@ def add_echo_worker(announce_self: bool) -> Callable[[Processes, Target], None]:
     return add
 
 
+@dataclass
+class Scraper:
+    """Reads a broker's /metrics every ``SCRAPE_EVERY_S`` on a thread of the parent, as Prometheus
+    would (more often), until the run ends."""
+
+    url: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    scrapes: int = 0
+    failures: int = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(SCRAPE_EVERY_S):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as answer:
+                    answer.read()
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+
+
+SCRAPERS: dict[str, Scraper] = {}  # by the frontend of the broker they scrape
+
+
 def start_arbiter(
-    kind: str, service: str, unique: bool = False, config: dict[str, Any] | None = None
+    kind: str, service: str, unique: bool = False, config: dict[str, Any] | None = None, metrics: bool = False
 ) -> Callable[[Processes, Path], Target]:
-    """``config``: broker.yaml settings of this broker's own (the shipped file's otherwise)."""
+    """``config``: broker.yaml settings of this broker's own (the shipped file's otherwise);
+    ``metrics``: serve /metrics on a free port, scraped by a :class:`Scraper`."""
 
     def start(procs: Processes, tmp: Path) -> Target:
         ports = [free_port() for _ in range(3)]
         urls = [f"tcp://127.0.0.1:{p}" for p in ports]
+        settings = dict(config or {})
+        metrics_url = ""
+        if metrics:
+            metrics_port = free_port()
+            settings["metrics"] = {"address": f"127.0.0.1:{metrics_port}"}
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         project = make_project(
-            tmp / f"project-{uuid.uuid4().hex[:8]}", dict(zip(("frontend", "events_pub", "events_sub"), urls)), config
+            tmp / f"project-{uuid.uuid4().hex[:8]}", dict(zip(("frontend", "events_pub", "events_sub"), urls)), settings
         )
         command = [
             sys.executable,
@@ -759,6 +796,9 @@ def start_arbiter(
             rc = broker.process.poll()
             raise RuntimeError("\n".join([f"{exc} (exit code {rc}): {tail[-1]}", *tail])) from None
         wait_for_deciders(urls[0], time.monotonic() + STARTUP_S)
+        if metrics_url:
+            scraper = SCRAPERS[urls[0]] = Scraper(metrics_url)
+            threading.Thread(target=scraper.run, name="scraper", daemon=True).start()
         return Target(urls[0], kind, service, unique)
 
     return start
@@ -804,6 +844,8 @@ def systems() -> list[System]:
         System("C arbiter, credit 50", start_arbiter("mdp", echo), add_mdp_worker(50, False)),
         System(PACKED_50, start_arbiter("mdp", echo), add_mdp_worker(50, False, "packed")),
         System(BATCHED_50, start_arbiter("mdp", echo), add_mdp_worker(50, False, "batched")),
+        System("C arbiter, credit 1" + METRICS_ON, start_arbiter("mdp", echo, metrics=True), add_mdp_worker(1, False)),
+        System(BATCHED_50 + METRICS_ON, start_arbiter("mdp", echo, metrics=True), add_mdp_worker(50, False, "batched")),
         System(
             "D route, cached", start_arbiter("route", "arbiter.route"), add_mdp_worker(50, True, "batched"), scale=0.5
         ),
@@ -828,6 +870,7 @@ class Measured:
     sync: Result | None = None
     status: dict[str, Any] | None = None  # the Arbiter broker's own account (arbiter.status), read afterwards
     error: str = ""
+    scrapes: int | None = None  # with metrics on: /metrics reads that succeeded during the run
 
 
 @dataclass
@@ -890,6 +933,9 @@ def measure_all(live: list[Live], procs: Processes, requests: int, sync_count: i
     for item in live:
         if item.target.kind != "raw" and not item.measured.error:
             item.measured.status = settled_status(item.target.endpoint)
+        scraper = SCRAPERS.get(item.target.endpoint)
+        if scraper is not None:
+            item.measured.scrapes = scraper.scrapes
 
 
 def settled_status(endpoint: str, deadline_s: float = 5.0) -> dict[str, Any] | None:
@@ -1262,7 +1308,27 @@ def report(names: list[str], results: dict[str, Measured], sync_count: int, roun
         rows,
     )
     report_deciders(results)
+    report_metrics(results)
     report_status(names, results)
+
+
+def report_metrics(results: dict[str, Measured]) -> None:
+    """The same broker and workers with Prometheus metrics on (scraped meanwhile) and off."""
+    configs = list(GRID)
+    rows = []
+    for name in METRICS_PAIRS:
+        on, off = results.get(name + METRICS_ON), results.get(name)
+        if on is None or off is None:
+            continue
+        cells = [ratio(on.rates.get(k), off.rates.get(k)) for k in configs]
+        rows.append([name, *cells, ratio_p50(on.sync, off.sync), on.scrapes if on.scrapes is not None else "-"])
+    if rows:
+        table(
+            f"Metrics on / metrics off, same broker and workers (on: /metrics scraped every {SCRAPE_EVERY_S:g} s; "
+            "throughput: higher is better; p50: lower is better)",
+            ["system", *[f"thr {c}c/{w}w" for c, w in configs], "p50 ratio", "scrapes"],
+            rows,
+        )
 
 
 def report_deciders(results: dict[str, Measured]) -> None:
@@ -1434,6 +1500,8 @@ def run_all(args: argparse.Namespace) -> None:
                 measure_mixed(procs, mixed, direct, direct, rounds)
                 pauses = measure_pauses(procs, mixed, rounds)
         finally:
+            for scraper in SCRAPERS.values():
+                scraper.stop.set()
             if procs is not None:
                 procs.stop_all()
     names = [s.name for s in chosen]

@@ -5,15 +5,17 @@ Codes (also in REFERENCE.md):
   E102 unknown command of a plugin          E103 unknown domain
   E104 duplicate name                       E105 invalid state (plugin/circuit)
   E106 rule without actions                 E107 invalid regular expression
-  E108 more than 512 rules test one fact    E301 step refers to a step that has not run
+  W108 past durable-rules' limits          E301 step refers to a step that has not run
   E302 unknown step                         E303 unknown chain parameter
   E304 saga step without compensation       E305 unknown parameter of a command
   E306 required parameter not given         E307 value of the wrong type for a parameter
   E308 binding regex without a group        E309 chain option the chain's kind does not take
+  E109 `after` names no phase               E110 rule requires and excludes one plugin
   E401 route forbidden by the manifests' ACLs
   W101 unknown context or pattern           W102 unknown strategy
   W201 rule can never fire                  W202 rule shadowed by a higher-priority rule
   W203 fact tested but never asserted       W204 rule without `when` fires on every request
+  W205 rule without `because`
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from . import ast, compiler, ir, lint_parameters
+from . import ast, compiler, engine_limits, lint_parameters
 from .diagnostics import Diagnostic, did_you_mean
 from .parser import SyntaxProblem
 from .plugin_view import CommandView, PluginView
 from .satisfiability import conflicts_or_repeats, literal_sets, never, weaker
+from .walk import atoms as _atoms
+from .walk import branches as _branches
+from .walk import cond_values as _cond_values
+from .walk import step_values as _step_values
 
-MAX_RULES_PER_FACT = 512
 STRATEGIES = ("single_plugin", "sequential_collaboration", "parallel_collaboration", "saga", "broadcast")
 PLUGIN_STATES = compiler.HEALTH_STATES + compiler.AVAILABILITY_STATES
 
@@ -75,6 +80,11 @@ class _Checker:
         src = _line(self.sources, path, pos.line)
         self.out.append(Diagnostic(path, pos.line, pos.col, severity, code, message, hint, src))
 
+    def name_pos(self, path: str, line: int, name: str, fallback: ast.Pos) -> ast.Pos:
+        """Where ``name`` is written on ``line`` (the parser keeps only the line of some items)."""
+        found = re.search(r"(?<![\w:-])" + re.escape(name) + r"(?![\w:-])", _line(self.sources, path, line))
+        return ast.Pos(line, found.start() + 1) if found else fallback
+
     def error(self, path: str, pos: ast.Pos, code: str, message: str, hint: str = "") -> None:
         self.report(path, pos, "error", code, message, hint)
 
@@ -107,7 +117,7 @@ class _Checker:
             elif isinstance(decl, ast.Pattern):
                 for regex in decl.regexes:
                     self.check_regex(path, decl.pos, regex)
-        self.check_fact_fanout()
+        self.check_engine_limits()
         self.check_shadowing()
         return self.out
 
@@ -157,9 +167,31 @@ class _Checker:
                     "W201",
                     f"rule '{rule.name}' can never fire: its conditions contradict each other",
                 )
+        if rule.then and rule.because is None:
+            self.report(
+                path,
+                rule.pos,
+                "warning",
+                "W205",
+                f"rule '{rule.name}' has no `because`: explain has no reason to show for it",
+                'add `because "..."`, the reason in words',
+            )
         for act in rule.then:
             self.check_action(path, rule, act)
+        self.check_require_exclude(path, rule)
         self.check_rule_acls(path, rule)
+
+    def check_require_exclude(self, path: str, rule: ast.Rule) -> None:
+        required = {a.target for a in rule.then if a.op == "require"}
+        for act in rule.then:
+            if act.op == "exclude" and act.target in required:
+                self.error(
+                    path,
+                    act.pos,
+                    "E110",
+                    f"rule '{rule.name}' both requires and excludes {act.target}",
+                    "keep one of the two actions",
+                )
 
     def check_atom(self, path: str, atom: ast.Cond) -> None:
         op, a = atom.op, atom.args
@@ -215,6 +247,13 @@ class _Checker:
             self.plugin_known(path, act.pos, act.target)
         if act.op == "collaborate" and act.on and act.on not in self.domains:
             self.error(path, act.pos, "E103", f"unknown domain '{act.on}'", did_you_mean(act.on, self.domains))
+        phases = self.domains | set(self.plugins)
+        for phase in act.after if act.op == "collaborate" else ():
+            if phase not in phases:
+                line = act.pos.line
+                where = self.name_pos(path, line, phase, act.pos)
+                hint = did_you_mean(phase, phases) or "a phase is named by its domain (or, without one, its plugin)"
+                self.error(path, where, "E109", f"no phase is called '{phase}'", hint)
         if act.op == "strategy" and act.target not in STRATEGIES:
             self.report(
                 path,
@@ -263,26 +302,21 @@ class _Checker:
             return None
         return self.plugins[source].route_refusal(self.plugins[target])
 
-    def check_fact_fanout(self) -> None:
-        """durable-rules' compiler hangs past 512 rules on one property: refuse that here."""
-        counts: Counter[str] = Counter()
-        first: dict[str, tuple[str, ast.Rule]] = {}
-        for path, decl in self.decls:
-            if isinstance(decl, ast.Rule) and decl.when is not None:
-                for fact in ir.condition_facts(compiler.condition(decl.when)):
-                    counts[fact] += 1
-                    first.setdefault(fact, (path, decl))
-        for fact, count in counts.items():
-            if count > MAX_RULES_PER_FACT:
-                path, rule = first[fact]
-                self.report(
-                    path,
-                    rule.pos,
-                    "error",
-                    "E108",
-                    f"{count} rules test the fact '{fact}'; at most {MAX_RULES_PER_FACT} may",
-                    "merge rules that share this condition, or spread them over more specific facts",
-                )
+    def check_engine_limits(self) -> None:
+        """Past durable-rules' limits the Python engine runs the program: say so at the rule."""
+        located = [(p, d) for p, d in self.decls if isinstance(d, ast.Rule)]
+        crossed = engine_limits.crossing([compiler.rule(d, p) for p, d in located])
+        if crossed is None:
+            return
+        path, rule = located[crossed.index]
+        self.report(
+            path,
+            rule.pos,
+            "warning",
+            "W108",
+            f"{crossed.limit} and rule '{rule.name}' is past that: the Python engine runs this program",
+            "the results are the same; to keep durable-rules, merge rules that share a condition",
+        )
 
     def check_shadowing(self) -> None:
         """Compare each rule only with higher-priority rules sharing a literal (or with none)."""
@@ -325,7 +359,7 @@ class _Checker:
             if name not in known:
                 self.report(
                     path,
-                    decl.pos,
+                    self.name_pos(path, decl.item_lines.get(name, decl.pos.line), name, decl.pos),
                     "warning",
                     "W101",
                     f"'{name}' is not a known domain, context or pattern",
@@ -441,42 +475,6 @@ class _Checker:
 
 
 _BRANCH = ast.Step("(if)", "", "")
-
-
-def _branches(items: tuple[ast.ChainItem, ...]) -> Iterator[ast.Branch]:
-    for item in items:
-        if isinstance(item, ast.Branch):
-            yield item
-            yield from _branches(item.then)
-            yield from _branches(item.otherwise)
-
-
-def _cond_values(atom: ast.Cond) -> Iterator[ast.Value]:
-    for arg in atom.args:
-        if isinstance(arg, ast.Value):
-            yield arg
-    if atom.op in ("compare", "one_of", "contains"):
-        subject = atom.args[0]
-        if subject.startswith("$"):
-            yield ast.Value("param", subject[1:], atom.pos)
-        elif "." in subject:
-            yield ast.Value("ref", subject, atom.pos)
-
-
-def _step_values(step: ast.Step) -> Iterator[ast.Value]:
-    for _, value in step.args:
-        yield value
-    if step.when is not None:
-        for atom in _atoms(step.when):
-            yield from _cond_values(atom)
-
-
-def _atoms(cond: ast.Cond | None) -> list[ast.Cond]:
-    if cond is None:
-        return []
-    if cond.op in ("and", "or", "not"):
-        return [a for c in cond.children for a in _atoms(c)]
-    return [cond]
 
 
 def check_program(

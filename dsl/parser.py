@@ -60,6 +60,7 @@ def _parser() -> Lark:
         lexer="contextual",
         propagate_positions=True,
         maybe_placeholders=True,
+        cache=True,  # the grammar's tables, kept in the temp folder: a cold command skips building them
     )
 
 

@@ -6,5 +6,5 @@ The decider processes the broker starts are SDK workers.
 
 May import: arbiter.dsl, arbiter.orchestration, arbiter.project, arbiter.routing, arbiter.sdk, arbiter.security,
 arbiter.state,
-arbiter.store, arbiter.wire.
+arbiter.store, arbiter.telemetry, arbiter.wire.
 """

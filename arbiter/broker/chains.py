@@ -20,14 +20,19 @@ from typing import Any, Callable, Mapping, Protocol
 import orjson
 
 from arbiter.broker import messages as svc
+from arbiter.broker import tracing
 from arbiter.broker.decision_cache import Decided
-from arbiter.broker.dispatch import Dispatcher, Routed
+from arbiter.broker.dispatch import Dispatcher
+from arbiter.broker.metrics import Meter
+from arbiter.broker.routed import Routed
 from arbiter.dsl.chains import ChainPlan
 from arbiter.orchestration.runner import ChainRun, Outcome, StepState, restore
 from arbiter.project.model import Plugin
 from arbiter.store import decisions as record
 from arbiter.store.models import ordered_id
 from arbiter.wire import envelope as env
+from arbiter.wire import trace
+from arbiter.wire.trace import TraceContext
 
 log = logging.getLogger("arbiter.broker")
 
@@ -41,6 +46,8 @@ class ChainsHost(Protocol):
 
     dispatcher: Dispatcher
     counters: Counter[str]
+    metrics: Meter
+    telemetry: Any  # arbiter.telemetry.otel.Spans when spans are exported, else None
 
     @property
     def plugins(self) -> Mapping[str, Plugin]: ...
@@ -63,6 +70,7 @@ class InFlight:
     run: ChainRun
     key: str
     routed: Routed
+    span: tracing.Span | None = None  # the step's span, its tries' parent
 
 
 class ChainDesk:
@@ -146,6 +154,9 @@ class ChainDesk:
         now = time.monotonic()
         route = svc.RouteInput(self._envelope(run, step, key, timeout_ms), f"{run.plan.name}: {step.name}",
                                (), None, step.command, step.args)  # fmt: skip
+        attributes = {"arbiter.chain": run.plan.name, "arbiter.run_id": run.run_id, "arbiter.step": step.name,
+                      "arbiter.plugin": step.plugin, "arbiter.command": step.command}  # fmt: skip
+        route.span = tracing.begin_child(self.host.telemetry, "arbiter.chain.step", _trace(run), attributes)
         plan = (step.plugin, *self._fallbacks(step))
         decided = Decided(None, step.plugin, plan, (), b"}", NO_ROW)
         tries = (3 if retries is None else retries) + 1  # None: the plugin's retry policy decides
@@ -153,21 +164,25 @@ class ChainDesk:
         routed = Routed(b"", CHAIN_SERVICE, route, decided, key, False, now + patience, now, None)
         routed.owner = self._ended
         routed.attempt_timeout_s, routed.max_retries = timeout_ms / 1000, retries
-        self.steps[key] = InFlight(run, step.key, routed)
+        self.steps[key] = InFlight(run, step.key, routed, route.span)
         self.host.dispatcher.start(routed)
 
     def abandon(self, run: ChainRun, step: StepState) -> None:
         flight = self.steps.pop(run.key(step), None)
+        if flight is not None:
+            tracing.end(self.host.telemetry, flight.span, {"arbiter.status": "abandoned"}, "abandoned")
         if flight is not None and not flight.routed.done:
             self.host.dispatcher.fail(flight.routed, "CANCELLED", "the run no longer waits for this step", "cancelled")
 
     def changed(self, run: ChainRun, step: StepState | None, event: str) -> None:
         if self.detached:
             return
+        if step is not None:
+            self.host.metrics.chain_step(step.status)
         topic = f"orchestration/chain/{run.plan.name}/{run.run_id}/{event}"
         self.host.keep_task({**(_run_row(run) if step is None else _step_row(run, step)), "topic": topic})
         if self.host.wants(topic):
-            data = {"runId": run.run_id, "chain": run.plan.name, "status": run.status}
+            data = {"runId": run.run_id, "chain": run.plan.name, "status": run.status, "traceId": _trace_id(run)}
             if step is not None:
                 data.update(
                     step=step.name, what=step.what, stepStatus=step.status, plugin=step.plugin, error=step.error
@@ -186,6 +201,9 @@ class ChainDesk:
 
     def _ended(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
         flight = self.steps.pop(routed.request_id, None)
+        if flight is not None and self.host.telemetry is not None:
+            attributes = {"arbiter.status": outcome.get("status") or "", "arbiter.tries": routed.attempts}
+            tracing.end(self.host.telemetry, flight.span, attributes, None if success else outcome.get("status"))
         if flight is None or self.detached:
             return
         flight.run.step_done(flight.key, _outcome(reply, outcome, success))
@@ -196,7 +214,13 @@ class ChainDesk:
         if self.host.wants("orchestration/task-complete"):
             self.host.publish(
                 "orchestration/task-complete",
-                {"taskId": run.run_id, "chain": run.plan.name, "status": run.status, "error": run.error},
+                {
+                    "taskId": run.run_id,
+                    "chain": run.plan.name,
+                    "status": run.status,
+                    "error": run.error,
+                    "traceId": _trace_id(run),
+                },
             )
         for then in self.waiting.pop(run.run_id, []):
             then(run)
@@ -210,7 +234,7 @@ class ChainDesk:
         return tuple(n for n in names if (p := self.host.plugins.get(n)) is not None and p.command(step.command))
 
     def _envelope(self, run: ChainRun, step: StepState, key: str, timeout_ms: int) -> dict[str, Any]:
-        headers = {k: v for k, v in run.meta.items() if k in ("traceId", "traceparent")}
+        headers = _trace(run).headers()
         return {
             "messageId": key,
             "correlationId": run.run_id,
@@ -228,6 +252,19 @@ class ChainDesk:
             },
             "metadata": {"retryCount": 0, "timeout": timeout_ms},
         }
+
+
+def _trace(run: ChainRun) -> TraceContext:
+    """The trace of a run's steps, under the run's span (kept in its meta, so a resumed run goes
+    on in the same trace); a run kept without one gets a trace of its own, once."""
+    if "traceparent" not in run.meta:
+        run.meta.update(TraceContext(trace.new_traceparent()).headers())
+    return tracing.of_meta(run.meta)
+
+
+def _trace_id(run: ChainRun) -> str | None:
+    value = run.meta.get("traceId")
+    return value if isinstance(value, str) else None
 
 
 def _outcome(reply: list[bytes], outcome: Mapping[str, Any], success: bool) -> Outcome:

@@ -17,12 +17,14 @@ from typing import Any, Protocol
 from arbiter.broker import messages as svc
 from arbiter.broker.admission import Admission
 from arbiter.broker.dispatch import Dispatcher
+from arbiter.broker.metrics import Meter, outcome_label
 from arbiter.broker.services import mmi
 from arbiter.broker.services.base import ServiceHost
 from arbiter.broker.services.catalog import OWN_SERVICES
 from arbiter.broker.workers import Pending, Service, WorkerPool, WorkerState
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import MDPC01, MMI_PREFIX, OWN_PREFIX, ProtocolError, service_name
+from arbiter.wire.trace import parse_traceparent
 
 log = logging.getLogger("arbiter.broker")
 
@@ -35,6 +37,7 @@ class ClientsHost(ServiceHost, Protocol):
     dispatcher: Dispatcher
     dropped: Counter[str]
     dead_letters: Any
+    metrics: Meter
 
     @property
     def stopping(self) -> bool: ...
@@ -50,6 +53,7 @@ class Clients:
 
     def on_request(self, client: bytes, service_frame: bytes, body: list[bytes]) -> None:
         self.host.counters["requests"] += 1
+        self.host.metrics.request(service_frame)
         service = self.host.pool.services.get(service_frame)
         if service is not None:
             service_frame = service.frame  # one bytes object per service, not one per waiting request
@@ -58,10 +62,12 @@ class Clients:
                 name = service_name(service_frame)
             except ProtocolError as exc:
                 self.host.dropped[exc.reason] += 1
+                self.host.metrics.replied_at_once(service_frame, "BAD_REQUEST")
                 self.reply_error(client, service_frame, body, "BAD_REQUEST", str(exc))
                 return
             if name.startswith(MMI_PREFIX):
                 self.host.counters["mmi"] += 1
+                self.host.metrics.replied_at_once(service_frame, "ok")
                 self.send_client(client, service_frame, [mmi.answer(name, body, OWN_SERVICES, self._served)])
                 return
             if name.startswith(OWN_PREFIX):
@@ -92,6 +98,7 @@ class Clients:
         self.host.dropped["internal-error"] += 1
         if not pending.answered:
             self.host.admission.release(pending)
+            self.host.metrics.answered(pending.service_frame, pending.received, "internal-error")
             body = svc.error_body(pending.body, "INTERNAL_ERROR", "the broker failed on this request; it is logged")
             self.send_client(pending.client, pending.service_frame, [body])
 
@@ -131,6 +138,7 @@ class Clients:
         service = OWN_SERVICES.get(name)
         if service is None:
             self.host.dropped["unknown-service"] += 1
+            self.host.metrics.replied_at_once(service_frame, "UNKNOWN_SERVICE")
             message = f"no service '{name}'; Arbiter serves {', '.join(OWN_SERVICES)}"
             self.reply_error(client, service_frame, body, "UNKNOWN_SERVICE", message)
             return
@@ -152,6 +160,7 @@ class Clients:
 
     def reply(self, pending: Pending, body: bytes) -> None:
         self.host.admission.release(pending)
+        self.host.metrics.answered_body(pending.service_frame, pending.received, body)
         self.send_client(pending.client, pending.service_frame, [body])
 
     def finish(self, pending: Pending, body: list[bytes]) -> None:
@@ -166,6 +175,7 @@ class Clients:
             return
         self.host.admission.release(pending)
         self.host.counters["replies"] += 1
+        self.host.metrics.answered(pending.service_frame, pending.received)
         self.send_client(pending.client, pending.service_frame, body)
 
     def expire(self, pending: Pending, message: str) -> None:
@@ -190,6 +200,7 @@ class Clients:
         """Answer a direct request the broker gives up on, release its slot, and keep it in the
         dead-letter queue."""
         self.host.admission.release(pending)
+        self.host.metrics.answered(pending.service_frame, pending.received, outcome_label(code))
         self.send_client(pending.client, pending.service_frame, [svc.error_body(pending.body, code, message)])
         self.dead_letter(
             pending.service_frame, pending.body, reason, f"{code}: {message}", pending.client, pending.message_id
@@ -199,6 +210,7 @@ class Clients:
         """Refuse a request at once, and count why. It is not dead-lettered: the client has its
         answer in hand and nothing was lost (a flood of refusals must not flood the queue)."""
         self.host.dropped[code.lower().replace("_", "-")] += 1
+        self.host.metrics.replied_at_once(service_frame, code)
         self.reply_error(client, service_frame, body, code, message)
 
     def reply_error(self, client: bytes, service_frame: bytes, body: list[bytes], code: str, message: str) -> None:
@@ -212,14 +224,34 @@ class Clients:
         detail: str,
         client: bytes,
         message_id: str | None = None,
+        trace_id: str | None = None,
     ) -> None:
+        """Keep a request the broker gave up on, and announce it on ``system/dead-letter``
+        (with its trace id when known: a routed request's, or the envelope's ``traceparent``)."""
         self.host.counters[f"dead-letters-{reason}"] += 1
         service = service_frame.decode("utf-8", "replace")
-        if message_id is None and len(body) == 1:
+        if (message_id is None or trace_id is None) and len(body) == 1:
             envelope = env.as_envelope(body[0])
-            message_id = envelope["messageId"] if envelope else None
+            if envelope is not None:
+                message_id = message_id or envelope["messageId"]
+                trace_id = trace_id or _trace_id(envelope)
+        log.warning(
+            "dead letter from %s: %s (%s)",
+            service,
+            reason,
+            detail,
+            extra={"service": service, "traceId": trace_id, "messageId": message_id},
+        )
         if self.host.dead_letters is not None:
             self.host.dead_letters.submit(service, list(body), reason, detail, message_id, client.hex())
         self.host.publish(
-            "system/dead-letter", {"service": service, "reason": reason, "detail": detail, "messageId": message_id}
+            "system/dead-letter",
+            {"service": service, "reason": reason, "detail": detail, "messageId": message_id, "traceId": trace_id},
         )
+
+
+def _trace_id(envelope: dict[str, Any]) -> str | None:
+    """The trace a request's envelope belongs to: its valid ``traceparent``, else none known."""
+    headers = envelope.get("headers") or {}
+    parent = parse_traceparent(headers.get("traceparent"))
+    return parent.trace_id if parent is not None else None

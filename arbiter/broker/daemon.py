@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from arbiter import __version__
 from arbiter.broker import deciders, keepers
 from arbiter.broker.guard import Guard, InsecureBind, check_bind
 from arbiter.broker.loop import Broker
+from arbiter.broker.metrics_http import MetricsServer
 from arbiter.broker.reload import Reloader
 from arbiter.broker.settings import Settings
 from arbiter.dsl.durations import parse_ms
@@ -26,6 +28,8 @@ from arbiter.store import database as state
 from arbiter.store import runs
 from arbiter.store.recorder import Recorder
 from arbiter.store.retention import Retention
+from arbiter.telemetry import logs
+from arbiter.telemetry import otel as otel_export
 
 log = logging.getLogger("arbiter.broker")
 
@@ -81,6 +85,12 @@ def build_broker(
     except Exception as exc:
         broker.decisions.close(timeout=2)  # type: ignore[union-attr]  # its process must not outlive us
         raise StartupError(f"cannot bind: {exc} (is another broker running on these endpoints?)") from exc
+    if settings.metrics_address:
+        try:
+            broker.metrics_server = MetricsServer(broker, settings.metrics_address, __version__)
+        except (OSError, ValueError) as exc:
+            broker.decisions.close(timeout=2)  # type: ignore[union-attr]
+            raise StartupError(f"cannot serve metrics on {settings.metrics_address}: {exc}") from exc
     helper_env = broker.guard.helper_keys.helper_env() if broker.guard is not None else {}
     if settings.deciders > 0:  # 0: decisions are made on the loop
         deciding = deciders.for_project(settings.deciders, settings, snapshot.project)
@@ -95,15 +105,22 @@ def build_broker(
 
 
 def serve(
-    root: Path, plugin_dirs: Sequence[Path] | None = None, insecure: bool = False, **endpoints: str | None
+    root: Path,
+    plugin_dirs: Sequence[Path] | None = None,
+    insecure: bool = False,
+    log_format: str = "text",
+    otel: bool = False,
+    **endpoints: str | None,
 ) -> int:
-    """Run the broker in this process until SIGTERM/SIGINT; SIGHUP reloads. Returns an exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    """Run the broker in this process until SIGTERM/SIGINT; SIGHUP reloads. Returns an exit code.
+    ``log_format``: text or JSON lines; ``otel``: export spans (also on with ``OTEL_TRACES_EXPORTER``)."""
+    logs.configure(log_format, logging.INFO, sys.stderr)
     try:
         broker, reloader = build_broker(root, plugin_dirs, insecure, **endpoints)
     except (StartupError, state.StoreError) as exc:
         log.error("%s", exc)
         return 1
+    broker.telemetry = otel_export.from_environment(otel)
     install_signal_handlers(broker, reloader)
     reloader.start()
     log.info("serving %d plugins; pid %d", len(broker.snapshot.plugins), os.getpid())
@@ -126,6 +143,8 @@ def install_signal_handlers(broker: Broker, reloader: Reloader) -> None:
 def close_broker(broker: Broker, reloader: Reloader) -> None:
     """After :meth:`Broker.run` returned: stop what :func:`build_broker` started, writing
     everything the writers still hold."""
+    if broker.metrics_server is not None:
+        broker.metrics_server.close()
     reloader.close()
     for group in (broker.deciders, broker.keepers):
         if group is not None:
@@ -134,3 +153,5 @@ def close_broker(broker: Broker, reloader: Reloader) -> None:
         if writer is not None:
             writer.close()
     state.close_store()
+    if broker.telemetry is not None:
+        broker.telemetry.shutdown()  # the spans still buffered are sent

@@ -1,11 +1,11 @@
 """Routed dispatch with graceful degradation: primary → retries → fallbacks in order → the last good
 result of a cacheable command → dead letter, every step written down.
 
-One :class:`Routed` follows a request from its decision to its answer. Each try at a plugin is an
-:class:`Attempt` with its own deadline; the request as a whole has the client's deadline. The
-broker runs this on its loop thread: it calls :meth:`Dispatcher.start` after deciding,
-:meth:`Dispatcher.on_reply` when a worker answers an attempt, and the timers set here fire
-through the broker's timer heap.
+One :class:`~arbiter.broker.routed.Routed` follows a request from its decision to its answer. Each
+try at a plugin is an :class:`~arbiter.broker.routed.Attempt` with its own deadline; the request
+as a whole has the client's deadline. The broker runs this on its loop thread: it calls
+:meth:`Dispatcher.start` after deciding, :meth:`Dispatcher.on_reply` when a worker answers an
+attempt, and the timers set here fire through the broker's timer heap.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 import random
 import time
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Protocol
 
@@ -22,8 +21,10 @@ import orjson
 
 from arbiter.broker import messages as svc
 from arbiter.broker import resilience as rz
+from arbiter.broker import tracing
 from arbiter.broker.calls import Calls
-from arbiter.broker.decision_cache import Decided
+from arbiter.broker.metrics import Meter
+from arbiter.broker.routed import Attempt, Routed
 from arbiter.broker.workers import Pending
 from arbiter.project.model import Plugin
 from arbiter.routing.parameters import BindingTable, Call
@@ -39,75 +40,12 @@ def _iso_at(epoch: float) -> str:
     return env.iso(datetime.fromtimestamp(epoch, timezone.utc))
 
 
-@dataclass(eq=False, slots=True)
-class Routed:
-    """A routed request from decision to answer; it holds the client's in-flight slot."""
-
-    client: bytes
-    service_frame: bytes
-    route: svc.RouteInput
-    decided: Decided
-    request_id: str
-    cached: bool
-    deadline: float  # monotonic: the client's patience
-    received: float
-    origin: Pending | None  # the client's request as admitted, which holds its slot (None: a chain's step)
-    stage: int = 0
-    retries: int = 0  # retries on the current plugin
-    attempts: int = 0
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    current: Attempt | None = None
-    done: bool = False
-    # A chain's step: who hears the end instead of a client, and the step's own timeout and tries.
-    owner: Callable[[Routed, list[bytes], dict[str, Any], bool], None] | None = None
-    attempt_timeout_s: float | None = None
-    max_retries: int | None = None
-
-    @property
-    def message_id(self) -> str | None:
-        return self.route.envelope.get("messageId")
-
-    @property
-    def plan(self) -> tuple[str, ...]:
-        """Primary, then fallbacks in order."""
-        return self.decided.plan
-
-    @property
-    def decision(self) -> orjson.Fragment:
-        return self.decided.json_for(self.request_id)
-
-
-@dataclass(eq=False, slots=True)
-class Attempt:
-    routed: Routed
-    plugin: str
-    command: str
-    parameters: dict[str, Any]
-    started: float
-    deadline: float
-    dispatcher: Dispatcher
-    pending: Pending | None = None
-    finished: bool = False
-
-    @property
-    def settled(self) -> bool:
-        """Answered or given up, or its request ended: the worker holding it no longer matters."""
-        return self.finished or self.routed.done
-
-    def answered(self, body: list[bytes]) -> None:
-        self.dispatcher.on_reply(self, body)
-
-    def lost(self, code: str, message: str, reason: str) -> None:
-        """The broker gave this try up (its workers kept dying): the request ends, without its
-        fallbacks, which such a request would only go on to harm."""
-        self.finished = True
-        self.dispatcher.fail(self.routed, code, message, reason)
-
-
 class DispatchHost(Protocol):
     """What the dispatcher asks of the broker."""
 
     dropped: Counter[str]
+    metrics: Meter
+    telemetry: Any  # arbiter.telemetry.otel.Spans when spans are exported, else None
 
     @property
     def plugins(self) -> Mapping[str, Plugin]: ...
@@ -258,6 +196,9 @@ class Dispatcher:
     def _send(self, attempt: Attempt) -> None:
         routed = attempt.routed
         routed.current = attempt
+        if routed.stage and not routed.retries:  # the first try at a fallback
+            self.host.metrics.fallback(attempt.plugin)
+        attempt.span = tracing.begin_try(self.host.telemetry, attempt.plugin, attempt.command, routed)
         body = svc.dispatch_body(
             routed.route,
             attempt.plugin,
@@ -266,6 +207,7 @@ class Dispatcher:
             routed.request_id,
             routed.decided.collaborators,
             routed.attempts,
+            attempt.span.span_id,
         )
         routed.attempts += 1
         attempt.pending = self.host.send_try(attempt, body)
@@ -312,6 +254,7 @@ class Dispatcher:
             return
         now = time.monotonic()
         duration_ms = (now - attempt.started) * 1000
+        self.host.metrics.try_answered(attempt.plugin, now - attempt.started)
         answer = svc.WorkerAnswer.read(body)
         code, message = answer.error_code, answer.error_message
         breaker = self.breakers.get(attempt.plugin)
@@ -319,6 +262,7 @@ class Dispatcher:
             if breaker is not None and not was_finished:
                 self._announce(breaker.success(now, attempt, duration_ms))
             self._step(routed, attempt.plugin, attempt.command, "success", None, attempt.started)
+            tracing.end_try(self.host.telemetry, attempt.span, routed.steps[-1])
             self._remember(attempt, answer)
             self._finish_with_reply(routed, attempt, answer)
             return
@@ -329,6 +273,7 @@ class Dispatcher:
             if breaker is not None:
                 breaker.forget(attempt)
             self._step(routed, attempt.plugin, attempt.command, "rejected", f"{code}: {message}", attempt.started)
+            tracing.end_try(self.host.telemetry, attempt.span, routed.steps[-1])
             self._finish_with_reply(routed, attempt, answer)
             return
         self._failed(attempt, rz.ERROR, code, message)
@@ -345,12 +290,14 @@ class Dispatcher:
         if count and breaker is not None:
             self._announce(breaker.failure(now, attempt, f"{code}: {message}"))
         self._step(routed, attempt.plugin, attempt.command, kind, f"{code}: {message}", attempt.started)
+        tracing.try_failed(self.host.telemetry, attempt, routed.steps[-1])
         plugin = self._plugin(attempt.plugin)
         policy = plugin.error_handling.retry if plugin else None
         if retry and self._retries_left(routed, policy, kind, code):
             delay = rz.backoff_ms(policy, routed.retries + 1, self.rng) / 1000 if policy else 0.0
             if now + delay < routed.deadline:
                 routed.retries += 1
+                self.host.metrics.retry(attempt.plugin)
                 routed.steps[-1]["retryInMs"] = round(delay * 1000, 1)
                 self.host.call_at(now + delay, lambda: self._contained(routed, self._next, routed))
                 return
@@ -377,6 +324,7 @@ class Dispatcher:
         if detail:
             step["detail"] = detail
         routed.steps.append(step)
+        self.host.metrics.step(plugin, outcome)
 
     # -- endings ------------------------------------------------------------------------
 
@@ -445,6 +393,8 @@ class Dispatcher:
             return
         if routed.current is not None:
             self.host.withdraw(routed.current)
+            if not routed.current.finished:
+                tracing.end_try(self.host.telemetry, routed.current.span, {"outcome": reason}, code)
         body = svc.error_body(routed.route.envelope, code, message, decision=routed.decision, steps=routed.steps)
         if routed.owner is None:
             self.host.dead_letter_routed(routed, reason, f"{code}: {message}")

@@ -13,11 +13,11 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from arbiter.broker import deciders, keepers
+from arbiter.broker import deciders, keepers, tracing
 from arbiter.broker.decision_cache import Decided
-from arbiter.broker.dispatch import Attempt, Routed
 from arbiter.broker.messages import RouteInput
 from arbiter.broker.resilience import Transition
+from arbiter.broker.routed import Attempt, Routed
 from arbiter.broker.status import report
 from arbiter.broker.workers import Pending, Service
 from arbiter.project.model import Plugin
@@ -28,6 +28,8 @@ log = logging.getLogger("arbiter.broker")
 
 class HostParts:
     """The host methods of :class:`~arbiter.broker.loop.Broker` (``self`` is the broker)."""
+
+    telemetry: Any = None  # arbiter.telemetry.otel.Spans when the daemon exports spans
 
     @property
     def plugins(self) -> Mapping[str, Plugin]:
@@ -72,16 +74,28 @@ class HostParts:
         self.admission.release(pending)
 
     def send_reply(self, pending: Pending, body: bytes) -> None:
+        self.metrics.answered_body(pending.service_frame, pending.received, body)
         self.clients.send_client(pending.client, pending.service_frame, [body])
 
     def finish_routed(self, routed: Routed, reply: list[bytes], outcome: dict[str, Any], success: bool) -> None:
         self.admission.release(routed.origin)
+        self.metrics.answered_routed(routed.service_frame, routed.received, outcome["status"])
         self.clients.send_client(routed.client, routed.service_frame, reply)
-        self.log_decision(routed.decided.row.entry(routed.request_id, outcome, success))
+        self.log_decision(routed.decided.row.entry(routed.request_id, outcome, success, routed.route.trace_id))
+        if self.telemetry is not None:
+            attributes = {
+                "arbiter.request_id": routed.request_id,
+                "arbiter.plugin": outcome.get("plugin") or "",
+                "arbiter.status": outcome.get("status") or "",
+                "arbiter.tries": routed.attempts,
+            }
+            tracing.end(self.telemetry, routed.route.span, attributes, None if success else outcome.get("status"))
 
     def dead_letter_routed(self, routed: Routed, reason: str, detail: str) -> None:
         body = [orjson.dumps(routed.route.envelope)]
-        self.clients.dead_letter(routed.service_frame, body, reason, detail, routed.client, routed.message_id)
+        self.clients.dead_letter(
+            routed.service_frame, body, reason, detail, routed.client, routed.message_id, routed.route.trace_id
+        )
 
     def log_decision(self, entry: LogEntry) -> None:
         """Record one request's decision row (a repeat of a cached decision points at the first)."""
@@ -100,7 +114,14 @@ class HostParts:
 
     def circuit_changed(self, change: Transition) -> None:
         """Publish it, and let the matcher see it from the next decision on."""
-        log.warning("circuit of %s: %s -> %s (%s)", change.plugin, change.old, change.new, change.reason)
+        log.warning(
+            "circuit of %s: %s -> %s (%s)",
+            change.plugin,
+            change.old,
+            change.new,
+            change.reason,
+            extra={"plugin": change.plugin},
+        )
         self.counters[f"circuit-{change.new}"] += 1
         self._new_health()
         self.publish(f"plugin/{change.plugin}/circuit-breaker", change.event())

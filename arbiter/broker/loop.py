@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 import zmq
 
+from arbiter.broker import deciders, keepers, shutdown
 from arbiter.broker import messages as svc
-from arbiter.broker import shutdown
 from arbiter.broker.admission import Admission
 from arbiter.broker.chains import ChainDesk
 from arbiter.broker.clients import Clients
@@ -38,7 +38,9 @@ from arbiter.broker.events import EventHub
 from arbiter.broker.guard import Guard
 from arbiter.broker.helpers import HelperGroup
 from arbiter.broker.host import HostParts
+from arbiter.broker.metrics import Meter
 from arbiter.broker.reload import ReloadRecord
+from arbiter.broker.services.catalog import OWN_SERVICES
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import WorkerPool, WorkerState
 from arbiter.project.snapshot import Snapshot
@@ -81,6 +83,8 @@ class Broker(HostParts):
         self.ctx = context or zmq.Context.instance()
         self.counters: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.metrics = Meter((*OWN_SERVICES, deciders.SERVICE, keepers.SERVICE), snapshot.plugins)
+        self.metrics_server: Any = None  # metrics_http.MetricsServer when /metrics is served (daemon)
         self.admission = Admission(settings)
         self.clients = Clients(self)
         self.pool = WorkerPool(self, self.clients, settings)
@@ -307,6 +311,7 @@ class Broker(HostParts):
         old, self.snapshot, self.router = self.router, snapshot, router
         self.decision_cache.clear()
         self.dispatcher.adopt(snapshot.plugins, BindingTable(snapshot.rules.bindings), router.max_text_chars)
+        self.metrics.adopt(snapshot.plugins)
         self._new_health()
         old.close()
         if self.guard is not None and self.guard.adopt(security_of(snapshot)[0]) and self.events is not None:

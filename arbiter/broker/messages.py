@@ -12,7 +12,9 @@ from typing import Any, Mapping, Sequence
 
 import orjson
 
+from arbiter.broker.tracing import Span, worker_headers
 from arbiter.wire import envelope as env
+from arbiter.wire import trace
 
 SOURCE = "arbiter"
 
@@ -37,6 +39,19 @@ class RouteInput:
     command: str | None
     parameters: dict[str, Any]
     collaborate: bool = True  # run the decision's collaboration plan (False: the primary only)
+    span: Span | None = None  # the broker's span its tries hang from: the request's, or a chain step's
+
+    def trace_parent(self) -> trace.TraceContext:
+        """The trace its tries join, under :attr:`span` (the caller's span when there is none)."""
+        span = self.span
+        if span is None:
+            headers = self.envelope.get("headers")
+            return trace.from_headers(headers if isinstance(headers, dict) else None)
+        return trace.TraceContext(span.parent_for_children(), span.context.state, span.context.remote)
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.span.trace_id if self.span is not None else None
 
     @property
     def cache_key(self) -> tuple[str, tuple[str, ...], str | None]:
@@ -97,14 +112,21 @@ def dispatch_body(
     request_id: str,
     collaborators: Sequence[str],
     retry_count: int = 0,
+    span_id: str = "",
 ) -> bytes:
     """The request the chosen plugin's worker receives: the caller's envelope, re-addressed.
 
     The messageId stays, so a client's retry is recognised as a duplicate by the worker;
-    ``metadata.retryCount`` says how many dispatches of this request came before."""
+    ``metadata.retryCount`` says how many dispatches of this request came before. Its
+    ``traceparent`` has the request's trace-id and flags and the try's own span (``span_id``)
+    as parent; ``tracestate`` goes on unchanged."""
     original = route.envelope
+    headers = original.get("headers")
     out = {
         **original,
+        "headers": worker_headers(
+            headers if isinstance(headers, dict) else None, route.trace_parent(), span_id or trace.new_span_id()
+        ),
         "messageId": original.get("messageId") or env.new_id(),
         "correlationId": original.get("correlationId") or original.get("messageId"),
         "timestamp": original.get("timestamp") or env.iso(env.utc_now()),

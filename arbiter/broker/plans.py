@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Protocol
 
-from arbiter.broker import messages
+from arbiter.broker import messages, tracing
 from arbiter.broker.chains import ChainDesk
 from arbiter.broker.decision_cache import Decided
 from arbiter.broker.dispatch import Dispatcher
@@ -72,7 +72,8 @@ def run_plan(
         host.reply(
             pending, messages.error_body(route.envelope, "SHUTTING_DOWN", "the broker is stopping", decision=decision)
         )
-        host.log_decision(decided.row.entry(request_id, {"status": "shutdown"}, False))
+        host.log_decision(decided.row.entry(request_id, {"status": "shutdown"}, False, route.trace_id))
+        _end(host, route, request_id, None, "shutdown")
         return None
     steps = []
     for domain, plugin, call in calls:
@@ -83,6 +84,8 @@ def run_plan(
     plan = ChainPlan("collaboration", "sequential", (), int(patience_s * 1000), tuple(steps), ir.Source("", 0))
     needs = {domain: list(after) for domain, _plugin, after in decided.phases}
     meta: dict[str, Any] = {"requestId": request_id, "dependencies": needs}
+    if route.span is not None:  # the phases are steps under the request's span
+        meta.update(tracing.run_meta(route.span))
     if route.envelope.get("messageId"):  # a client's retry is the same plan: its phases keep their keys
         meta["keyBase"] = route.envelope["messageId"]
     run = host.chains.start(plan, {}, what="plan", meta=meta)
@@ -117,9 +120,17 @@ def _answer(
                 route.envelope, "COLLABORATION_FAILED", message, decision=decision, phases=phases, runId=run.run_id
             )
             host.reply(pending, body)
-        host.log_decision(decided.row.entry(request_id, outcome, run.status == "completed"))
+        host.log_decision(decided.row.entry(request_id, outcome, run.status == "completed", route.trace_id))
+        _end(host, route, request_id, outcome.get("plugin"), status)
 
     return answer
+
+
+def _end(host: PlanHost, route: messages.RouteInput, request_id: str, plugin: str | None, status: str) -> None:
+    telemetry = getattr(host, "telemetry", None)
+    if telemetry is not None:
+        attributes = {"arbiter.request_id": request_id, "arbiter.plugin": plugin or "", "arbiter.status": status}
+        tracing.end(telemetry, route.span, attributes, None if status == "success" else status)
 
 
 def _phase(step: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class Settings:
     deciders: int = 0  # decider processes (configs/broker.yaml ``deciders``, ``auto`` resolved)
     decider_priority: str = "idle"  # idle | low | normal (deciders.lower_priority)
     state_keepers: int = 1  # processes serving arbiter.state (keepers)
+    metrics_address: str | None = None  # HOST:PORT of /metrics (Prometheus); None: not served
 
     @property
     def worker_patience_s(self) -> float:
@@ -50,6 +51,7 @@ class Settings:
             deciders=decider_count(config.get("deciders", "auto")),
             decider_priority=config.get("decider_priority", "idle"),
             state_keepers=config.get("state_keepers", 1),
+            metrics_address=overrides.get("metrics") or (config.get("metrics") or {}).get("address"),
         )
 
 

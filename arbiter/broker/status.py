@@ -18,6 +18,7 @@ from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.events import EventHub
 from arbiter.broker.guard import Guard
 from arbiter.broker.helpers import HelperGroup
+from arbiter.broker.metrics import Meter
 from arbiter.broker.reload import ReloadRecord
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import WorkerPool
@@ -42,6 +43,7 @@ class StatusSource(Protocol):
     deciders: HelperGroup | None
     keepers: HelperGroup | None
     guard: Guard | None
+    metrics: Meter
 
 
 def report(broker: StatusSource) -> dict[str, Any]:
@@ -73,6 +75,7 @@ def report(broker: StatusSource) -> dict[str, Any]:
         "security": broker.guard.status() if broker.guard is not None else {"enabled": False},
         "events": broker.events.stats() if broker.events else {},
         "writers": _writers(broker),
+        "latency": broker.metrics.latency_json(),
         "limits": {
             "maxMessageBytes": settings.max_message_bytes,
             "clientInflight": settings.client_inflight,

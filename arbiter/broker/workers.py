@@ -284,7 +284,14 @@ class WorkerPool:
         service.ready.append(worker)
         self.host.counters["workers-joined"] += 1
         form = f", {delivery.decode()}" if delivery else ""
-        log.info("worker %s joined %s (credit %d%s)", identity.hex(), service.shown, credit, form)
+        log.info(
+            "worker %s joined %s (credit %d%s)",
+            identity.hex(),
+            service.shown,
+            credit,
+            form,
+            extra={"service": service.shown},
+        )
         self.host.worker_event("worker-up", service, identity)
         self.pump(service)
 
@@ -354,7 +361,7 @@ class WorkerPool:
                 self.answers.poisoned(pending)
             else:
                 service.queue.appendleft(pending)
-        log.info("worker %s left %s (%s)", worker.identity.hex(), service.shown, why)
+        log.info("worker %s left %s (%s)", worker.identity.hex(), service.shown, why, extra={"service": service.shown})
         self.host.worker_event("worker-down", service, worker.identity, why)
         self.pump(service)
 

@@ -8,27 +8,61 @@ May import: any package of Arbiter. Nothing imports the command line.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
 from arbiter import __version__
 
-from .broker_commands import broker, events, status
-from .chain_commands import chain
 from .common import ArbiterGroup, Context, project_options
-from .demo_command import demo
-from .dlq_commands import dlq
-from .dsl_commands import fmt, lint
-from .keys_commands import keys
-from .project_commands import agents, check_config, plugins
-from .routing_commands import decisions, explain, route, test_cmd
-from .sdk_commands import request, workers
-from .state_commands import locks, log, state
-from .store_commands import store
+
+# Each subcommand by name: "module:attribute" under arbiter.cli. A command's module is imported
+# when the command runs (or --help lists it), so `arbiter explain` pays only for what it uses.
+SUBCOMMANDS = {
+    "plugins": "project_commands:plugins",
+    "agents": "project_commands:agents",
+    "check-config": "project_commands:check_config",
+    "lint": "dsl_commands:lint",
+    "fmt": "dsl_commands:fmt",
+    "explain": "routing_commands:explain",
+    "route": "routing_commands:route",
+    "test": "routing_commands:test_cmd",
+    "decisions": "routing_commands:decisions",
+    "demo": "demo_command:demo",
+    "broker": "broker_commands:broker",
+    "workers": "sdk_commands:workers",
+    "request": "sdk_commands:request",
+    "status": "broker_commands:status",
+    "events": "broker_commands:events",
+    "dashboard": "dashboard_commands:dashboard",
+    "dlq": "dlq_commands:dlq",
+    "store": "store_commands:store",
+    "chain": "chain_commands:chain",
+    "keys": "keys_commands:keys",
+    "state": "state_commands:state",
+    "locks": "state_commands:locks",
+    "log": "state_commands:log",
+}
 
 
-@click.group(cls=ArbiterGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(ArbiterGroup):
+    """The ``arbiter`` group, loading a subcommand's module only when that subcommand is wanted."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*SUBCOMMANDS, *(name for name in super().list_commands(ctx) if name not in SUBCOMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in SUBCOMMANDS:
+            return command
+        module, attribute = SUBCOMMANDS[cmd_name].split(":")
+        command = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+        self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="arbiter")
 @project_options
 @click.pass_context
@@ -60,28 +94,12 @@ def main(ctx: click.Context, root: Path, plugin_dirs: tuple[Path, ...]) -> None:
       arbiter status | arbiter events [TOPIC]... | arbiter dlq list
       arbiter store check                  is the state database sound?
       arbiter keys new NAME | keys list    CURVE key pairs for configs/security.yaml
-    arbiter chain run NAME --param K=V   run a chain of rules/*.arb; chain list|show|status|runs
-    arbiter state get|put|cas|incr|list  shared context through the broker; locks list; log
+      arbiter chain run NAME --param K=V   run a chain of rules/*.arb; chain list|show|status|runs
+      arbiter state get|put|cas|incr|list  shared context through the broker; locks list; log
+      arbiter dashboard [--port P]         a live page: services, decisions, chains, dead letters
+      arbiter broker --metrics HOST:PORT   Prometheus metrics on /metrics (docs/METRICS.md)
     \b
     Any other ecosystem, e.g. plain Claude Code plugins:
       arbiter --plugins-dir ../claude-plugins plugins list --json
     """
     ctx.obj = Context(root=root, plugin_dirs=list(plugin_dirs) or None)
-
-
-main.add_command(plugins)
-main.add_command(agents)
-main.add_command(check_config)
-main.add_command(lint)
-main.add_command(fmt)
-main.add_command(explain)
-main.add_command(route)
-main.add_command(test_cmd)
-main.add_command(decisions)
-for command in (demo, broker, workers, request, status, events, dlq):
-    main.add_command(command)
-main.add_command(store)
-main.add_command(chain)
-main.add_command(keys)
-for command in (state, locks, log):
-    main.add_command(command)

@@ -31,11 +31,43 @@ endpoint_options = [
     click.option("--events-pub", metavar="ENDPOINT", help="Where publishers connect (XSUB)."),
     click.option("--events-sub", metavar="ENDPOINT", help="Where subscribers connect (XPUB)."),
     click.option(
+        "--metrics",
+        metavar="HOST:PORT",
+        callback=lambda _ctx, _param, value: _metrics_address(value),
+        help="Serve Prometheus /metrics there (a bare PORT: on 127.0.0.1); overrides metrics.address of "
+        "configs/broker.yaml (docs/METRICS.md).",
+    ),
+    click.option(
         "--insecure",
         is_flag=True,
         help="Serve an address other machines reach without CURVE (refused otherwise; docs/SECURITY.md).",
     ),
+    click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Log lines as text or as JSON objects (docs/TRACING.md).",
+    ),
+    click.option(
+        "--otel",
+        is_flag=True,
+        help="Export spans with OpenTelemetry (the otel extra; OTEL_* variables choose the exporter).",
+    ),
 ]
+
+
+def _metrics_address(value: str | None) -> str | None:
+    """``--metrics``: HOST:PORT, [IPv6]:PORT or PORT, checked before anything starts."""
+    if value is None:
+        return None
+    from arbiter.broker.metrics_http import parse_address
+
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc} (HOST:PORT, or a PORT on 127.0.0.1)") from None
+    return value
 
 
 def with_endpoint_options(command):
@@ -44,10 +76,11 @@ def with_endpoint_options(command):
     return command
 
 
-def _serve(root: Path, plugin_dirs: list[Path] | None, insecure: bool, **endpoints: str | None) -> None:
+def _serve(root: Path, plugin_dirs: list[Path] | None, insecure: bool, **endpoints: Any) -> None:
     from arbiter.broker.daemon import serve
 
-    sys.exit(serve(root, plugin_dirs, insecure=insecure, **endpoints))
+    log_format, otel = endpoints.pop("log_format", "text"), bool(endpoints.pop("otel", False))
+    sys.exit(serve(root, plugin_dirs, insecure=insecure, log_format=log_format, otel=otel, **endpoints))
 
 
 @click.command("broker")

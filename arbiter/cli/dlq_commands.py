@@ -17,8 +17,9 @@ from typing import Any
 
 import click
 
-from arbiter.sdk.client import Client, Reply, RequestTimeout
+from arbiter.sdk.client import Client, RequestTimeout
 from arbiter.store import dead_letters as letters
+from arbiter.store.replay import replay_letter, replay_outcome  # noqa: F401 - replay_letter: for callers of the command line module
 from arbiter.wire import envelope as env
 
 from .common import (
@@ -132,38 +133,9 @@ def show(ctx: Context, letter_id: str, as_json: bool) -> None:
         click.echo(printable(_frame_text(frame), keep="\n\t"))
 
 
-def _reply_json(reply: Reply) -> Any:
-    try:
-        return env.decode(reply.body)
-    except ValueError:
-        return letters.preview(reply.body)
-
-
-def replay_letter(client: Client, letter_id: str) -> Reply:
-    """Send a stored letter (ID or a unique prefix) to its service through the broker, with the
-    client's Lazy Pirate retries, and mark it replayed once a reply comes.
-
-    An envelope first frame goes out refreshed where it can be (:func:`letters.replay_body`),
-    anything else and any further frames byte for byte. Raises LookupError for an unknown id,
-    ``letters.UnreadableLetter`` for a stored body that is not a list of frames (nothing is sent)
-    and ``RequestTimeout`` when nothing answers; the letter is then left as it was.
-    """
-    row = letters.find(letter_id)
-    frames = letters.frames_of(row)
-    first, rest = (frames[0], frames[1:]) if frames else (b"", [])
-    body = letters.replay_body(first, client.timeout, client.retries)
-    reply = client.request(row.service, body, more_frames=rest)
-    letters.mark_replayed(row.id)
-    return reply
-
-
 def _replay_one(client: Client, letter_id: str) -> dict[str, Any]:
     """One letter's replay outcome, as a dict whether it worked or not."""
-    try:
-        reply = replay_letter(client, letter_id)
-    except (LookupError, RequestTimeout, letters.UnreadableLetter) as exc:
-        return {"id": letter_id, "ok": False, "error": str(exc)}
-    return {"id": letter_id, "ok": reply.ok, "attempts": reply.attempts, "reply": _reply_json(reply)}
+    return replay_outcome(client, letter_id, (RequestTimeout,))
 
 
 @dlq.command("replay")

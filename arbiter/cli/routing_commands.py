@@ -115,6 +115,8 @@ def _explain_recorded(ctx: Context, request_id: str, as_json: bool) -> None:
     else:
         shown = dict(found, userInput=record.shown_input(found))  # a cut request says so, with its length and hash
         click.echo(render_recorded(printable_fields(shown)), nl=False)
+        if found.get("traceId"):
+            click.echo(f"Trace: {printable(str(found['traceId']))}")
 
 
 def _saved_health(ctx: Context) -> tuple[dict[str, dict], dict[str, float]]:

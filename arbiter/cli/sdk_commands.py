@@ -98,14 +98,26 @@ def request(
 @endpoint_option
 @click.option("--delay-ms", default=20, show_default=True, help="Simulated work per request.")
 @click.option("--credit", default=1, show_default=True, help="Requests each worker may hold at once.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text or as JSON objects (docs/TRACING.md).",
+)
 @pass_context
-def workers(ctx: Context, names: tuple[str, ...], endpoint: str | None, delay_ms: int, credit: int) -> None:
+def workers(
+    ctx: Context, names: tuple[str, ...], endpoint: str | None, delay_ms: int, credit: int, log_format: str
+) -> None:
     """Run demo workers for the shipped plugins until Ctrl-C (one worker per plugin).
 
     Each worker registers the plugin's name as its service and answers every command the
     plugin declares, with results computed from the parameters.
     """
     from arbiter.sdk.demo_workers import demo_workers
+    from arbiter.telemetry import logs
+
+    logs.configure(log_format)
 
     snapshot = ctx.snapshot()
     for name in names:

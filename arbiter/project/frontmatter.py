@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from arbiter.project.documents import SafeLoader
+
 _OPEN = re.compile(r"\A\ufeff?---[ \t]*\r?\n")
 _CLOSE = re.compile(r"^---[ \t]*\r?$", re.M)
 _KEY_LINE = re.compile(r"^([A-Za-z_][\w\-]*)\s*:(?:\s+(.*)|\s*)$")
@@ -77,7 +79,7 @@ def parse(text: str) -> Frontmatter:
         return Frontmatter({}, body, body_line, [(1, note)])
     notes: list[tuple[int, str]] = []
     try:
-        meta = yaml.safe_load(fm)
+        meta = yaml.load(fm, Loader=SafeLoader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark else 2

@@ -154,6 +154,19 @@ CLAUDE_MANIFEST_SCHEMA: dict[str, Any] = {
 _ENDPOINT = {"type": "string", "regex": r"^(tcp|ipc|inproc)://.+$"}
 
 
+def _metrics_port(field: str, value: Any, error: Any) -> None:
+    """The port of ``HOST:PORT`` (the regex checked the form) must be one a server can bind."""
+    if isinstance(value, str) and value.rpartition(":")[2].isdigit() and not 0 < int(value.rpartition(":")[2]) < 65536:
+        error(field, "the port must be from 1 to 65535")
+
+
+_METRICS_ADDRESS = {
+    "type": "string",
+    "regex": r"^((\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):)?[0-9]{1,5}$",
+    "check_with": _metrics_port,
+}
+
+
 def _duration(field: str, value: Any, error: Any) -> None:
     """A duration as people write it (``30d``, ``12h``), read as everywhere else in Arbiter."""
     if not isinstance(value, str):
@@ -218,6 +231,12 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
                 "watch": {"type": "boolean", "default": True},
                 "debounce_ms": {"type": "integer", "min": 0, "default": 300},
             },
+        },
+        # Prometheus /metrics (docs/METRICS.md): HOST:PORT, [IPv6]:PORT or PORT (loopback); null: off
+        "metrics": {
+            "type": "dict",
+            "default": {},
+            "schema": {"address": {**_METRICS_ADDRESS, "nullable": True, "default": None}},
         },
     },
     "state": {

@@ -46,6 +46,7 @@ import zmq
 
 from arbiter.sdk.curve import CurveKeys, connect
 from arbiter.wire import envelope as env
+from arbiter.wire import trace
 from arbiter.wire.mdp import (
     BATCHED,
     DISCONNECT,
@@ -377,6 +378,8 @@ class Worker:
 
     def _call(self, handler: Handler, request: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         parameters = payload.get("parameters")
+        headers = request.get("headers")  # the handler's own requests join this trace (trace.current)
+        token = trace.current.set(trace.from_headers(headers if isinstance(headers, dict) else None))
         try:
             result = handler(parameters if isinstance(parameters, dict) else {}, request)
             return env.success_reply(request, self.service, result)
@@ -385,6 +388,8 @@ class Worker:
         except Exception as exc:
             log.exception("worker %s: handler for %r failed", self.service, payload.get("command"))
             return env.error_reply(request, self.service, "HANDLER_ERROR", f"{type(exc).__name__}: {exc}")
+        finally:
+            trace.current.reset(token)
 
     def _find_handler(self, name: Any) -> Handler | None:
         """Exact name first, then ignoring a ``prefix:`` on either side (``jira:work`` ~ ``work``)."""

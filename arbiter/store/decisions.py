@@ -91,6 +91,7 @@ def decision_row(decision: Mapping[str, Any], origin: str, max_stored_chars: int
         "actual_cost": decision.get("actualCost"),
         "origin": origin,
         "created_at": models.now(),
+        "trace_id": decision.get("traceId"),
     }
 
 
@@ -101,7 +102,7 @@ SHARED_COLUMNS = ("classification", "capability_scores", "collaboration_plan", "
 
 
 _FIELDS: tuple[pw.Field, ...] = tuple(models.RoutingDecision._meta.fields[c] for c in ROW_COLUMNS)
-_ID, _REQUEST_ID, _OUTCOME, _SUCCESS, _CREATED_AT, _COST, _ACTUAL_COST, _ACTUAL_DURATION = (
+_ID, _REQUEST_ID, _OUTCOME, _SUCCESS, _CREATED_AT, _COST, _ACTUAL_COST, _ACTUAL_DURATION, _TRACE_ID = (
     ROW_COLUMNS.index(c)
     for c in (
         "id",
@@ -112,6 +113,7 @@ _ID, _REQUEST_ID, _OUTCOME, _SUCCESS, _CREATED_AT, _COST, _ACTUAL_COST, _ACTUAL_
         "estimated_cost",
         "actual_cost",
         "actual_duration",
+        "trace_id",
     )
 )
 REACHED = ("success", "error", "timeout")  # tries a worker worked on: each costs a task
@@ -125,12 +127,12 @@ def row_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 # One request's row as the broker's loop hands it to the recorder process: (template, row id,
-# request id, outcome JSON, success, created at in epoch seconds). Cheap to make (no copy of the
+# request id, outcome JSON, success, created at in epoch seconds, trace id). Cheap to make (no copy of the
 # decision's columns, no date conversion) and to pickle (a plain tuple; the template is pickled
 # once per batch however many rows share it); :func:`entry_values` turns it into database values
 # in the recorder. The row id is chosen here, on the broker, so a batch sent again after a
 # recorder died carries the same ids and its rows are not stored twice.
-LogEntry = tuple["RowTemplate", str, str, str, "bool | None", float]
+LogEntry = tuple["RowTemplate", str, str, str, "bool | None", float, "str | None"]
 
 
 @dataclass(frozen=True)
@@ -161,20 +163,26 @@ class RowTemplate:
         values[_ID] = values[_CREATED_AT] = None
         return values
 
-    def entry(self, request_id: str, outcome: dict[str, Any] | None, success: bool | None) -> LogEntry:
+    def entry(
+        self, request_id: str, outcome: dict[str, Any] | None, success: bool | None, trace_id: str | None = None
+    ) -> LogEntry:
         """This request's row, to be completed by :func:`entry_values`. A repeat refers to the
         first row (``outcome.decisionOf``, added to ``outcome`` in place) instead of storing the
-        decision's JSON again. The outcome is encoded now, so later changes cannot reach the log."""
+        decision's JSON again. The outcome is encoded now, so later changes cannot reach the log.
+        ``trace_id``: the request's own trace (each request of a cached decision has its own)."""
         if request_id != self.request_id:
             outcome = {} if outcome is None else outcome
             outcome["decisionOf"] = self.request_id
-        return (self, models.ordered_id(), request_id, _FIELDS[_OUTCOME].db_value(outcome), success, time.time())
+        outcome_json = _FIELDS[_OUTCOME].db_value(outcome)
+        return (self, models.ordered_id(), request_id, outcome_json, success, time.time(), trace_id)
 
 
 def entry_values(entry: LogEntry) -> tuple[Any, ...]:
     """A :class:`LogEntry` as the database driver takes it (columns in ``ROW_COLUMNS`` order)."""
-    template, row_id, request_id, outcome, success, created = entry
+    template, row_id, request_id, outcome, success, created, trace_id = entry
     values = list(template.first if request_id == template.request_id else template.repeat)
+    if trace_id is not None:
+        values[_TRACE_ID] = trace_id
     values[_ID] = row_id
     values[_REQUEST_ID] = request_id
     values[_OUTCOME] = outcome
@@ -271,6 +279,7 @@ def _as_dict(row: models.RoutingDecision) -> dict[str, Any]:
         "timings": row.timings,
         "outcome": row.outcome,
         "success": row.success,
+        "traceId": row.trace_id,
     }
 
 

@@ -22,7 +22,7 @@ DEAD_LETTER = "system/dead-letter"
 
 
 def decision_event(entry: record.LogEntry) -> dict[str, Any]:
-    template, _row_id, request_id, outcome, success, created = entry
+    template, _row_id, request_id, outcome, success, created, trace_id = entry
     first = template.first
     status = (orjson.loads(outcome) or {}).get("status") if outcome else None
     payload = {
@@ -30,6 +30,7 @@ def decision_event(entry: record.LogEntry) -> dict[str, Any]:
         "primaryPlugin": first[record.ROW_COLUMNS.index("primary_plugin")],
         "status": status,
         "success": success,
+        "traceId": trace_id,
     }
     return _event(ROUTING, "decision", "request", request_id, payload, created)
 

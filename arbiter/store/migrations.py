@@ -26,7 +26,7 @@ from arbiter.store.models import (
     Task,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _migrator(db: pw.Database) -> Any:
@@ -131,7 +131,16 @@ def _remake(db: pw.Database, model: type[pw.Model], copies: Sequence[str]) -> No
     db.execute_sql(f'DROP TABLE "{aside}"')
 
 
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3, 3: _to_v4, 4: _to_v5}
+def _to_v6(db: pw.Database) -> None:
+    """Version 6 keeps each decision's trace id, so a row can be found from a trace and a trace
+    from a row."""
+    if "trace_id" in {c.name for c in db.get_columns("routing_decisions")}:
+        return
+    with db.atomic():  # the column's index comes with it
+        migrate(_migrator(db).add_column("routing_decisions", "trace_id", RoutingDecision._meta.fields["trace_id"]))
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3, 3: _to_v4, 4: _to_v5, 5: _to_v6}
 
 
 def schema_version(db: pw.Database) -> int:

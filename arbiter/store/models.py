@@ -179,6 +179,8 @@ class RoutingDecision(BaseModel):
     origin = pw.CharField(null=True)  # cli | broker
     timings = JSONField(null=True)
     outcome = JSONField(null=True)  # dispatch steps: primary, fallbacks, cache, dead letter
+    # Version 6: the W3C trace the request belonged to (docs/TRACING.md).
+    trace_id = pw.CharField(null=True, index=True)
 
     class Meta:
         table_name = "routing_decisions"

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import orjson
 
+from arbiter.wire import trace
+
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_PRIORITY = 5
 MAX_ID_CHARS = 256  # messageId and correlationId: ids, not payloads
@@ -169,11 +171,12 @@ def new_request(
     headers: Mapping[str, Any] | None = None,
     message_type: str = "request",
 ) -> dict[str, Any]:
-    """A complete request envelope; the trace starts here unless ``headers`` carries one."""
+    """A complete request envelope. Its ``traceparent`` is the one in ``headers``, else a child
+    of the trace an SDK handler is serving (:data:`trace.current`), else a new trace."""
     now = utc_now()
     message_id = new_id()
-    merged_headers = {"traceId": new_id().replace("-", ""), "spanId": span_id()}
-    merged_headers.update(headers or {})
+    merged_headers = dict(headers or {})
+    merged_headers.update(trace.outgoing(headers))  # traceparent is authoritative; traceId mirrors it
     return {
         "messageId": message_id,
         "correlationId": correlation_id or message_id,

@@ -625,6 +625,7 @@ def test_a_runs_events_arrive_in_order_and_its_end_once_on_task_complete(tmp_pat
     ends = [(n, p) for n, (t, p) in enumerate(seen) if t == "orchestration/task-complete" and p["taskId"] == run_id]
     assert len(ends) == 1, ends
     (at, end), last_chain_event = ends[0], max(n for n, (t, _) in enumerate(seen) if t.startswith(prefix))
+    assert len(end.pop("traceId")) == 32  # the run's trace (docs/TRACING.md)
     assert end == {"taskId": run_id, "chain": "test-sequence", "status": "completed", "error": None}
     assert at > last_chain_event, "the run's end comes after its own events"
     assert_once(pool, run_id, SEQUENCE, ())

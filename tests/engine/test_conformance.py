@@ -8,7 +8,7 @@ import threading
 import pytest
 from arbiter.dsl import ir
 
-from arbiter.routing.engine.engines import durable_available, make_engine
+from arbiter.routing.engine.engines import durable_available, strict_engine
 from arbiter.routing.engine.semantics import RuleLoopError
 
 ENGINES = ["python", pytest.param("durable", marks=pytest.mark.skipif(not durable_available(), reason="no durable"))]
@@ -17,7 +17,7 @@ R = ir.Rule
 
 @pytest.fixture(params=ENGINES)
 def engine(request):
-    return make_engine(request.param)
+    return strict_engine(request.param)
 
 
 def run(engine, rules, facts):
@@ -192,7 +192,7 @@ def _random_rules(rng: random.Random) -> list[ir.Rule]:
 @pytest.mark.skipif(not durable_available(), reason="no durable")
 def test_randomized_differential_between_engines():
     rng = random.Random(20261124)
-    python, durable = make_engine("python"), make_engine("durable")
+    python, durable = strict_engine("python"), strict_engine("durable")
     for _ in range(300):
         rules = _random_rules(rng)
         facts = {k: rng.randint(0, 3) for k in ("a", "b", "c") if rng.random() < 0.8}

@@ -7,8 +7,10 @@ from typing import Any, Callable, Mapping, Protocol
 
 from arbiter.broker.chains import ChainDesk
 from arbiter.broker.decision_cache import Decided, DecisionCache
-from arbiter.broker.dispatch import Dispatcher, Routed
+from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.messages import RouteInput
+from arbiter.broker.metrics import Meter
+from arbiter.broker.routed import Routed
 from arbiter.broker.settings import Settings
 from arbiter.broker.workers import Pending
 from arbiter.project.model import Plugin
@@ -31,6 +33,8 @@ class ServiceHost(Protocol):
     health: Mapping[str, Health]
     decision_cache: DecisionCache
     counters: Counter[str]
+    metrics: Meter
+    telemetry: Any  # arbiter.telemetry.otel.Spans when spans are exported, else None
 
     def reply(self, pending: Pending, body: bytes) -> None:
         """Answer the client and release its slot."""

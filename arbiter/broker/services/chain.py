@@ -18,7 +18,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from arbiter.broker import messages
+from arbiter.broker import messages, tracing
 from arbiter.broker.services.base import ServiceHost
 from arbiter.broker.workers import Pending
 from arbiter.dsl.chains import ChainPlan
@@ -77,8 +77,14 @@ class ChainService:
             hint = f"; did you mean '{close[0]}'?" if close else f"; chains: {', '.join(sorted(plans)) or 'none'}"
             raise messages.BadRequest("UNKNOWN_CHAIN", f"no chain '{request.target}'{hint}")
         params = _parameters(plan, request.params)
-        meta = {k: v for k, v in (request.envelope.get("headers") or {}).items() if k in ("traceId", "traceparent")}
-        run = host.chains.start(plan, params, meta=meta)
+        span = tracing.begin_request(host.telemetry, self.name, request.envelope, {"arbiter.chain": plan.name})
+        run = host.chains.start(plan, params, meta=tracing.run_meta(span))
+        if host.telemetry is not None:
+            attributes = {"arbiter.chain": plan.name, "arbiter.run_id": run.run_id}
+            host.chains.when_done(
+                run, lambda ended: tracing.end(host.telemetry, span, {**attributes, "arbiter.status": ended.status},
+                                               None if ended.status in FINISHED_OK else ended.status)
+            )  # fmt: skip
         self._answer(host, pending, request, run)
 
     def _cancel(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:

@@ -11,7 +11,7 @@ Command line: ``arbiter request arbiter.explain '{"payload": {"text": "..."}}'``
 
 from __future__ import annotations
 
-from arbiter.broker import messages
+from arbiter.broker import messages, tracing
 from arbiter.broker.services.base import ServiceHost
 from arbiter.broker.workers import Pending
 from arbiter.routing.explain import render
@@ -27,10 +27,18 @@ class ExplainService:
 
     def execute(self, host: ServiceHost, pending: Pending, route: messages.RouteInput) -> None:
         request = Request(route.text, route.files, route.caller, new_request_id())
+        route.span = tracing.begin_request(host.telemetry, self.name, route.envelope, {})
         result = host.router.route(request, host.health)
         data = result.to_json(trace=True)
         data["circuits"] = host.circuits()
         row = RowTemplate.of(data, "broker")
-        host.log_decision(row.entry(request.request_id, {"status": "explained"}, None))
+        host.log_decision(row.entry(request.request_id, {"status": "explained"}, None, route.trace_id))
+        primary = (data.get("routingDecision") or {}).get("primaryPlugin") or ""
+        attributes = {
+            "arbiter.request_id": request.request_id,
+            "arbiter.plugin": primary,
+            "arbiter.status": "explained",
+        }
+        tracing.end(host.telemetry, route.span, attributes)
         data["explanation"] = render(result)
         host.reply(pending, messages.success_body(route.envelope, data))

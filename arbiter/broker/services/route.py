@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import time
 
-from arbiter.broker import messages
+from arbiter.broker import messages, tracing
 from arbiter.broker.decision_cache import Decided
-from arbiter.broker.dispatch import Routed
 from arbiter.broker.plans import PhaseCall, phase_calls, run_plan
+from arbiter.broker.routed import Routed
 from arbiter.broker.services.base import ServiceHost
 from arbiter.broker.workers import Pending
 from arbiter.routing.parameters import Call
@@ -36,6 +36,7 @@ class RouteService:
     def execute(self, host: ServiceHost, pending: Pending, route: messages.RouteInput) -> None:
         """A cached decision is used at once; a new text is decided by a decider process when the
         broker runs any, else here on the loop."""
+        route.span = tracing.begin_request(host.telemetry, self.name, route.envelope, {})
         hit = host.decision_cache.get(route.cache_key)
         if hit is not None:
             host.counters["decision-cache-hits"] += 1
@@ -62,6 +63,7 @@ class RouteService:
         if decided is None:
             result = host.router.route(Request(route.text, route.files, route.caller, request_id), host.health)
             decided = Decided.of(result.to_json(trace=False))
+        host.metrics.decided(time.monotonic() - pending.received)  # from admission: the decider's queue included
         host.decision_cache.put(route.cache_key, decided, generation)
         self._carry(host, pending, route, decided, request_id, False)
 
@@ -75,7 +77,7 @@ class RouteService:
         cached: bool,
     ) -> None:
         if host.wants("routing/decision"):
-            host.publish("routing/decision", _event(decided, request_id, cached))
+            host.publish("routing/decision", _event(decided, request_id, cached, route.trace_id))
         if decided.primary is None:
             decision = decided.json_for(request_id)
             if decided.unserved:
@@ -84,7 +86,8 @@ class RouteService:
             else:
                 code, status, message = "NO_ROUTE", "no-route", "no plugin fits this request"
             host.reply(pending, messages.error_body(route.envelope, code, message, decision=decision))
-            host.log_decision(decided.row.entry(request_id, {"status": status}, False))
+            host.log_decision(decided.row.entry(request_id, {"status": status}, False, route.trace_id))
+            end_request(host, route, request_id, None, status)
             return
         plan = route.collaborate and len(decided.phases) > 1
         calls = phase_calls(host, route, decided) if plan else self._primary_call(host, route, decided.primary)
@@ -132,18 +135,30 @@ class RouteService:
         body = messages.error_body(route.envelope, "NEEDS_INPUT", message, decision=decision, missing=wanting)
         host.reply(pending, body)
         outcome = {"status": "needs-input", "plugin": decided.primary, "missing": wanting}
-        host.log_decision(decided.row.entry(request_id, outcome, False))
+        host.log_decision(decided.row.entry(request_id, outcome, False, route.trace_id))
+        end_request(host, route, request_id, decided.primary, "needs-input")
 
 
 def _wanting(plugin: str, call: Call) -> dict:
     return {"plugin": plugin, "command": call.command, "missing": list(call.missing)}
 
 
-def _event(decided: Decided, request_id: str, cached: bool) -> dict:
+def _event(decided: Decided, request_id: str, cached: bool, trace_id: str | None = None) -> dict:
     return {
         "requestId": request_id,
         "userInput": decided.user_input,
         "primaryPlugin": decided.primary,
         "fallbackPlugins": list(decided.plan[1:]),
         "cached": cached,
+        "traceId": trace_id,
     }
+
+
+def end_request(
+    host: ServiceHost, route: messages.RouteInput, request_id: str, plugin: str | None, status: str
+) -> None:
+    """End the span of a routed request (``arbiter.route``) with what became of it."""
+    if host.telemetry is not None:
+        attributes = {"arbiter.request_id": request_id, "arbiter.plugin": plugin or "", "arbiter.status": status}
+        error = None if status in ("success", "cached") else status
+        tracing.end(host.telemetry, route.span, attributes, error)

@@ -125,6 +125,7 @@ class StateService:
         def answer(frames: list[bytes]) -> None:
             data = orjson.loads(frames[0])
             error = data.get("error")
+            host.metrics.state_op(request.operation["op"], None if error is None else str(error.get("code")))
             if error is not None:
                 extra = {k: v for k, v in error.items() if k not in ("code", "message")}
                 host.reply(pending, messages.error_body(request.envelope, error["code"], error["message"], **extra))
@@ -137,4 +138,5 @@ class StateService:
 
         operation = {**request.operation, "caller": host.caller(request.operation["caller"])}
         if not host.ask_keeper(pending, orjson.dumps(operation), answer):
+            host.metrics.state_op(request.operation["op"], "UNAVAILABLE")
             raise messages.BadRequest("UNAVAILABLE", "shared state is not served: no state keeper runs (state_keepers)")

@@ -12,8 +12,11 @@ How it is driven, and the library's sharp edges it handles:
 - A registered ruleset cannot be replaced and leaks unless deleted: every compile registers a
   uniquely named ruleset and :meth:`DurableEngine.release` (or garbage collection) deletes it.
 - At most 1024 sessions may be live: every match uses its own ``sid`` and deletes it at once.
-- More than 512 rules testing one property make the native compiler hang: the count is checked
-  before compiling, and the native compile runs under a watchdog so a caller never hangs.
+- The native engine has fixed-size tables (:mod:`arbiter.dsl.engine_limits`, measured): a rule
+  set past them is refused here before durable-rules sees it (past one of them its compiler
+  hangs), and any other refusal, or a request the native engine fails, is an
+  :class:`EngineLimitError` naming durable-rules' error code, on which :mod:`.engines` runs the
+  Python engine instead. The native compile also runs under a watchdog.
 - Exceptions in actions are swallowed into the session state: our actions only record the
   rule, and any exception they meet is re-raised as :class:`ActionError`.
 """
@@ -21,9 +24,9 @@ How it is driven, and the library's sharp edges it handles:
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import weakref
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -31,9 +34,11 @@ import durable_rules_engine
 from durable import engine as durable_engine
 
 from arbiter.dsl import ir
+from arbiter.dsl.engine_limits import crossing
 from arbiter.routing.engine.semantics import (
     ActionError,
     CompileError,
+    EngineLimitError,
     Evaluation,
     Memory,
     Predicate,
@@ -42,10 +47,18 @@ from arbiter.routing.engine.semantics import (
     run_agenda,
 )
 
-MAX_RULES_PER_PROPERTY = 512
 COMPILE_TIMEOUT_S = 30.0
 ALWAYS = "always"
 SENTINEL = "arbiter_sentinel"
+# durable-rules' error codes (its rules.h) that a large or busy rule set meets, in words.
+NATIVE_ERRORS = {
+    106: "too many rules for one network",
+    107: "too many rules with the same condition with an `or`",
+    108: "too many rules with the very same condition",
+    302: "too many distinct conditions for one fact",
+    303: "too many conditions true at once",
+    309: "its session was lost after a failed match",
+}
 # Short names: the native engine keeps ruleset and session names in small fixed buffers.
 _NAMES = itertools.count()
 
@@ -73,17 +86,6 @@ def _nnf(cond: ir.Condition, index: dict[str, int], positive: bool = True) -> di
     return {f"p{index[repr(cond)]}": positive}
 
 
-def _properties(expr: dict[str, Any]) -> set[str]:
-    out: set[str] = set()
-    for key, value in expr.items():
-        if key in ("$and", "$or"):
-            for part in value:
-                out |= _properties(part)
-        else:
-            out.add(key)
-    return out
-
-
 @dataclass
 class DurableRules:
     ruleset: ir.RuleSet
@@ -93,6 +95,7 @@ class DurableRules:
     collected: dict[str, set[int]] = field(default_factory=dict)
     errors: dict[str, BaseException] = field(default_factory=dict)
     released: bool = False
+    failed: str | None = None  # the native engine failed on a request: it is not entered again
 
 
 def _sentinel(c: Any) -> None:
@@ -132,9 +135,16 @@ def _register(host: _QuietHost, definition: dict[str, Any]) -> None:
     worker.start()
     worker.join(COMPILE_TIMEOUT_S)
     if not outcome:
-        raise CompileError(f"durable-rules did not finish compiling within {COMPILE_TIMEOUT_S:.0f}s")
+        raise EngineLimitError(f"durable-rules did not finish compiling within {COMPILE_TIMEOUT_S:.0f}s")
     if outcome[0] is not None:
-        raise CompileError(f"durable-rules refused the rules: {outcome[0]}")
+        raise EngineLimitError(f"durable-rules refused the rules: {native(outcome[0])}")
+
+
+def native(exc: BaseException) -> str:
+    """A native engine error with the meaning of its code."""
+    found = re.search(r"error code: (\d+)", str(exc))
+    meaning = NATIVE_ERRORS.get(int(found.group(1))) if found else None
+    return f"{exc} ({meaning})" if meaning else str(exc)
 
 
 def _defer_release(pending: list[str], name: str) -> None:
@@ -143,9 +153,9 @@ def _defer_release(pending: list[str], name: str) -> None:
     pending.append(name)
 
 
-def _release(host: _QuietHost, name: str) -> None:
+def _release(host: _QuietHost, name: str, failed: set[str]) -> None:
     ruleset = host._ruleset_directory.pop(name, None)
-    if ruleset is None:
+    if ruleset is None or name in failed:  # a failed native ruleset aborts the process when deleted
         return
     if ruleset in host._ruleset_list:
         host._ruleset_list.remove(ruleset)
@@ -160,10 +170,11 @@ class DurableEngine:
         self._lock = threading.RLock()  # the native engine is not safe to enter from two threads
         self._pending: list[str] = []
         self._sids = itertools.count()
+        self._failed: set[str] = set()  # rulesets the native engine failed in: left alone, never deleted
 
     def _collect(self) -> None:
         while self._pending:
-            _release(self._host, self._pending.pop())
+            _release(self._host, self._pending.pop(), self._failed)
 
     def compile(self, ruleset: ir.RuleSet) -> DurableRules:
         index: dict[str, int] = {}
@@ -175,14 +186,11 @@ class DurableEngine:
                     index[key] = len(predicates)
                     predicates.append(leaf(cond))
         exprs = [_nnf(rule.when, index) for rule in ruleset.rules]
-        counts = Counter(p for e in exprs for p in _properties(e))
-        crowded = [(p, n) for p, n in counts.items() if n > MAX_RULES_PER_PROPERTY]
-        if crowded:
-            prop, count = crowded[0]
-            raise CompileError(
-                f"{count} rules test the same condition ({prop}); durable-rules hangs past "
-                f"{MAX_RULES_PER_PROPERTY}. Merge those rules or use the python engine."
-            )
+        crossed = crossing(ruleset.rules)
+        if crossed is not None:
+            rule = ruleset.rules[crossed.index]
+            where = f"{rule.source.path}:{rule.source.line}"
+            raise EngineLimitError(f"{crossed.limit}; rule '{rule.name}' ({where}) is past that")
         name = f"arb{next(_NAMES)}"
         compiled = DurableRules(ruleset, name, self._host, tuple(predicates))
         ref = weakref.ref(compiled)
@@ -209,8 +217,13 @@ class DurableEngine:
         with self._lock:
             try:
                 self._host.assert_fact(compiled.name, fact)
-            finally:
-                self._host.delete_state(compiled.name, sid)
+            except Exception as exc:  # the native engine's own failure: its limits, never ours
+                # Its state is unknown now (deleting the session or the ruleset can abort the
+                # process): these rules are not run by it again, nor deleted.
+                compiled.failed = f"durable-rules failed on a request: {native(exc)}"
+                self._failed.add(compiled.name)
+                raise EngineLimitError(compiled.failed) from exc
+            self._host.delete_state(compiled.name, sid)
             error = compiled.errors.pop(sid, None)
             matched = compiled.collected.pop(sid, set())
         if error is not None:
@@ -220,6 +233,8 @@ class DurableEngine:
     def evaluate(self, compiled: DurableRules, facts: Mapping[str, Any]) -> Evaluation:
         if compiled.released:
             raise CompileError("these rules were released; compile them again")
+        if compiled.failed:
+            raise EngineLimitError(compiled.failed)
         if not compiled.ruleset.rules:
             return run_agenda((), facts, lambda get: set(), self.name, compiled.ruleset.hash)
         return run_agenda(
@@ -229,5 +244,5 @@ class DurableEngine:
     def release(self, compiled: DurableRules) -> None:
         with self._lock:
             compiled.released = True
-            _release(self._host, compiled.name)
+            _release(self._host, compiled.name, self._failed)
             self._collect()

@@ -42,6 +42,11 @@ class CompileError(EngineError):
     pass
 
 
+class EngineLimitError(CompileError):
+    """The engine cannot hold these rules, or failed on a request for a limit of its own; the
+    rules themselves are sound and another engine runs them (:mod:`.engines` falls back)."""
+
+
 class ActionError(EngineError):
     def __init__(self, rule: str, cause: BaseException):
         super().__init__(f"rule '{rule}' failed while firing: {type(cause).__name__}: {cause}")
