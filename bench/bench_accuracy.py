@@ -10,11 +10,14 @@ used to tune: the honest measure). Top-1 counts a correct primary (or a correct 
 top-3 counts the expected plugin among the three best for routable requests; no-route precision
 and recall are about the requests no plugin should take.
 
-Run: python bench/bench_accuracy.py
+Run: python bench/bench_accuracy.py            # every set
+     python bench/bench_accuracy.py --sets corpus_cases,corpus_holdout,corpus_dev   # only those
+     (--misses lists each set's wrong answers, with the lead's words)
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 import sys
@@ -116,16 +119,36 @@ def score(cases, predict):
     }
 
 
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated sets to run (default: all)")
+    parser.add_argument("--misses", action="store_true", help="list each set's wrong answers")
+    args = parser.parse_args()
+    args.sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+    unknown = [s for s in args.sets if s not in SETS]
+    if unknown:
+        parser.error(f"unknown set(s): {', '.join(unknown)}; known: {', '.join(SETS)}")
+    return args
+
+
 def main() -> None:
+    args = arguments()
     with tempfile.TemporaryDirectory() as tmp:
         router = Router(build_snapshot(Path(tmp), [CORPUS]), engine="python")
     plugins, _ = load_plugins([CORPUS])
     bm25 = BM25(plugins)
 
+    wrong: list[list[object]] = []
+
     def ours(case):
         result = router.route(Request(case["text"], tuple(case.get("files", ()))))
         ranked = [s.plugin for s in result.scores if s.eligible and s.score > 0][:3]
-        return result.decision.primary_plugin, ranked
+        primary = result.decision.primary_plugin
+        if args.misses and primary not in {None if case["expect"] == "none" else case["expect"], *case["also"]}:
+            lead = result.scores[0] if result.scores else None
+            said = f"{lead.relevance:.2f} {', '.join(lead.evidence[:4])}" if lead else ""
+            wrong.append([case["set"], case["expect"], primary, said, case["text"][:90]])
+        return primary, ranked
 
     def baseline(case):
         text = case["text"] + " " + " ".join(case.get("files", ()))
@@ -134,8 +157,10 @@ def main() -> None:
 
     rows = []
     results = {}
-    for label in SETS:
+    for label in args.sets:
         cases = labelled(yaml.safe_load((CASES / f"{label}.yaml").read_text()), folder_names(plugins))
+        for case in cases:
+            case["set"] = label
         for name, predict in (("arbiter", ours), ("bm25 baseline", baseline)):
             r = score(cases, predict)
             results[(label, name)] = r
@@ -159,11 +184,14 @@ def main() -> None:
     )
     ratio = [
         [label, f"{results[(label, 'arbiter')]['top1'] / results[(label, 'bm25 baseline')]['top1']:.2f}x"]
-        for label in SETS
+        for label in args.sets
     ]
     table("Top-1 ratio, arbiter / bm25 (same run)", ["set", "ratio"], ratio)
-    misses = results[("corpus_cases", "arbiter")]["misses"]
-    table("Arbiter misses by expected plugin (corpus_cases)", ["expected", "misses"], sorted(misses.items()))
+    if "corpus_cases" in args.sets:
+        misses = results[("corpus_cases", "arbiter")]["misses"]
+        table("Arbiter misses by expected plugin (corpus_cases)", ["expected", "misses"], sorted(misses.items()))
+    if args.misses:
+        table("Arbiter's wrong answers", ["set", "expected", "routed to", "lead's relevance, words", "text"], wrong)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import ast
 from .durations import format_ms
+from .layout import BRANCH_BODY, RULE_CLAUSES, Source
 from .parser import parse
 
 INDENT = "  "
@@ -98,7 +99,24 @@ def strings(items: tuple[str, ...]) -> str:
     return ", ".join(quote(s) for s in items)
 
 
-def _domain(d: ast.Domain) -> list[Line]:
+def _closer(src: Source | None, pos: ast.Pos, pad: str = "", skip: int = 0, text: str = "}") -> Line:
+    """The line closing the block opened at ``pos``, anchored to where its ``}`` was written, so
+    comments before it stay inside the block and one after it stays on its line."""
+    return (src.closing_line(pos.line, pos.col, skip) if src else None, pad + text)
+
+
+def _condition(src: Source | None, pos: ast.Pos | None, keyword: str, lead: str, c: ast.Cond) -> list[Line]:
+    """``lead`` + the condition: as the author broke it over lines (tokens and parentheses kept,
+    spacing made canonical, continuation lines indented by nesting), else on one line."""
+    stops = RULE_CLAUSES if keyword == "when" else BRANCH_BODY
+    written = src.condition(pos.line, pos.col, keyword, stops) if src and pos and pos.line else None
+    if not written:
+        return [(pos.line if pos else None, lead + cond(c))]
+    pad = " " * len(lead)
+    return [(w.line, (lead if i == 0 else pad + INDENT * w.depth) + w.text) for i, w in enumerate(written)]
+
+
+def _domain(d: ast.Domain, src: Source | None) -> list[Line]:
     out: list[Line] = [(d.pos.line, f"domain {d.name} {{")]
     lines = d.item_lines
     if d.keywords:
@@ -108,38 +126,38 @@ def _domain(d: ast.Domain) -> list[Line]:
         out.append((lines.get("synonyms"), f"{INDENT}synonyms {pairs}"))
     if d.files:
         out.append((lines.get("files"), f"{INDENT}files {strings(d.files)}"))
-    return out + [(None, "}")]
+    return out + [_closer(src, d.pos)]
 
 
-def _pattern(p: ast.Pattern) -> list[Line]:
+def _pattern(p: ast.Pattern, src: Source | None) -> list[Line]:
     out: list[Line] = [(p.pos.line, f"pattern {p.name} {{")]
     if p.phrases:
         out.append((p.item_lines.get("phrases"), f"{INDENT}phrases {strings(p.phrases)}"))
     if p.regexes:
         out.append((p.item_lines.get("regexes"), f"{INDENT}regex {', '.join(p.regexes)}"))
-    return out + [(None, "}")]
+    return out + [_closer(src, p.pos)]
 
 
-def _rule(r: ast.Rule) -> list[Line]:
+def _rule(r: ast.Rule, src: Source | None) -> list[Line]:
     out: list[Line] = [(r.pos.line, f"rule {r.name} {{")]
     where = r.clause_pos
-    if r.priority:
+    if r.priority or "priority" in where:  # a written `priority 0` stays: the author meant it
         out.append((where["priority"].line if "priority" in where else None, f"{INDENT}priority {r.priority}"))
     if r.when is not None:
-        out.append((where["when"].line if "when" in where else None, f"{INDENT}when {cond(r.when)}"))
+        out.extend(_condition(src, where.get("when"), "when", f"{INDENT}when ", r.when))
     for index, act in enumerate(r.then):
         lead = f"{INDENT}then " if index == 0 else INDENT + " " * 5
         out.append((act.pos.line or None, lead + action(act)))
     if r.because is not None:
         out.append((where["because"].line if "because" in where else None, f"{INDENT}because {quote(r.because)}"))
-    return out + [(None, "}")]
+    return out + [_closer(src, r.pos)]
 
 
-def _caps(c: ast.Capabilities) -> list[Line]:
+def _caps(c: ast.Capabilities, src: Source | None) -> list[Line]:
     out: list[Line] = [(c.pos.line, f"capabilities {c.plugin} {{")]
     for name, weight in c.weights:
         out.append((c.item_lines.get(name), f"{INDENT}{name} {number(weight)}"))
-    return out + [(None, "}")]
+    return out + [_closer(src, c.pos)]
 
 
 def _args(args: tuple[tuple[str, ast.Value], ...]) -> str:
@@ -161,19 +179,20 @@ def _step(s: ast.Step) -> str:
     return text
 
 
-def _items(items: tuple[ast.ChainItem, ...], depth: int) -> list[Line]:
+def _items(items: tuple[ast.ChainItem, ...], depth: int, src: Source | None) -> list[Line]:
     pad = INDENT * depth
     out: list[Line] = []
     for item in items:
         if isinstance(item, ast.Step):
             out.append((item.pos.line, pad + _step(item)))
             continue
-        out.append((item.pos.line, f"{pad}if {cond(item.cond)} {{"))
-        out.extend(_items(item.then, depth + 1))
+        head = _condition(src, item.pos, "if", f"{pad}if ", item.cond)
+        out.extend(head[:-1] + [(head[-1][0], head[-1][1] + " {")])
+        out.extend(_items(item.then, depth + 1, src))
         if item.otherwise:
-            out.append((None, f"{pad}}} else {{"))
-            out.extend(_items(item.otherwise, depth + 1))
-        out.append((None, f"{pad}}}"))
+            out.append(_closer(src, item.pos, pad, text="} else {"))
+            out.extend(_items(item.otherwise, depth + 1, src))
+        out.append(_closer(src, item.pos, pad, skip=1 if item.otherwise else 0))
     return out
 
 
@@ -182,13 +201,13 @@ def _param(p: ast.Param) -> str:
     return text + (f" = {value(p.default)}" if p.default is not None else "")
 
 
-def _chain(c: ast.Chain) -> list[Line]:
+def _chain(c: ast.Chain, src: Source | None) -> list[Line]:
     head = f"chain {c.name} {c.kind}" + (f" {c.on_failure}" if c.on_failure else "")
     if c.params:
         head += " (" + ", ".join(_param(p) for p in c.params) + ")"
     if c.timeout_ms is not None:
         head += " timeout " + format_ms(c.timeout_ms)
-    return [(c.pos.line, head + " {")] + _items(c.items, 1) + [(None, "}")]
+    return [(c.pos.line, head + " {")] + _items(c.items, 1, src) + [_closer(src, c.pos)]
 
 
 def _binding(b: ast.ParameterBinding) -> str:
@@ -198,10 +217,10 @@ def _binding(b: ast.ParameterBinding) -> str:
     return text + (f" default {value(b.default)}" if b.default is not None else "")
 
 
-def _bindings(d: ast.ParameterBindings) -> list[Line]:
+def _bindings(d: ast.ParameterBindings, src: Source | None) -> list[Line]:
     out: list[Line] = [(d.pos.line, f"parameters {d.plugin} {d.command} {{")]
     out.extend((b.pos.line or None, _binding(b)) for b in d.items)
-    return out + [(None, "}")]
+    return out + [_closer(src, d.pos)]
 
 
 PRINTERS: dict[type, Any] = {
@@ -236,6 +255,7 @@ def _place_comments(decls: list[list[Line]], comments: tuple[ast.Comment, ...], 
             out.append("")
         for i, (anchor, text) in enumerate(lines):
             indent = text[: len(text) - len(text.lstrip())] if i else ""
+            indent += INDENT if text.lstrip().startswith("}") else ""  # comments before `}` stay inside
             out.extend(_comment_block(leading.get((d, i), []), anchor, indent))
             out.append(text + ("  " + trailing[(d, i)] if (d, i) in trailing else ""))
     if tail:
@@ -262,15 +282,30 @@ def _code_lines(text: str, comments: tuple[ast.Comment, ...]) -> set[int]:
     return {c.line for c in comments if lines[c.line - 1][: c.col - 1].strip()}
 
 
+def _print(module: ast.Module, text: str, src: Source | None) -> str:
+    decls = [PRINTERS[type(d)](d, src) for d in module.decls]
+    lines = _place_comments(decls, module.comments, _code_lines(text, module.comments))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def format_source(text: str, path: str = "<string>") -> str:
-    """The canonical form of ``text``; raises :class:`FormatError` when it does not parse."""
+    """The canonical form of ``text``; raises :class:`FormatError` when it does not parse.
+
+    Line endings stay as the file has them (CRLF when its first line ends so). The author's
+    layout (conditions over several lines, where blocks close) is kept only when the result
+    means the same program with the same comments; otherwise the plain canonical form is printed.
+    """
+    crlf = text.split("\n", 1)[0].endswith("\r")
+    text = text.replace("\r\n", "\n")
     module, problems = parse(text, path)
     if problems:
         first = problems[0]
         raise FormatError(f"{path}:{first.line}:{first.col}: {first.message}")
-    decls = [PRINTERS[type(d)](d) for d in module.decls]
-    lines = _place_comments(decls, module.comments, _code_lines(text, module.comments))
-    return "\n".join(lines) + "\n" if lines else ""
+    out = _print(module, text, Source(text))
+    again = parse(out, path)[0]
+    if to_json(again) != to_json(module) or [c.text for c in again.comments] != [c.text for c in module.comments]:
+        out = _print(module, text, None)
+    return out.replace("\n", "\r\n") if crlf else out
 
 
 POSITION_FIELDS = (

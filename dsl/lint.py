@@ -11,6 +11,7 @@ Codes (also in REFERENCE.md):
   E306 required parameter not given         E307 value of the wrong type for a parameter
   E308 binding regex without a group        E309 chain option the chain's kind does not take
   E109 `after` names no phase               E110 rule requires and excludes one plugin
+  E111 strategies in conflict at a priority E112 rules that assert/retract in a loop
   E401 route forbidden by the manifests' ACLs
   W101 unknown context or pattern           W102 unknown strategy
   W201 rule can never fire                  W202 rule shadowed by a higher-priority rule
@@ -25,11 +26,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from . import ast, compiler, engine_limits, lint_parameters
+from . import ast, compiler, cycles, engine_limits, lint_parameters, strategy_conflicts
 from .diagnostics import Diagnostic, did_you_mean
 from .parser import SyntaxProblem
 from .plugin_view import CommandView, PluginView
 from .satisfiability import conflicts_or_repeats, literal_sets, never, weaker
+from .syntax_errors import strip_bom
 from .walk import atoms as _atoms
 from .walk import branches as _branches
 from .walk import cond_values as _cond_values
@@ -40,12 +42,12 @@ PLUGIN_STATES = compiler.HEALTH_STATES + compiler.AVAILABILITY_STATES
 
 
 def _line(sources: Mapping[str, str], path: str, line: int) -> str:
-    lines = sources.get(path, "").splitlines()
+    lines = strip_bom(sources.get(path, "")).splitlines()
     return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def syntax_diagnostics(path: str, text: str, problems: Sequence[SyntaxProblem]) -> list[Diagnostic]:
-    lines = text.splitlines()
+    lines = strip_bom(text).splitlines()
     out = []
     for p in problems:
         src = lines[p.line - 1] if 0 < p.line <= len(lines) else ""
@@ -119,6 +121,9 @@ class _Checker:
                     self.check_regex(path, decl.pos, regex)
         self.check_engine_limits()
         self.check_shadowing()
+        rules = [(p, d) for p, d in self.decls if isinstance(d, ast.Rule)]
+        strategy_conflicts.check(self.report, rules)
+        cycles.check(self.report, rules)
         return self.out
 
     def check_duplicates(self) -> None:

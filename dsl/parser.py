@@ -7,49 +7,23 @@ reports every error of a file in one run.
 
 from __future__ import annotations
 
-import difflib
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedInput, VisitError
 
 from . import ast
 from .durations import parse_ms
+from .syntax_errors import SyntaxProblem, from_lark, regex_flags, scan, strip_bom
+
+__all__ = ["SyntaxProblem", "parse", "split_blocks", "unquote"]
 
 GRAMMAR = Path(__file__).with_name("arbiter.lark")
 TOP_KEYWORDS = ("domain", "pattern", "rule", "capabilities", "chain", "parameters")
 _BLOCK_START = re.compile(r"^(?:" + "|".join(TOP_KEYWORDS) + r")\b", re.M)
-KEYWORDS = (
-    "domain pattern rule capabilities chain keywords synonyms files phrases regex priority when then because "
-    "and or not score context fact text matches contains file plugin circuit caller is in prefer by avoid "
-    "require exclude collaborate on after parallel strategy assert retract step with timeout retry compensate "
-    "if else sequential saga true false none parameters from default fail-fast wait-all"
-).split()
-TERMINAL_WORDS = {
-    "IDENT": "a name",
-    "STRING": 'a quoted string ("...")',
-    "REGEX": "a regular expression (/.../)",
-    "NUMBER": "a number",
-    "SIGNED_INT": "a whole number",
-    "INT": "a whole number",
-    "DURATION": "a duration (e.g. 500ms, 30s, 2m, 1h30m)",
-    "CMP": "a comparison (==, !=, <, <=, >, >=)",
-    "CHAIN_KIND": "sequential, parallel or saga",
-    "ON_FAILURE": "fail-fast or wait-all",
-    "$END": "the end of the file",
-}
-
-
-@dataclass(frozen=True)
-class SyntaxProblem:
-    line: int
-    col: int
-    message: str
-    hint: str = ""
 
 
 @lru_cache(maxsize=1)
@@ -382,45 +356,6 @@ class _ToAst(Transformer):
         return tuple(c)
 
 
-def _human(expected: set[str]) -> str:
-    parser = _parser()
-    words = []
-    for name in sorted(expected):
-        if name in TERMINAL_WORDS:
-            words.append(TERMINAL_WORDS[name])
-            continue
-        term = next((t for t in parser.terminals if t.name == name), None)
-        if term is not None and term.pattern.type == "str":
-            words.append(f"'{term.pattern.value}'")
-        else:
-            words.append(name.lower())
-    words = sorted(set(words))
-    if len(words) > 8:
-        words = words[:8] + ["..."]
-    return ", ".join(words)
-
-
-def _problem(exc: UnexpectedInput, offset: int) -> SyntaxProblem:
-    line = (getattr(exc, "line", 1) or 1) + offset
-    col = getattr(exc, "column", 1) or 1
-    if isinstance(exc, UnexpectedCharacters):
-        char = exc.char if exc.char not in "\n" else "end of line"
-        return SyntaxProblem(line, col, f"unexpected character {char!r}", "check quotes and brackets")
-    expected = _human(set(getattr(exc, "expected", ()) or getattr(exc, "accepts", ()) or ()))
-    if isinstance(exc, UnexpectedEOF):
-        return SyntaxProblem(line, col, f"unexpected end of file; expected {expected}", "a block may be unclosed")
-    token = exc.token if isinstance(exc, UnexpectedToken) else None
-    found = "end of file" if token is None or token.type == "$END" else repr(str(token))
-    if token is not None and token.type == "$END":
-        line, col = line, col
-    hint = ""
-    if token is not None and token.type == "IDENT":
-        close = difflib.get_close_matches(str(token), KEYWORDS, n=1, cutoff=0.75)
-        if close:
-            hint = f"did you mean '{close[0]}'?"
-    return SyntaxProblem(line, col, f"unexpected {found}; expected {expected}", hint)
-
-
 def split_blocks(text: str) -> list[tuple[int, str]]:
     """Top-level blocks with their 0-based starting line (comments go with the next block)."""
     starts = [m.start() for m in _BLOCK_START.finditer(text)]
@@ -454,7 +389,7 @@ def _shift(node: Any, offset: int) -> Any:
 def _comments(text: str) -> tuple[ast.Comment, ...]:
     out = []
     for number, line in enumerate(text.splitlines(), 1):
-        stripped = re.sub(r'"(\\.|[^"\\\n])*"|/(\\.|[^/\\\n])+/[ims]*', lambda m: " " * len(m.group()), line)
+        stripped = re.sub(r'"(\\.|[^"\\\n])*"|/(\\.|[^/\\\n])+/[A-Za-z]*', lambda m: " " * len(m.group()), line)
         index = stripped.find("#")
         if index >= 0:
             out.append(ast.Comment(line[index:].rstrip(), number, index + 1))
@@ -463,6 +398,7 @@ def _comments(text: str) -> tuple[ast.Comment, ...]:
 
 def parse(text: str, path: str = "<string>") -> tuple[ast.Module, list[SyntaxProblem]]:
     """Parse a whole file. Never raises on bad input: problems are returned with positions."""
+    text = strip_bom(text)
     decls: list[ast.Decl] = []
     problems: list[SyntaxProblem] = []
     for offset, block in split_blocks(text):
@@ -470,10 +406,12 @@ def parse(text: str, path: str = "<string>") -> tuple[ast.Module, list[SyntaxPro
             continue
         try:
             tree = _parser().parse(block)
-            parsed = _ToAst().transform(tree)
         except UnexpectedInput as exc:
-            problems.append(_problem(exc, offset))
+            problems.append(scan(block, offset) or from_lark(exc, offset, _parser(), block))
             continue
+        problems.extend(regex_flags(tree.scan_values(lambda v: isinstance(v, Token) and v.type == "REGEX"), offset))
+        try:
+            parsed = _ToAst().transform(tree)
         except VisitError as exc:
             problems.append(SyntaxProblem(offset + 1, 1, f"cannot read this block: {exc.orig_exc}"))
             continue

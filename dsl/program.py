@@ -22,6 +22,7 @@ from .diagnostics import Diagnostic
 from .lint import check_program, syntax_diagnostics
 from .parser import parse
 from .plugin_view import PluginView
+from .suppress import apply_severities, apply_suppressions, suppressions
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,11 @@ def rule_files(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def read_source(path: Path) -> tuple[str | None, Diagnostic | None]:
+def read_source(path: Path, exact: bool = False) -> tuple[str | None, Diagnostic | None]:
+    """The file's text; ``exact`` keeps its line endings as written (``\r\n`` stays)."""
     try:
-        return path.read_text(encoding="utf-8"), None
+        with path.open(encoding="utf-8", newline="" if exact else None) as handle:
+            return handle.read(), None
     except UnicodeDecodeError as exc:
         return None, Diagnostic(str(path), 1, exc.start + 1, "error", "E001", "file is not valid UTF-8")
     except OSError as exc:
@@ -96,7 +99,38 @@ def load_rules(paths: Sequence[Path], plugins: Mapping[str, PluginView]) -> Rule
     )
 
 
-def lint(paths: Sequence[Path], plugins: Mapping[str, PluginView]) -> list[Diagnostic]:
-    """Every finding for the rule files under ``paths``, sorted by file and position."""
-    bundle = load_rules(paths, plugins)
-    return sorted(bundle.diagnostics, key=lambda d: (d.path, d.line, d.col, d.code))
+def program_files(requested: Sequence[Path], rules_dir: Path | None) -> list[Path]:
+    """The files that form the program ``requested`` belongs to: every ``.arb`` file of the
+    project's rules folder (a requested one in its place, as it was named), then any other."""
+    project = rule_files([rules_dir]) if rules_dir is not None and rules_dir.is_dir() else []
+    named = {p.resolve(): p for p in requested}
+    files = [named.pop(p.resolve(), p) for p in project]
+    return files + [p for p in requested if p.resolve() in named]
+
+
+def lint(
+    paths: Sequence[Path],
+    plugins: Mapping[str, PluginView],
+    rules_dir: Path | None = None,
+    severity: Mapping[str, str] | None = None,
+) -> list[Diagnostic]:
+    """Every finding for the rule files under ``paths``, sorted by file and position.
+
+    With ``rules_dir`` the files are judged within the project's whole program (names declared in
+    its other files are known), and only their own findings are reported. Inline suppressions
+    apply, then ``severity`` (code -> error|warning|off, from configs/lint.yaml).
+    """
+    requested = rule_files([Path(p) for p in paths])
+    bundle = load_rules(program_files(requested, rules_dir), plugins)
+    wanted = {str(p) for p in requested}
+    modules = {m.path: m for m in bundle.modules}
+    found: list[Diagnostic] = []
+    off = [code for code, level in (severity or {}).items() if level == "off"]
+    for path in wanted:
+        diags = [d for d in bundle.diagnostics if d.path == path]
+        text, _ = read_source(Path(path))
+        if path in modules and text is not None:
+            diags = apply_suppressions(diags, path, suppressions(text, modules[path].comments), off)
+        found.extend(diags)
+    found = apply_severities(found, severity or {})
+    return sorted(found, key=lambda d: (d.path, d.line, d.col, d.code))

@@ -41,7 +41,7 @@ def _key(atom: ast.Cond) -> tuple[str, Any]:
     return getattr(ir_cond, "fact", ""), ir_cond
 
 
-def _contradicts(conjunct: list[Literal]) -> bool:
+def contradicts(conjunct: list[Literal]) -> bool:
     positives: dict[str, list[Any]] = {}
     for positive, atom in conjunct:
         fact, cond = _key(atom)
@@ -51,7 +51,7 @@ def _contradicts(conjunct: list[Literal]) -> bool:
             positives.setdefault(fact, []).append(cond)
     for conds in positives.values():
         equal = {c.value for c in conds if isinstance(c, ir.Compare) and c.op == "=="}
-        if len(equal) > 1:
+        if len(equal) > 1 or _excluded(equal, conds):
             return True
         low, high = float("-inf"), float("inf")
         for c in conds:
@@ -67,10 +67,21 @@ def _contradicts(conjunct: list[Literal]) -> bool:
     return False
 
 
+def _excluded(equal: set[Any], conds: list[Any]) -> bool:
+    """``x == v`` beside ``x != v``, or beside ``x in [...]`` without v."""
+    for value in equal:
+        for c in conds:
+            if isinstance(c, ir.Compare) and c.op == "!=" and c.value == value:
+                return True
+            if isinstance(c, ir.OneOf) and value not in c.values:
+                return True
+    return False
+
+
 def never(cond: ast.Cond) -> bool:
     """Can the condition never hold? (Every conjunct of its normal form contradicts itself.)"""
     conjuncts = dnf(cond)
-    return conjuncts is not None and bool(conjuncts) and all(_contradicts(c) for c in conjuncts)
+    return conjuncts is not None and bool(conjuncts) and all(contradicts(c) for c in conjuncts)
 
 
 def literal_sets(cond: ast.Cond) -> list[frozenset[tuple[bool, str, tuple]]] | None:
@@ -97,3 +108,16 @@ def conflicts_or_repeats(a: ast.Rule, b: ast.Rule) -> bool:
         return True
     excluded = {x.target for x in a.then if x.op == "exclude"}
     return any(x.op in ("prefer", "require", "collaborate") and x.target in excluded for x in b.then)
+
+
+def overlap(a: ast.Cond | None, b: ast.Cond | None) -> bool | None:
+    """Can both conditions hold on one request? None when the normal forms grow too large to tell.
+
+    Two rules whose conditions exclude each other (``caller is x`` and ``caller is y``) never
+    fire together, so they cannot disagree.
+    """
+    conj_a = dnf(a) if a is not None else [[]]
+    conj_b = dnf(b) if b is not None else [[]]
+    if conj_a is None or conj_b is None or len(conj_a) * len(conj_b) > MAX_CONJUNCTS:
+        return None
+    return any(not contradicts(ca + cb) for ca in conj_a for cb in conj_b)

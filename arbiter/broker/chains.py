@@ -82,6 +82,9 @@ class ChainDesk:
         self.steps: dict[str, InFlight] = {}  # by step key (the messageId)
         self.waiting: dict[str, list[Callable[[ChainRun], None]]] = {}
         self.detached = False
+        self.owner: str | None = None  # on a store shared by brokers: the name its runs are leased to
+        self.lease_s = 0.0
+        self.leases: Any = None  # arbiter.broker.leases.RunLeases, renewing and taking over off the loop
 
     def detach(self) -> None:
         """The broker is stopping: runs stay as they are stored, to go on when it starts again;
@@ -98,6 +101,8 @@ class ChainDesk:
     def resume_stored(self, stored: list[Mapping[str, Any]], plans: Mapping[str, ChainPlan]) -> None:
         """At start: go on with the runs a stop cut short."""
         for row in stored:
+            if row["id"] in self.runs:
+                continue  # already going on here
             plan = plans.get(row["name"])
             if plan is None or row.get("what") != "chain":
                 log.warning("run %s of %s cannot go on: the chain is no longer defined", row["id"], row["name"])
@@ -180,7 +185,9 @@ class ChainDesk:
         if step is not None:
             self.host.metrics.chain_step(step.status)
         topic = f"orchestration/chain/{run.plan.name}/{run.run_id}/{event}"
-        self.host.keep_task({**(_run_row(run) if step is None else _step_row(run, step)), "topic": topic})
+        lease = {"owner": self.owner, "lease_s": self.lease_s}
+        row = _step_row(run, step) if step is not None else {**_run_row(run), **lease}
+        self.host.keep_task({**row, "topic": topic})
         if self.host.wants(topic):
             data = {"runId": run.run_id, "chain": run.plan.name, "status": run.status, "traceId": _trace_id(run)}
             if step is not None:

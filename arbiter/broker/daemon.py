@@ -16,6 +16,7 @@ from typing import Sequence
 from arbiter import __version__
 from arbiter.broker import deciders, keepers
 from arbiter.broker.guard import Guard, InsecureBind, check_bind
+from arbiter.broker.leases import RunLeases
 from arbiter.broker.loop import Broker
 from arbiter.broker.metrics_http import MetricsServer
 from arbiter.broker.reload import Reloader
@@ -48,7 +49,10 @@ def build_broker(
         raise StartupError(f"the project has errors; fix them (arbiter check-config, arbiter lint):\n{lines}")
     database_url = snapshot.configs["state"]["database"]
     state.open_store(database_url, snapshot.project.root)
-    settings = Settings.of(snapshot.configs["broker"], **endpoints)
+    try:
+        settings = Settings.of(snapshot.configs["broker"], **endpoints)
+    except ValueError as exc:  # --name that configs/broker.yaml does not list
+        raise StartupError(str(exc)) from None
     security, problems = security_of(snapshot)
     if any(p.severity == "error" for p in problems):
         lines = "\n".join(p.format() for p in problems[:20])
@@ -100,8 +104,26 @@ def build_broker(
         keeping = keepers.for_project(settings.state_keepers, settings, snapshot.project.root, database_url)
         keeping.env = helper_env
         broker.keepers = keeping.start(broker.pool)
-    broker.chains.resume_stored(runs.unfinished(), snapshot.rules.chains)
+    resume_runs(broker, settings, database_url)
     return broker, reloader
+
+
+def resume_runs(broker: Broker, settings: Settings, database_url: str) -> None:
+    """Go on with the runs a stop cut short. On PostgreSQL, which several brokers may share, only
+    those leased to this broker or whose lease expired, and from now on keep the leases
+    (docs/DEPLOYMENT.md); on SQLite, every unfinished run."""
+    chains = broker.chains
+    if not database_url.startswith("postgres"):
+        chains.resume_stored(runs.unfinished(), broker.snapshot.rules.chains)
+        return
+    chains.owner, chains.lease_s = settings.lease_owner, settings.run_lease_s
+    chains.leases = RunLeases(
+        settings.lease_owner,
+        settings.run_lease_s,
+        lambda taken: broker.post(lambda: chains.resume_stored(taken, broker.snapshot.rules.chains)),
+    )
+    chains.resume_stored(chains.leases.at_start(), broker.snapshot.rules.chains)
+    chains.leases.start()
 
 
 def serve(
@@ -149,6 +171,8 @@ def close_broker(broker: Broker, reloader: Reloader) -> None:
     for group in (broker.deciders, broker.keepers):
         if group is not None:
             group.stop()
+    if broker.chains.leases is not None:
+        broker.chains.leases.close()  # the leases lapse: another broker takes the runs over
     for writer in (broker.decisions, broker.dead_letters):
         if writer is not None:
             writer.close()

@@ -25,6 +25,13 @@ class Settings:
     decider_priority: str = "idle"  # idle | low | normal (deciders.lower_priority)
     state_keepers: int = 1  # processes serving arbiter.state (keepers)
     metrics_address: str | None = None  # HOST:PORT of /metrics (Prometheus); None: not served
+    name: str | None = None  # this broker's name in ``brokers`` (docs/DEPLOYMENT.md); None: not listed
+    run_lease_s: float = 15.0  # a chain run's lease, on a store shared with other brokers
+
+    @property
+    def lease_owner(self) -> str:
+        """Who holds this broker's chain runs: its name, else its frontend (the same after a restart)."""
+        return self.name or self.frontend
 
     @property
     def worker_patience_s(self) -> float:
@@ -33,7 +40,7 @@ class Settings:
 
     @classmethod
     def of(cls, config: Mapping[str, Any], **overrides: str | None) -> Settings:
-        endpoints = config["endpoints"]
+        name, endpoints = listed_broker(config, overrides.get("name"), overrides.get("frontend"))
         limits = config["limits"]
         return cls(
             frontend=overrides.get("frontend") or endpoints["frontend"],
@@ -52,7 +59,28 @@ class Settings:
             decider_priority=config.get("decider_priority", "idle"),
             state_keepers=config.get("state_keepers", 1),
             metrics_address=overrides.get("metrics") or (config.get("metrics") or {}).get("address"),
+            name=name,
+            run_lease_s=config.get("run_lease_ms", 15_000) / 1000,
         )
+
+
+def listed_broker(
+    config: Mapping[str, Any], name: str | None, frontend: str | None
+) -> tuple[str | None, Mapping[str, Any]]:
+    """Which broker of ``brokers`` this is, and its endpoints: the one named ``name`` (``--name``),
+    else the one whose frontend is ``frontend`` or ``endpoints.frontend``; none: ``endpoints``."""
+    listed = config.get("brokers") or []
+    if name is not None:
+        for entry in listed:
+            if entry["name"] == name:
+                return name, entry
+        known = ", ".join(entry["name"] for entry in listed) or "none"
+        raise ValueError(f"no broker named {name!r} in configs/broker.yaml brokers (known: {known})")
+    wanted = frontend or config["endpoints"]["frontend"]
+    for entry in listed:
+        if entry["frontend"] == wanted:
+            return entry["name"], entry
+    return None, config["endpoints"]
 
 
 MAX_AUTO_DECIDERS = 8  # each holds a snapshot of its own: memory, not cores, bounds them on big hosts

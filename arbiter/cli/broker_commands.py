@@ -27,6 +27,12 @@ from .common import (
 from .tables import printable, table
 
 endpoint_options = [
+    click.option(
+        "--name",
+        metavar="NAME",
+        help="Which broker of `brokers` in configs/broker.yaml this is: its endpoints, and the name its "
+        "chain runs are leased to (docs/DEPLOYMENT.md).",
+    ),
     click.option("--frontend", metavar="ENDPOINT", help="MDP endpoint for clients and workers (ROUTER)."),
     click.option("--events-pub", metavar="ENDPOINT", help="Where publishers connect (XSUB)."),
     click.option("--events-sub", metavar="ENDPOINT", help="Where subscribers connect (XPUB)."),
@@ -112,16 +118,20 @@ def broker_main(root: Path, plugin_dirs: tuple[Path, ...], insecure: bool, **end
 @click.command("status")
 @endpoint_option
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for the broker.")
+@click.option("--all", "every", is_flag=True, help="Every broker of `brokers` in configs/broker.yaml, a row each.")
 @json_option
 @pass_context
-def status(ctx: Context, endpoint: str | None, timeout: float, as_json: bool) -> None:
+def status(ctx: Context, endpoint: str | None, timeout: float, every: bool, as_json: bool) -> None:
     """Ask a running broker how it is: services, workers, queues, drops, reloads.
 
-    Exit 1 when no broker answers, or when its last reload was refused.
+    Exit 1 when no broker answers, or when its last reload was refused; with --all, when any
+    broker of the list does not answer or refused its last reload.
     """
     from arbiter.sdk.client import Client, RequestTimeout
     from arbiter.wire.envelope import new_request
 
+    if every:
+        sys.exit(_status_all(ctx, timeout, as_json))
     url = broker_endpoint(ctx, endpoint)
     with Client(url, timeout=timeout, retries=0) as client:
         try:
@@ -135,6 +145,43 @@ def status(ctx: Context, endpoint: str | None, timeout: float, as_json: bool) ->
     else:
         click.echo(render_status(data), nl=False)
     sys.exit(0 if (data.get("snapshot") or {}).get("lastReloadOk", True) else 1)
+
+
+def _status_all(ctx: Context, timeout: float, as_json: bool) -> int:
+    """One row per broker of the list: does it answer, its snapshot's fingerprint (each broker
+    reloads the same files: equal fingerprints say they serve the same project), workers, pending."""
+    from arbiter.sdk.client import Client, RequestTimeout
+    from arbiter.wire.envelope import new_request
+
+    from .sdk_commands import configured_brokers
+
+    listed = configured_brokers(ctx) or [{"name": "-", "frontend": broker_endpoint(ctx, None)}]
+    found: list[dict[str, Any]] = []
+    for entry in listed:
+        with Client(entry["frontend"], timeout=timeout, retries=0) as client:
+            try:
+                data = client.request("arbiter.status", new_request("arbiter.status", "status", source="arbiter-cli"))
+                found.append({"name": entry["name"], "frontend": entry["frontend"], "status": data.result})
+            except RequestTimeout:
+                found.append({"name": entry["name"], "frontend": entry["frontend"], "status": None})
+    if as_json:
+        echo_json(found)
+    else:
+        rows = [_status_row(each) for each in found]
+        headers = ["broker", "frontend", "state", "pid", "up s", "fingerprint", "workers", "pending"]
+        click.echo("\n".join(table(headers, rows, numeric=["pid", "up s", "workers", "pending"])))
+    healthy = [b["status"] and (b["status"].get("snapshot") or {}).get("lastReloadOk", True) for b in found]
+    return 0 if all(healthy) else 1
+
+
+def _status_row(each: dict[str, Any]) -> list[Any]:
+    data = each["status"]
+    if data is None:
+        return [each["name"], each["frontend"], "NO ANSWER", "", "", "", "", ""]
+    snap = data.get("snapshot") or {}
+    state = "up" if snap.get("lastReloadOk", True) else "RELOAD REFUSED"
+    return [each["name"], each["frontend"], state, data.get("pid"), data.get("uptimeSeconds"),
+            str(snap.get("fingerprint", ""))[:12], data.get("workers"), data.get("pending")]  # fmt: skip
 
 
 def render_status(data: dict[str, Any]) -> str:
@@ -187,10 +234,17 @@ def _render_writer(name: str, writer: dict[str, Any]) -> str:
 @events_endpoint_option
 @click.option("--count", type=int, default=0, help="Stop after this many events (0: run until Ctrl-C).")
 @click.option("--timeout", type=float, default=0.0, help="Stop after this many seconds without an event.")
+@click.option("--all", "every", is_flag=True, help="Every broker of `brokers`; each line says which broker.")
 @json_option
 @pass_context
 def events(
-    ctx: Context, topics: tuple[str, ...], endpoint: str | None, count: int, timeout: float, as_json: bool
+    ctx: Context,
+    topics: tuple[str, ...],
+    endpoint: str | None,
+    count: int,
+    timeout: float,
+    every: bool,
+    as_json: bool,
 ) -> None:
     """Print events from the broker as they happen.
 
@@ -202,33 +256,43 @@ def events(
       arbiter events routing/decision system/  decisions, health, reloads, dead letters
       arbiter events 'plugin/*/circuit-breaker' --json
     """
-    url = broker_endpoint(ctx, endpoint, "events_sub")
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    for topic in topics or ("",):
-        sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-    connect(sock, url, CurveKeys.from_env())  # a broker with security on: ARBITER_CURVE_KEY, ARBITER_BROKER_KEY
+    from .sdk_commands import configured_brokers
+
+    listed = configured_brokers(ctx) if every else []
+    sources = {e["name"]: e["events_sub"] for e in listed} or {"": broker_endpoint(ctx, endpoint, "events_sub")}
+    poller, names = zmq.Poller(), {}
+    for name, url in sources.items():  # one socket per broker, so that each line says whose it is
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        for topic in topics or ("",):
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        connect(sock, url, CurveKeys.from_env())  # a broker with security on: ARBITER_CURVE_KEY, ARBITER_BROKER_KEY
+        poller.register(sock, zmq.POLLIN)
+        names[sock] = name
     seen = 0
     last = time.monotonic()
     try:
         while not count or seen < count:
-            if not sock.poll(200):
+            ready = dict(poller.poll(200))
+            if not ready:
                 if timeout and time.monotonic() - last > timeout:
                     break
                 continue
-            frames = sock.recv_multipart()
             last = time.monotonic()
-            if b"*" in frames[0] and frames[0].decode("utf-8", "replace") not in topics:
-                continue  # another subscriber's wildcard copy that our prefix also matches
-            seen += 1
-            click.echo(_event_line(frames, as_json))
+            for sock in ready:
+                frames = sock.recv_multipart()
+                if b"*" in frames[0] and frames[0].decode("utf-8", "replace") not in topics:
+                    continue  # another subscriber's wildcard copy that our prefix also matches
+                seen += 1
+                click.echo(_event_line(frames, as_json, names[sock]))
     except KeyboardInterrupt:
         pass
     finally:
-        sock.close()
+        for sock in names:
+            sock.close()
 
 
-def _event_line(frames: list[bytes], as_json: bool) -> str:
+def _event_line(frames: list[bytes], as_json: bool, broker: str = "") -> str:
     try:
         event = orjson.loads(frames[1]) if len(frames) > 1 else {}
     except orjson.JSONDecodeError:
@@ -236,7 +300,9 @@ def _event_line(frames: list[bytes], as_json: bool) -> str:
     topic = event.get("topic") if isinstance(event, dict) else None
     topic = topic or frames[0].decode("utf-8", "replace")
     if as_json:
-        return json.dumps({"topic": topic, "event": event}, ensure_ascii=False)
+        whose = {"broker": broker} if broker else {}
+        return json.dumps({"topic": topic, "event": event, **whose}, ensure_ascii=False)
     payload = event.get("payload", event) if isinstance(event, dict) else event
     summary = " ".join(f"{k}={v}" for k, v in payload.items()) if isinstance(payload, dict) else str(payload)
-    return printable(f"{event.get('timestamp', '') if isinstance(event, dict) else ''} {topic} {summary}".strip())
+    at = event.get("timestamp", "") if isinstance(event, dict) else ""
+    return printable(f"{f'[{broker}] ' if broker else ''}{at} {topic} {summary}".strip())

@@ -46,7 +46,6 @@ from .chain_views import (
 )
 from .common import (
     Context,
-    broker_endpoint,
     echo_json,
     endpoint_option,
     json_option,
@@ -55,6 +54,7 @@ from .common import (
     summarize_diagnostics,
     unknown_name,
 )
+from .sdk_commands import broker_frontends
 from .tables import printable, table
 
 SERVICE = "arbiter.chain"
@@ -97,11 +97,13 @@ def wait_budget_s(ctx: Context, chain: str | None) -> float:
 
 def ask(ctx: Context, endpoint: str | None, payload: dict[str, Any], wait_s: float, retries: int = 0) -> Reply | None:
     """One request to ``arbiter.chain``; None when nothing answered. Starting or resuming a run
-    is not retried: a second attempt could run it twice."""
-    url = broker_endpoint(ctx, endpoint)
+    is not retried on one broker: a second attempt could run it twice. With several brokers the
+    next one is asked when one does not answer (docs/DEPLOYMENT.md)."""
+    urls = broker_frontends(ctx, endpoint)  # several brokers: one more attempt per broker, the same messageId
+    retries = max(retries, len(urls) - 1)
     request = env.new_request(SERVICE, "", None, source="arbiter-cli", timeout_ms=int(wait_s * 1000 * (retries + 1)))
     request["payload"] = payload
-    with Client(url, timeout=wait_s, retries=retries, source="arbiter-cli") as client:
+    with Client(urls, timeout=wait_s, retries=retries, source="arbiter-cli") as client:
         try:
             return client.request(SERVICE, request)
         except RequestTimeout as exc:

@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
 from arbiter.dsl.durations import parse_ms
-from arbiter.routing.cases import load_cases, run_cases
+from arbiter.routing.case_checks import Known
+from arbiter.routing.case_runs import case_health, run_cases, selects, uncovered
+from arbiter.routing.cases import Case, load_cases
 from arbiter.routing.explain import render, render_recorded
 from arbiter.routing.match import Health, health_of
-from arbiter.routing.pipeline import Request, Router
+from arbiter.routing.pipeline import Request, Router, RoutingResult
 from arbiter.store import agents, retention
 from arbiter.store import database as state
 from arbiter.store import decisions as record
 from arbiter.store.recorder import Recorder
 
-from .common import Context, duration_value, echo_json, json_option, pass_context, print_diagnostics
+from .case_report import echo_coverage, echo_outcomes, report_json
+from .common import (
+    Context,
+    duration_value,
+    echo_json,
+    json_option,
+    pass_context,
+    print_diagnostics,
+    unknown_name,
+)
 from .tables import ELLIPSIS, GAP, printable, printable_fields, table, truncate, width
 
 file_option = click.option(
@@ -84,12 +94,13 @@ def explain(
     if not text:
         raise click.UsageError("give the TEXT to route, or --request ID for a recorded decision")
     router = _router(ctx)
+    if why_not and why_not not in router.snapshot.plugins:
+        raise unknown_name("plugin", why_not, router.snapshot.plugins)
     circuits, health = _circuit_health(ctx)
     result = router.route(Request(text, files, caller), health)
     data = result.to_json()
     data["circuits"] = circuits
-    if why_not:
-        data["whyNot"] = {"plugin": why_not, "reasons": router.why_not(result, why_not)}
+    data["whyNot"] = {"plugin": why_not, "reasons": router.why_not(result, why_not)} if why_not else None
     if record_:
         record.record_decision(data, origin="cli")
     if as_json:
@@ -162,14 +173,11 @@ def _batch(router: Router, stream: TextIO, writer: Recorder | None, health: dict
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-            request = Request(
-                str(item["text"]), tuple(item.get("files") or ()), item.get("from"), str(item.get("id", number))
-            )
-        except (ValueError, KeyError, TypeError) as exc:
+        request = _batch_request(line, number)
+        if isinstance(request, str):
             failures += 1
-            click.echo(json.dumps({"line": number, "error": f"invalid request: {exc}"}))
+            click.echo(f"{getattr(stream, 'name', '-')}:{number}: {request}", err=True)
+            click.echo(json.dumps({"line": number, "error": f"invalid request: {request}"}))
             continue
         data = router.route(request, health).to_json(trace=False)
         if writer:
@@ -179,6 +187,25 @@ def _batch(router: Router, stream: TextIO, writer: Recorder | None, health: dict
     if writer:
         writer.close()
     return failures
+
+
+def _batch_request(line: str, number: int) -> Request | str:
+    """One line of a batch as a request, or what is wrong with it: a JSON object whose `text` is
+    a non-empty string, `files` (optional) a list of strings, `from` (optional) a string."""
+    try:
+        item = json.loads(line)
+    except ValueError as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(item, dict):
+        return 'a line is a JSON object: {"text": "...", "files": [...], "id": "..."}'
+    text, files, caller = item.get("text"), item.get("files", []), item.get("from")
+    if not isinstance(text, str) or not text.strip():
+        return "`text` is required and must be a non-empty string"
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return "`files` must be a list of strings"
+    if caller is not None and not isinstance(caller, str):
+        return "`from` must be a plugin name (a string)"
+    return Request(text, tuple(files), caller, str(item.get("id", number)))
 
 
 @click.command()
@@ -201,7 +228,10 @@ def route(
     """Print the routing decision for TEXT, or for every request of a JSON-lines file.
 
     Batch mode loads the project once and writes one JSON line per request, in order, in the
-    `explain --json` shape without the trace, with requestId set to the input's id.
+    `explain --json` shape without the trace, with requestId set to the input's id. A bad line
+    (not JSON, `text` missing or empty, `files` not a list of strings) gets an error line on
+    stdout and `FILE:LINE: what is wrong` on stderr; the other lines are routed, and the exit
+    status is 1 at the end.
     """
     if (text is None) == (input_ is None):
         raise click.UsageError("give either TEXT or --input FILE")
@@ -241,55 +271,73 @@ def route(
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @json_option
 @click.option("--verbose", "-v", is_flag=True, help="List passing cases too.")
+@click.option(
+    "-k",
+    "pattern",
+    metavar="PATTERN",
+    help="Run only the cases whose name or text contains PATTERN (case-insensitive; words combine "
+    "with and/or/not, as pytest -k).",
+)
+@click.option("--coverage", is_flag=True, help="Also list the rules no case fires, with file:line.")
 @pass_context
-def test_cmd(ctx: Context, paths: tuple[Path, ...], as_json: bool, verbose: bool) -> None:
-    """Run routing test cases (YAML: text, files, expect, also, collaborators), like `opa test`.
+def test_cmd(
+    ctx: Context, paths: tuple[Path, ...], as_json: bool, verbose: bool, pattern: str | None, coverage: bool
+) -> None:
+    """Run routing test cases, like `opa test`: each case routes a request under the conditions it
+    sets and checks what the decision shows.
 
-    Default PATHS: every *.test.yaml in ROOT/rules. Exit 1 when any case fails.
+    \b
+    A case (rules/*.test.yaml; every key in dsl/REFERENCE.md, "Routing test cases"):
+      - text: Build a FastAPI endpoint with Keycloak auth
+        from: jira-orchestrator            the calling plugin     (also: files)
+        unserved: [home-assistant]         no live worker serves it
+        circuits: {exec-automator: open}   closed | open | half-open
+        expect: fastapi-backend            or `none` / no_route: true
+        fired: [keycloak-auth-goes-to-platform]     not_fired: [...]
+        collaborators: [lobbi-platform-manager]     excluded: [...]
+        strategy: sequential_collaboration          fallbacks: {includes: [...]}
+    \b
+    Examples:
+      arbiter test                         every *.test.yaml in ROOT/rules
+      arbiter test -k keycloak -v          only the cases that mention keycloak
+      arbiter test --coverage              and the rules no case fires
+    \b
+    A failing case prints each failed assertion and the explain that made the decision (facts,
+    rules fired, best scores). Case files are checked first, as lint checks rules: unknown keys,
+    plugins or rules and wrong types are errors at file:line:col.
+    Exit status: 0 all cases pass, 1 a case failed, 2 a case file is broken (nothing runs).
     """
-    cases, problems = load_cases(list(paths) or [ctx.root / "rules"])
+    snap = ctx.snapshot()
+    known = Known(frozenset(snap.plugins), frozenset(r.name for r in snap.rules.ruleset.rules))
+    cases, problems = load_cases(list(paths) or [ctx.root / "rules"], known)
     if problems:
         print_diagnostics(problems)
-        raise SystemExit(1)
+        click.echo(f"{len(problems)} problem(s) in the case files; no case was run", err=True)
+        raise SystemExit(2)
+    try:
+        keep = selects(pattern) if pattern else None
+    except SyntaxError:
+        raise click.BadParameter(f"cannot read {pattern!r}: use words with and, or, not", param_hint="-k") from None
+    selected = [c for c in cases if keep is None or keep(c)]
     router = _router(ctx)
     circuits, health = _circuit_health(ctx)
 
-    def run(case: Any) -> tuple[str | None, tuple[str, ...]]:
-        result = router.route(Request(case.text, case.files, case.caller), health)
-        return result.decision.primary_plugin, result.collaborators()
+    def run(case: Case) -> RoutingResult:
+        return router.route(Request(case.text, case.files, case.caller), case_health(case, health))
 
-    outcomes = run_cases(cases, run)
+    outcomes = run_cases(selected, run)
+    missed = uncovered(snap.rules.ruleset.rules, outcomes) if coverage else None
     failed = [o for o in outcomes if not o.passed]
     if as_json:
-        echo_json(
-            {
-                "passed": len(outcomes) - len(failed),
-                "failed": len(failed),
-                "circuits": circuits,
-                "cases": [
-                    {
-                        "name": o.case.name,
-                        "file": f"{o.case.path}:{o.case.line}",
-                        "passed": o.passed,
-                        "expected": o.case.expect,
-                        "got": o.primary,
-                        "message": o.message,
-                    }
-                    for o in outcomes
-                ],
-            }
-        )
-    else:
-        for line in _circuit_lines(circuits):
-            click.echo(f"note: {line} (its plugin is not eligible, as in the broker)", err=True)
-        for o in outcomes:
-            if o.passed and not verbose:
-                continue
-            mark = "PASS" if o.passed else "FAIL"
-            click.echo(f"{mark}  {o.case.path}:{o.case.line}  {o.case.name[:60]}")
-            if o.message:
-                click.echo(f"      {o.message}")
-        click.echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} passed", file=sys.stdout)
+        echo_json(report_json(outcomes, circuits, missed, len(selected), len(cases)))
+        raise SystemExit(1 if failed else 0)
+    for line in _circuit_lines(circuits):
+        click.echo(f"note: {line} (its plugin is not eligible, as in the broker)", err=True)
+    echo_outcomes(outcomes, verbose)
+    deselected = f" ({len(cases) - len(selected)} deselected by -k)" if pattern else ""
+    click.echo(f"{len(outcomes) - len(failed)}/{len(outcomes)} passed{deselected}")
+    if missed is not None:
+        echo_coverage(missed, len(snap.rules.ruleset.rules))
     raise SystemExit(1 if failed else 0)
 
 

@@ -15,10 +15,25 @@ from typing import Any
 
 import click
 
+from arbiter.sdk.brokers import endpoint_list
 from arbiter.sdk.client import Client, RequestTimeout, build_request
 from arbiter.wire import envelope as env
 
 from .common import Context, broker_endpoint, endpoint_option, pass_context, unknown_name
+
+
+def configured_brokers(ctx: Context) -> list[dict[str, Any]]:
+    """``brokers`` of configs/broker.yaml: every broker of the deployment (none: one broker)."""
+    sections, _problems = ctx.configs()
+    return [dict(entry) for entry in (sections.get("broker") or {}).get("brokers") or []]
+
+
+def broker_frontends(ctx: Context, endpoint: str | None) -> list[str]:
+    """Where a client or a worker goes: ``--endpoint`` (several separated by commas), else the
+    frontend of every broker of ``brokers``, else the one broker of ``endpoints``."""
+    if endpoint:
+        return endpoint_list(endpoint)
+    return [entry["frontend"] for entry in configured_brokers(ctx)] or [broker_endpoint(ctx, None)]
 
 
 def heartbeat_settings(ctx: Context) -> dict[str, Any]:
@@ -68,13 +83,15 @@ def request(
 
     \b
     JSON is the envelope's payload; it is wrapped in a fresh envelope (messageId, trace ids,
-    expiry) unless --raw is given. Exit 1 when the reply is an error or nothing answers.
+    expiry) unless --raw is given. With several brokers (`brokers` in configs/broker.yaml, or
+    --endpoint A,B) an attempt that gets no answer goes to the next one, with the same messageId.
+    Exit 1 when the reply is an error or nothing answers.
     \b
       arbiter request exec-automator '{"command": "analyze-document", "parameters": {"documentPath": "rfp.pdf"}}'
       arbiter request arbiter.route '{"text": "deploy the tenant to production"}'
       arbiter request mmi.service jira-orchestrator --raw
     """
-    url = broker_endpoint(ctx, endpoint)
+    urls = broker_frontends(ctx, endpoint)
     if raw:
         body: Any = payload.encode()
     else:
@@ -82,12 +99,14 @@ def request(
             body = _envelope_for(service, json.loads(payload), timeout, retries)
         except json.JSONDecodeError as exc:
             raise click.UsageError(f"JSON is not valid JSON: {exc}") from exc
-    with Client(url, timeout=timeout, retries=retries) as client:
+    with Client(urls, timeout=timeout, retries=retries) as client:
         try:
             reply = client.request(service, body)
         except RequestTimeout as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        if client.stats.retries:
+            click.echo(f"answered by {client.endpoint} after {client.stats.retries} retr(ies)", err=True)
     _print_reply(reply.body)
     if not reply.ok:
         sys.exit(1)
@@ -124,7 +143,8 @@ def workers(
         if name not in snapshot.plugins:
             raise unknown_name("plugin", name, snapshot.plugins)
     chosen = [snapshot.plugins[n] for n in names] if names else list(snapshot.plugins.values())
-    url = broker_endpoint(ctx, endpoint)
+    urls = broker_frontends(ctx, endpoint)  # one connection per broker for each worker
+    url = ",".join(urls)
     running = demo_workers(chosen, url, delay=delay_ms / 1000, credit=credit, **heartbeat_settings(ctx))
     for worker in running:
         worker.start()

@@ -179,6 +179,12 @@ def _duration(field: str, value: Any, error: Any) -> None:
 
 _DURATION = {"type": "string", "check_with": _duration}
 
+
+def _off(value: Any) -> Any:
+    """YAML reads a bare ``off`` as false: in a lint severity it means ``off``."""
+    return "off" if value is False else value
+
+
 CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
     "broker": {
         "endpoints": {
@@ -190,6 +196,24 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
                 "events_sub": {**_ENDPOINT, "default": "tcp://127.0.0.1:5557"},
             },
         },
+        # Every broker of a deployment sharing one PostgreSQL store (docs/DEPLOYMENT.md): workers
+        # connect to all, clients fail over along the list; empty: one broker, `endpoints`.
+        "brokers": {
+            "type": "list",
+            "default": [],
+            "schema": {
+                "type": "dict",
+                "schema": {
+                    "name": {**_NAME, "required": True},
+                    "frontend": {**_ENDPOINT, "required": True},
+                    "events_pub": {**_ENDPOINT, "required": True},
+                    "events_sub": {**_ENDPOINT, "required": True},
+                },
+            },
+        },
+        # How long a broker's hold on a chain run lasts unless renewed (renewed every third of it);
+        # past it, another broker on the same PostgreSQL store takes the run over.
+        "run_lease_ms": {"type": "integer", "min": 100, "default": 15_000},
         "heartbeat": {
             "type": "dict",
             "default": {},
@@ -288,6 +312,17 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
             "keysrules": {"type": "string"},
             "valuesrules": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "number"}},
         },
+    },
+    # `arbiter lint`: a severity per code (error, warning, off; E001 stays an error; YAML reads a
+    # bare `off` as false, which means off too) and the lowest severity that fails a run.
+    "lint": {
+        "severity": {
+            "type": "dict",
+            "default": {},
+            "keysrules": {"type": "string", "regex": r"^[EW]\d{3}$"},
+            "valuesrules": {"type": "string", "allowed": ["error", "warning", "off"], "coerce": _off},
+        },
+        "fail_level": {"type": "string", "allowed": ["error", "warning"], "default": "error"},
     },
     # CURVE keys and peer permissions; security is on when `curve` is there. The key files and
     # the permission rules (an identity's other keys) are checked by arbiter.security.

@@ -1,50 +1,70 @@
-"""Routing test cases (like ``opa test``): request in, expected plugin out.
+"""Routing test cases (like ``opa test``): a request and the conditions it routes under in,
+assertions on the decision out.
 
-A case file is YAML, a list of cases::
+A case file is YAML, a list of cases (every key is documented in dsl/REFERENCE.md, "Routing
+test cases")::
 
     - name: fastapi with keycloak          # optional; defaults to the text
       text: Build a FastAPI endpoint with MongoDB and Keycloak auth
       files: [src/api/users.py]           # optional
       from: jira-orchestrator             # optional calling plugin
+      unserved: [home-assistant]          # optional: plugins no live worker serves
+      circuits: {exec-automator: open}    # optional: circuit states
       expect: fastapi-backend             # the primary plugin, or `none` for "no route"
-      also: [other-plugin]                # optional: other acceptable primaries
-      collaborators: [lobbi-platform-manager]   # optional: must appear in the plan
+      also: [other-plugin]                # other acceptable primaries
+      collaborators: [lobbi-platform-manager]
+      fired: [keycloak-auth-goes-to-platform]
+      not_fired: [some-other-rule]
+      strategy: sequential_collaboration
+      fallbacks: {includes: [jira-orchestrator]}   # or an exact list
+      excluded: [some-plugin]             # plugins a rule excluded
+      no_route: true                      # same as `expect: none`
 
+A case file is checked before anything routes: unknown keys, wrong types, unknown plugins,
+rules and states are findings at ``file:line:col`` (:mod:`arbiter.routing.case_checks`).
 By default ``arbiter test`` runs every ``*.test.yaml`` file in the project's ``rules/``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Mapping, Sequence
 
 from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.project.documents import DocumentError, read_document
+from arbiter.routing.case_checks import Known, check_case
 
 CASE_GLOB = "*.test.yaml"
+NO_ROUTE_WORDS = (None, "none", "null", False)
 
 
 @dataclass(frozen=True)
 class Case:
+    """One routing test case: a request, its conditions, and what the decision must show."""
+
     name: str
     text: str
-    expect: str | None  # None: no route expected
+    expect: str | None  # None: no route expected (when ``checks_primary``)
     files: tuple[str, ...] = ()
     caller: str | None = None
     also: tuple[str, ...] = ()
     collaborators: tuple[str, ...] = ()
     path: str = ""
     line: int = 0
+    checks_primary: bool = True  # False: the case asserts other things only
+    unserved: tuple[str, ...] = ()
+    circuits: Mapping[str, str] = field(default_factory=dict)
+    fired: tuple[str, ...] = ()
+    not_fired: tuple[str, ...] = ()
+    strategy: str | None = None
+    fallbacks: tuple[str, ...] | None = None  # exact list, when given
+    fallbacks_include: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
 
-
-@dataclass(frozen=True)
-class Outcome:
-    case: Case
-    passed: bool
-    primary: str | None
-    collaborators: tuple[str, ...]
-    message: str = ""
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
 
 
 def case_files(paths: Sequence[Path]) -> list[Path]:
@@ -65,55 +85,66 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def _case(raw: Any, path: Path, line: int) -> Case | Diagnostic:
-    if not isinstance(raw, dict) or not isinstance(raw.get("text"), str) or "expect" not in raw:
-        return Diagnostic(str(path), line, 1, "error", "E050", "a case needs `text` (a string) and `expect`")
+def _primary(raw: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """Whether the case checks the primary, and the primary it expects (None: no route)."""
+    if raw.get("no_route") is True:
+        return True, None
+    if "expect" not in raw:
+        return False, None
     expect = raw["expect"]
-    expected = None if expect in (None, "none", "null", False) else str(expect)
+    return True, None if expect in NO_ROUTE_WORDS else str(expect)
+
+
+def _fallbacks(value: Any) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    if isinstance(value, dict):
+        return None, _strings(value.get("includes"))
+    return (None if value is None else _strings(value)), ()
+
+
+def make_case(raw: Mapping[str, Any], path: str, line: int) -> Case:
+    """A case from its (already checked) mapping."""
+    checks, expect = _primary(raw)
+    exact, includes = _fallbacks(raw.get("fallbacks"))
     return Case(
         name=str(raw.get("name") or raw["text"]),
         text=raw["text"],
-        expect=expected,
+        expect=expect,
         files=_strings(raw.get("files")),
         caller=raw.get("from"),
         also=_strings(raw.get("also")),
         collaborators=_strings(raw.get("collaborators")),
-        path=str(path),
+        path=path,
         line=line,
+        checks_primary=checks,
+        unserved=_strings(raw.get("unserved")),
+        circuits={str(k): str(v) for k, v in (raw.get("circuits") or {}).items()},
+        fired=_strings(raw.get("fired")),
+        not_fired=_strings(raw.get("not_fired")),
+        strategy=raw.get("strategy"),
+        fallbacks=exact,
+        fallbacks_include=includes,
+        excluded=_strings(raw.get("excluded")),
     )
 
 
-def load_cases(paths: Sequence[Path]) -> tuple[list[Case], list[Diagnostic]]:
+def load_cases(paths: Sequence[Path], known: Known | None = None) -> tuple[list[Case], list[Diagnostic]]:
+    """Every case of the case files under ``paths``, and the findings about them. ``known``
+    (the project's plugins and rules) lets a case naming an unknown one be a finding."""
     cases: list[Case] = []
     problems: list[Diagnostic] = []
     for path in case_files(paths):
         try:
             doc = read_document(path)
         except DocumentError as exc:
-            problems.append(Diagnostic(exc.path, exc.line, exc.col, "error", "E050", exc.message, exc.source_line))
+            problems.append(Diagnostic(exc.path, exc.line, exc.col, "error", "E050", exc.message, "", exc.source_line))
             continue
-        items = doc.data if isinstance(doc.data, list) else []
         if not isinstance(doc.data, list):
-            problems.append(Diagnostic(str(path), 1, 1, "error", "E050", "a case file is a YAML list of cases"))
-        for index, raw in enumerate(items):
-            made = _case(raw, path, doc.where((index,))[0])
-            (problems if isinstance(made, Diagnostic) else cases).append(made)  # type: ignore[arg-type]
+            message = "a case file is a YAML list of cases (each item starts with `- `)"
+            problems.append(Diagnostic(str(path), 1, 1, "error", "E050", message, "", doc.line_text(1)))
+            continue
+        for index, raw in enumerate(doc.data):
+            found = check_case(doc, index, raw, known)
+            problems.extend(sorted(found, key=lambda d: (d.line, d.col)))
+            if not found:
+                cases.append(make_case(raw, str(path), doc.where((index,))[0]))
     return cases, problems
-
-
-RouteFn = Callable[[Case], tuple[str | None, tuple[str, ...]]]
-
-
-def judge(case: Case, primary: str | None, collaborators: tuple[str, ...]) -> Outcome:
-    ok_primary = primary == case.expect or (primary is not None and primary in case.also)
-    missing = [c for c in case.collaborators if c not in collaborators]
-    message = ""
-    if not ok_primary:
-        message = f"expected {case.expect or 'no route'}, got {primary or 'no route'}"
-    elif missing:
-        message = f"missing collaborators: {', '.join(missing)}"
-    return Outcome(case, ok_primary and not missing, primary, collaborators, message)
-
-
-def run_cases(cases: Iterable[Case], route: RouteFn) -> list[Outcome]:
-    return [judge(case, *route(case)) for case in cases]

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from arbiter.project.model import Plugin
-from arbiter.routing.clauses import term_weights
+from arbiter.routing.clauses import term_weights, word_weights
 from arbiter.routing.globs import glob_regex
 from arbiter.routing.text_index import VocabularyIndex, build_index, path_terms, stem, terms, words
 
-NEAR_SPELLING = 0.5  # a word matched one edit away is weaker evidence than the word itself
+NEAR_SPELLING = 0.75  # a word matched one edit away is weaker evidence than the word itself
 DURATION_MS = {"simple": 600_000, "moderate": 1_800_000, "complex": 7_200_000}
 COMPLEX_WORDS = frozenset(
     stem(w)
@@ -84,6 +84,7 @@ class Classification:
     relevance: tuple[Scored, ...]  # every plugin with any evidence, best first
     terms: tuple[str, ...] = field(default=())
     chars: int = 0  # length of the whole request text; more than len(text) when only a head was read
+    content: float = 0.0  # how much the request says (:func:`content_of`): what relevance is measured against
 
     @property
     def truncated(self) -> bool:
@@ -271,7 +272,9 @@ def urgency_of(text: str) -> int:
 
 
 def _relevance(
-    all_terms: Sequence[str], index: VocabularyIndex, weights: Mapping[str, float] | None = None
+    all_terms: Sequence[str],
+    index: VocabularyIndex,
+    weights: Mapping[str, float] | None = None,
 ) -> tuple[Scored, ...]:
     """Each plugin's relevance: the sum over the request's terms of the term's rarity times the
     plugin's saturated use of it, times the term's weight in the request (:mod:`clauses`) and
@@ -296,6 +299,22 @@ def _relevance(
             context = tuple(index.surface.get(t, t) for t, _ in top if weights.get(t, 1.0) < 1.0)
             ranked.append(Scored(index.plugins[i], round(score, 4), words_, context))
     return tuple(sorted(ranked, key=lambda s: (-s.score, s.name)))
+
+
+def content_of(said: Sequence[tuple[str, float]], index: VocabularyIndex) -> float:
+    """How much a request says: over its distinct words, each word's weight in the request
+    (:mod:`clauses`) times its rarity among the plugins; a word no plugin uses (nor a near
+    spelling of it) counts as the rarest. A long request or one about things no plugin speaks
+    of says more than any plugin's relevance can explain, and the no-route gate
+    (:func:`~arbiter.routing.match.routable`) measures relevance against it."""
+    weights: dict[str, float] = {}
+    for word, weight in said:
+        weights[word] = max(weights.get(word, 0.0), weight)
+    total = 0.0
+    for word, weight in weights.items():
+        known = index.lookup(word)
+        total += weight * (index.idf[known[0]] if known else index.rarest)
+    return total
 
 
 def classify(
@@ -331,4 +350,5 @@ def classify(
         relevance=relevance,
         terms=tuple(t for t in dict.fromkeys(text_terms + file_terms) if " " not in t),
         chars=max(chars or 0, len(text)),
+        content=content_of(word_weights(text), classifier.index),
     )

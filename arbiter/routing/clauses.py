@@ -3,7 +3,9 @@
 "Make a slide deck out of last sprint's tickets" asks for a slide deck; the tickets are where its
 content comes from. The main verb and its object name the deliverable; phrases opened by
 *for*, *with*, *from*, *based on*, *out of*, *in*, *of our ...*, *using*, *about* and relative
-clauses (*that*, *which*) mostly say where, for whom or from what. Relevance counts a context
+clauses (*that*, *which*) mostly say where, for whom or from what, and so do elaborations
+(*following*, *including*, *especially*, *such as*) and a possessor ("an insurance agency's
+exec dashboard" is a dashboard; the agency says whose). Relevance counts a context
 word at :data:`CONTEXT` of a main-clause word, so the plugin that owns the deliverable leads and
 the plugins the context names become collaborators; a context word still counts fully when the
 main clause names no plugin at all ("fix the bug in my FastAPI endpoint"), because every plugin's
@@ -29,15 +31,23 @@ OPENERS = frozenset(
     "for with from in using via about within across during after before since that which who whose per".split()
 )
 OF_BEFORE = frozenset("our my your their his her its the this that these those last yesterday".split())
-PAIRS = {("based", "on"), ("out", "of"), ("according", "to"), ("sized", "off")}
+PAIRS = {("based", "on"), ("out", "of"), ("according", "to"), ("sized", "off"), ("such", "as")}
 DELIVERABLE = frozenset({"into"})  # "as a"/"as an" too, checked with the next word
+# Words that add detail to what was already asked ("..., following the payload spec", "...,
+# especially the .NET 10 features"): context, like a phrase opened by "for".
+ELABORATION = frozenset("following including especially particularly except excluding besides".split())
+# "'s" after a word that is not a pronoun makes it a possessor: "an insurance agency's
+# dashboard" is a dashboard; the agency says whose.
+POSSESSIVE = "'s"
+_NOT_POSSESSORS = STOPWORDS | frozenset("there here let he she".split())
 
-_PIECE = re.compile(r"[a-z0-9][a-z0-9+#]*(?:[.\-_][a-z0-9+#]+)*|[,;:!?()]|\.(?=\s|$)")
+_PIECE = re.compile(r"[a-z0-9][a-z0-9+#]*(?:[.\-_][a-z0-9+#]+)*(?:['\u2019]s\b)?|[,;:!?()]|\.(?=\s|$)")
 _JOINER = re.compile(r"[.\-_]")
 
 
 def _pieces(text: str) -> list[str]:
-    return _PIECE.findall(text.lower())
+    """Words (a possessor keeps its "'s") and clause marks."""
+    return _PIECE.findall(text.lower().replace("\u2019", "'"))
 
 
 def _opens_context(pieces: list[str], i: int) -> bool:
@@ -56,24 +66,47 @@ def _opens_deliverable(pieces: list[str], i: int) -> bool:
     return word in DELIVERABLE or (word == "as" and after in ("a", "an"))
 
 
+def _possessor(piece: str) -> str | None:
+    """The word before "'s" when it names an owner, not "it's" or "what's"."""
+    if piece.endswith(POSSESSIVE):
+        word = piece[: -len(POSSESSIVE)]
+        return word if word not in _NOT_POSSESSORS else None
+    return None
+
+
+def _context_possessors(out: list[tuple[str, float]], start: int) -> None:
+    """Make the possessor just added, and the modifiers before it in its noun phrase (back to
+    ``start``, where the phrase began), context words."""
+    for k in range(start, len(out)):
+        out[k] = (out[k][0], min(out[k][1], CONTEXT))
+
+
 def word_weights(text: str) -> list[tuple[str, float]]:
     """The request's content words in order (stemmed, as the text index reads them), each with
-    its weight: 1 in a main clause, :data:`CONTEXT` in a context phrase."""
+    its weight: 1 in a main clause, :data:`CONTEXT` in a context phrase or a possessor."""
     pieces = _pieces(text)
     out: list[tuple[str, float]] = []
     phrase = 1.0
+    noun_start = 0  # where the current run of content words began in ``out``
     for i, piece in enumerate(pieces):
         if not piece[0].isalnum():
             phrase = 1.0  # a clause ends, and the context phrase with it
+            noun_start = len(out)
             continue
-        if _opens_context(pieces, i):
+        owner = _possessor(piece)
+        piece = owner or piece.removesuffix(POSSESSIVE)
+        if _opens_context(pieces, i) or piece in ELABORATION:
             phrase = CONTEXT
         elif _opens_deliverable(pieces, i):
             phrase = 1.0
         parts = [piece, *(p for p in _JOINER.split(piece) if p)] if _JOINER.search(piece) else [piece]
-        for word in parts:
-            if word not in STOPWORDS and len(word) > 1:
-                out.append((stem(word), phrase))
+        content = [w for w in parts if w not in STOPWORDS and len(w) > 1]
+        if not content:
+            noun_start = len(out)
+        out.extend((stem(word), phrase) for word in content)
+        if owner:
+            _context_possessors(out, noun_start)
+            noun_start = len(out)
     return out
 
 

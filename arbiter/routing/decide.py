@@ -74,13 +74,10 @@ class Decision:
             "executionStrategy": self.execution_strategy,
             "estimatedCost": self.estimated_cost,
             "estimatedDuration": self.estimated_duration,
+            "nearestCandidates": list(self.candidates),
+            "notes": list(self.notes),
+            "unservedPlugins": list(self.unserved),
         }
-        if self.primary_plugin is None:
-            out["nearestCandidates"] = list(self.candidates)
-        if self.notes:
-            out["notes"] = list(self.notes)
-        if self.unserved:
-            out["unservedPlugins"] = list(self.unserved)
         return out
 
 
@@ -206,6 +203,7 @@ def _plan(
         if plugin != primary and plugin in by_name and by_name[plugin].eligible and not plan.has(plugin):
             domain = by_name[plugin].domains[0] if by_name[plugin].domains else plugin
             plan.phases.append(Phase(domain, plugin, (lead,), False, "required by a rule"))
+    _drop_orphans(plan)
     return plan
 
 
@@ -218,6 +216,9 @@ def _add_collaboration(
     plugins: Mapping[str, Plugin],
 ) -> None:
     ranked = by_name.get(ask.plugin)
+    if ask.plugin == primary:
+        plan.notes.append(f"collaboration with {ask.plugin} skipped: it is the primary plugin itself")
+        return
     if ask.plugin not in plugins or ranked is None or not ranked.eligible:
         plan.notes.append(f"collaboration with {ask.plugin} skipped: not available")
         return
@@ -226,11 +227,25 @@ def _add_collaboration(
         plan.notes.append(f"collaboration with {ask.plugin} skipped: {refusal}")
         return
     domain = ask.domain or (ranked.domains[0] if ranked.domains else ask.plugin)
-    after = tuple(ask.after) or ((lead,) if ask.plugin != primary else ())
-    phase = Phase(domain, ask.plugin, after, ask.parallel, "asked for by a rule")
-    plan.phases = [p for p in plan.phases if not (p.plugin == ask.plugin and p.reason != "primary")]
-    if ask.plugin != primary:
-        plan.phases.append(phase)
+    phase = Phase(domain, ask.plugin, tuple(ask.after) or (lead,), ask.parallel, "asked for by a rule")
+    plan.phases = [p for p in plan.phases if p.plugin != ask.plugin]
+    plan.phases.append(phase)
+
+
+def _drop_orphans(plan: _Plan) -> None:
+    """Drop every phase that waits on a phase the plan does not have (one a refusal or an
+    unavailable plugin dropped), and those waiting on it in turn: a plan never shows a step
+    that cannot start."""
+    while True:
+        names = {p.domain for p in plan.phases} | {p.plugin for p in plan.phases}
+        orphan = next((p for p in plan.phases if any(d not in names for d in p.dependencies)), None)
+        if orphan is None:
+            return
+        missing = ", ".join(d for d in orphan.dependencies if d not in names)
+        plan.notes.append(
+            f"{orphan.plugin} ({orphan.domain}) dropped from the plan: it waits on {missing}, not in the plan"
+        )
+        plan.phases.remove(orphan)
 
 
 def _strategy(plan: CollaborationPlan | None, asked: str | None) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from arbiter.routing.match import MIN_RELEVANCE
+from arbiter.routing.action_view import action_json, action_line
 from arbiter.routing.pipeline import RoutingResult
+from arbiter.routing.surface import written_words
 from arbiter.routing.team import AgentMatch
 
 
@@ -23,17 +24,23 @@ def truncation_line(cut: Mapping[str, Any] | None) -> list[str]:
     return [f"  text         read the first {read:,} of {chars:,} characters (max_text_chars, configs/routing.yaml)"]
 
 
+def _words(r: RoutingResult, evidence: Any) -> str:
+    """Evidence as the request wrote it (never a stemmed term), each word once."""
+    written = written_words(r.request.text, r.request.files)
+    return ", ".join(dict.fromkeys(written(e) for e in evidence))
+
+
 def facts_section(r: RoutingResult) -> list[str]:
     c = r.classification
     lines = ["Facts", *truncation_line(c.truncation())]
     if not c.domains:
         lines.append("  domains      (none)")
     for d in c.domains:
-        lines.append(f"  domain       {d.name:<22} {d.score:.2f}  from: {', '.join(d.evidence)}")
+        lines.append(f"  domain       {d.name:<22} {d.score:.2f}  from: {_words(r, d.evidence)}")
     for x in c.contexts:
-        lines.append(f"  context      {x.name:<22}       from: {', '.join(x.evidence)}")
+        lines.append(f"  context      {x.name:<22}       from: {_words(r, x.evidence)}")
     for p in c.patterns:
-        lines.append(f"  pattern      {p.name:<22}       from: {', '.join(p.evidence)}")
+        lines.append(f"  pattern      {p.name:<22}       from: {_words(r, p.evidence)}")
     lines.extend(_lead_words(r))
     lines.append(f"  complexity   {c.complexity} ({c.complexity_reason})")
     lines.append(f"  urgency      {c.urgency}/10")
@@ -53,8 +60,8 @@ def _lead_words(r: RoutingResult) -> list[str]:
     if scored is None:
         return []
     main = [w for w in scored.evidence if w not in scored.context]
-    line = f"  lead words   {lead}: {', '.join(main) or '(none)'}"
-    return [line + (f"; context: {', '.join(scored.context)}" if scored.context else "")]
+    line = f"  lead words   {lead}: {_words(r, main) or '(none)'}"
+    return [line + (f"; context: {_words(r, scored.context)}" if scored.context else "")]
 
 
 def rules_section(r: RoutingResult) -> list[str]:
@@ -70,12 +77,8 @@ def rules_section(r: RoutingResult) -> list[str]:
         if f.reason:
             lines.append(f"     because: {f.reason}")
         for action in f.actions:
-            lines.append(f"     -> {type(action).__name__.lower()} {_action_args(action)}")
+            lines.append(f"     -> {action_line(action_json(action))}")
     return lines
-
-
-def _action_args(action: object) -> str:
-    return " ".join(f"{k}={v}" for k, v in vars(action).items() if v not in (None, (), False))
 
 
 def scores_section(r: RoutingResult, limit: int = 8) -> list[str]:
@@ -84,22 +87,21 @@ def scores_section(r: RoutingResult, limit: int = 8) -> list[str]:
     if not shown:
         lines.append("  (no plugin has any evidence)")
     for s in shown:
-        matched = ", ".join(f"{m.type}:{m.value}(+{m.weight:.0f})" for m in s.capabilities)
+        matched = ", ".join(f"{m.type}:{_matched_value(r, m.type, m.value)}(+{m.weight:.0f})" for m in s.capabilities)
         flag = "" if s.eligible else f"  [not eligible: {s.reason}]"
         lines.append(f"  {s.plugin:<26} {s.score:>8.1f}  {matched}{flag}")
     return lines
+
+
+def _matched_value(r: RoutingResult, kind: str, value: str) -> str:
+    return _words(r, value.split(", ")) if kind == "relevance" else value
 
 
 def decision_section(r: RoutingResult) -> list[str]:
     d = r.decision
     lines = ["Decision"]
     if d.primary_plugin is None:
-        lines.append("  no route: no plugin fits this request well")
-        lines.append(
-            f"  (a plugin fits with a declared domain, or text relevance of {MIN_RELEVANCE} or more{_best(r)})"
-        )
-        if d.candidates:
-            lines.append(f"  nearest candidates: {', '.join(d.candidates)}")
+        lines.extend(no_route_lines(r))
     else:
         lines.append(f"  primary      {d.primary_plugin}")
         lines.append(f"  fallbacks    {', '.join(d.fallback_plugins) or '(none)'}")
@@ -116,9 +118,23 @@ def decision_section(r: RoutingResult) -> list[str]:
     return lines
 
 
-def _best(r: RoutingResult) -> str:
-    best = next((s for s in r.scores if s.eligible and s.relevance > 0), None)
-    return f"; the best, {best.plugin}, has {best.relevance:.2f}" if best else ""
+def no_route_lines(r: RoutingResult) -> list[str]:
+    """A no-route answer with the thresholds it applied and each near candidate's distance."""
+    data = r.no_route() or {"thresholds": {}, "candidates": []}
+    gate = data["thresholds"]
+    lines = [
+        "  no route: no plugin fits this request well",
+        f"  thresholds   a matched declared domain, or text fit >= {gate.get('minFit')};"
+        f" and score >= {gate.get('minScore')}",
+    ]
+    for c in data["candidates"]:
+        short = [f"fit {c['fit']:.2f} ({c['fitShort']:.2f} short)" if c["fitShort"] else f"fit {c['fit']:.2f}"]
+        short.append(f"score {c['score']:.1f}" + (f" ({c['scoreShort']:.1f} short)" if c["scoreShort"] else ""))
+        short.append("a declared domain" if c["matchedDomain"] else "no declared domain")
+        lines.append(f"  near         {c['plugin']}: {', '.join(short)}")
+    if not data["candidates"]:
+        lines.append("  near         (no plugin has any evidence)")
+    return lines
 
 
 def team_section(r: RoutingResult) -> list[str]:
@@ -127,10 +143,19 @@ def team_section(r: RoutingResult) -> list[str]:
     if team.coordinator:
         lines.append(f"  coordinator  {team.coordinator.agent.id}{_learned(team.coordinator)}")
     for domain, m in team.specialists:
-        lines.append(f"  {domain:<12} {m.agent.id}  ({', '.join(m.matched[:4])}){_learned(m)}")
+        lines.append(f"  {domain:<12} {m.agent.id}  ({_matched_words(r, m.matched[:4])}){_learned(m)}")
     if not team.coordinator and not team.specialists:
         lines.append("  (none)")
     return lines
+
+
+def _matched_words(r: RoutingResult, matched: Any) -> str:
+    """An agent's matches (``keyword:rais``) with the word as the request wrote it."""
+    written = written_words(r.request.text, r.request.files)
+    return ", ".join(
+        f"{kind}:{written(word)}" if kind in ("keyword", "word") else f"{kind}:{word}"
+        for kind, _, word in (m.partition(":") for m in matched)
+    )
 
 
 def _learned(m: AgentMatch) -> str:
@@ -146,10 +171,15 @@ def render(r: RoutingResult) -> str:
     return "\n".join(head + ["\n".join(s) + "\n" for s in sections]).rstrip() + "\n"
 
 
+HEAD_CHARS = 120  # the explain header shows this much of a longer request, then its length
+
+
 def _read_text(r: RoutingResult) -> str:
-    """The request as routing read it: a long one shows its head and its length."""
-    c = r.classification
-    return f"{c.text}… ({c.chars:,} characters)" if c.truncated else r.request.text
+    """The request in the header: a long one shows its head and its length."""
+    text = r.request.text
+    if len(text) <= HEAD_CHARS:
+        return text
+    return f"{text[:HEAD_CHARS].rstrip()}… ({len(text):,} characters)"
 
 
 def dispatch_lines(outcome: Mapping[str, Any] | None) -> list[str]:
@@ -186,3 +216,50 @@ def render_recorded(d: Mapping[str, Any]) -> str:
     lines.append(f"  rules hash   {str(d.get('rulesHash') or '')[:12]}")
     lines += [""] + dispatch_lines(d.get("outcome"))
     return "\n".join(lines) + "\n"
+
+
+def compact_json(r: RoutingResult, limit: int = 5) -> dict[str, Any]:
+    """The explain of one request cut to what a failing test case needs: the facts, the rules
+    that fired, the best scores and the decision."""
+    c, d = r.classification, r.decision
+    firings = r.evaluation.firings if r.evaluation else ()
+    return {
+        "facts": {
+            "domains": {x.name: list(x.evidence) for x in c.domains},
+            "contexts": [x.name for x in c.contexts],
+            "patterns": [x.name for x in c.patterns],
+        },
+        "rulesFired": [{"rule": f.rule, "source": f"{f.source.path}:{f.source.line}"} for f in firings],
+        "scores": [
+            {"plugin": s.plugin, "score": round(s.score, 1), "eligible": s.eligible, "reason": s.reason}
+            for s in [s for s in r.scores if s.score > 0 or not s.eligible][:limit]
+        ],
+        "decision": {
+            "primary": d.primary_plugin,
+            "fallbacks": list(d.fallback_plugins),
+            "collaborators": list(r.collaborators()),
+            "strategy": d.execution_strategy,
+            "notes": list(d.notes),
+        },
+    }
+
+
+def compact_lines(r: RoutingResult) -> list[str]:
+    """:func:`compact_json` as a few lines under a failing case."""
+    data = compact_json(r)
+    facts = data["facts"]
+    domains = ", ".join(f"{n} ({', '.join(e)})" for n, e in facts["domains"].items()) or "(none)"
+    extra = "".join(f"; {k}: {', '.join(facts[k])}" for k in ("contexts", "patterns") if facts[k])
+    rules = ", ".join(f"{f['rule']} ({f['source']})" for f in data["rulesFired"]) or "(none)"
+    scores = ", ".join(
+        f"{s['plugin']} {s['score']}" + ("" if s["eligible"] else f" [not eligible: {s['reason']}]")
+        for s in data["scores"]
+    )
+    d = data["decision"]
+    decision = f"primary {d['primary'] or 'no route'}; strategy {d['strategy']}"
+    decision += f"; fallbacks {', '.join(d['fallbacks']) or '(none)'}"
+    if d["collaborators"]:
+        decision += f"; collaborators {', '.join(d['collaborators'])}"
+    lines = [f"facts     domains: {domains}{extra}", f"rules     {rules}", f"scores    {scores or '(none)'}"]
+    lines.append(f"decision  {decision}")
+    return lines + [f"note      {n}" for n in d["notes"]]

@@ -14,6 +14,7 @@ scored but not eligible, and says why (for the ACLs, which manifest refused:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -23,11 +24,19 @@ from arbiter.routing.classify import Classification
 from arbiter.routing.globs import matches_any
 
 RELEVANCE_POINTS = 12.0  # points per unit of text relevance
-# A request is routable when the best eligible plugin matched a declared domain or has at least
-# this much text relevance; below it the evidence is a common word or two, or only context:
-# better "no route" with candidates than a guess. Calibrated on the labelled corpus requests
-# the router is developed on (bench/bench_accuracy.py), stated by explain.
-MIN_RELEVANCE = 1.4
+# A request is routable when the best eligible plugin matched a declared domain or its text
+# relevance, measured against how much the request says (its *fit*: relevance / sqrt(content),
+# see classify.content_of), is at least this; below it the evidence is a common word or two, or
+# only context, or a small part of a request about something else: better "no route" with
+# candidates than a guess. Calibrated on the labelled corpus requests the router is developed
+# on (bench/bench_accuracy.py), stated by explain.
+MIN_FIT = 0.64
+
+
+def fit_of(relevance: float, content: float) -> float:
+    """Relevance per square root of what the request says: a long request needs more evidence
+    than a short one, but not in proportion (its extra words are often detail, not topic)."""
+    return relevance / math.sqrt(max(content, 1.0))
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class PluginScore:
     health: Health
     eligible: bool = True
     reason: str = ""
+    fit: float = 0.0  # relevance measured against the request's content (:func:`fit_of`)
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -142,6 +152,7 @@ class PluginScore:
             "health": self.health.to_json(),
             "availability": self.health.availability,
             "relevance": round(self.relevance, 3),
+            "fit": round(self.fit, 3),
             "evidence": list(self.evidence),
             "eligible": self.eligible,
         }
@@ -231,6 +242,7 @@ def match(
                 state,
                 not reason,
                 reason,
+                fit_of(rel_score, c.content),
             )
         )
     return tuple(sorted(scores, key=lambda s: (not s.eligible, -s.score, s.plugin)))
@@ -246,4 +258,4 @@ def routable(scores: Sequence[PluginScore], effects: RuleEffects = NO_EFFECTS) -
     best = eligible[0]
     if any(m.type in ("domain", "rule") and m.weight > 0 for m in best.capabilities):
         return True
-    return best.relevance >= MIN_RELEVANCE
+    return best.fit >= MIN_FIT

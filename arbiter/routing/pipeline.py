@@ -15,14 +15,16 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from arbiter.project.snapshot import Snapshot
+from arbiter.routing.action_view import action_json
 from arbiter.routing.classify import Classification, bounded_text, build_classifier, classify
 from arbiter.routing.decide import DecideSettings, Decision, Phase, RankedPlugin, RuleAsks, decide
 from arbiter.routing.engine.engines import make_engine
 from arbiter.routing.engine.semantics import EngineError, Evaluation
-from arbiter.routing.match import NO_WORKER, Health, PluginScore, RuleEffects, Weights, match, routable
+from arbiter.routing.match import MIN_FIT, NO_WORKER, Health, PluginScore, RuleEffects, Weights, match, routable
+from arbiter.routing.surface import rewrite, rewrite_map, written_words
 from arbiter.routing.team import AgentRegistry, AgentTeam, build_team
 from arbiter.routing.text_index import normalize
 
@@ -53,6 +55,7 @@ class RoutingResult:
     team: AgentTeam
     timings_us: Mapping[str, float]
     rules_hash: str
+    min_score: float = 0.0  # the floor a primary's score must reach (configs/routing.yaml min_score)
 
     def score_of(self, plugin: str) -> PluginScore | None:
         return next((s for s in self.scores if s.plugin == plugin), None)
@@ -70,7 +73,7 @@ class RoutingResult:
                     "priority": f.priority,
                     "source": f"{f.source.path}:{f.source.line}",
                     "reason": f.reason,
-                    "actions": [_action_text(a) for a in f.actions],
+                    "actions": [action_json(a) for a in f.actions],
                     "facts": dict(f.facts),
                 }
             )
@@ -82,30 +85,76 @@ class RoutingResult:
         }
 
     def to_json(self, trace: bool = True) -> dict[str, Any]:
+        """The explain JSON (``schemaVersion`` :data:`SCHEMA_VERSION`): every key always there,
+        empty when there is nothing to say; evidence in the request's own words. Without
+        ``trace`` (``arbiter route``), the same less ``trace``."""
+        written = written_words(self.request.text, self.request.files)
         shown = [s for s in self.scores if s.score > 0 or not s.eligible][:10]
         out: dict[str, Any] = {
-            "requestId": self.request.request_id,
+            "requestId": self.request.request_id,  # first: the broker's decision cache splices after it
+            "schemaVersion": SCHEMA_VERSION,
             "userInput": self.request.text,
-            "classification": self.classification.to_json(),
-            "capabilityScores": [s.to_json() for s in shown],
+            "files": list(self.request.files),
+            "caller": self.request.caller,
+            "classification": _written_classification(self.classification.to_json(), written),
+            "capabilityScores": [_written_score(s.to_json(), written) for s in shown],
             "routingDecision": self.decision.to_json(),
+            "noRoute": self.no_route(),
             "agentTeam": self.team.to_json(),
             "rulesHash": self.rules_hash,
             "timings": {k: round(v, 1) for k, v in self.timings_us.items()},
         }
-        if self.request.files:
-            out["files"] = list(self.request.files)
-        if self.request.caller:
-            out["caller"] = self.request.caller
         if trace:
             out["trace"] = self.trace()
         return out
 
+    def no_route(self) -> dict[str, Any] | None:
+        """For a no-route answer: the thresholds applied and how far each near candidate is
+        from them (None when there is a primary)."""
+        if self.decision.primary_plugin is not None:
+            return None
+        near = [s for s in self.scores if s.plugin in self.decision.candidates]
+        return {
+            "thresholds": {"minFit": MIN_FIT, "minScore": self.min_score},
+            "rule": "a plugin fits when it matched a declared domain or its text fit is minFit or more, "
+            "and its score is minScore or more",
+            "candidates": [_distance(s, self.min_score) for s in near],
+        }
 
-def _action_text(action: Any) -> str:
-    name = type(action).__name__
-    fields = ", ".join(f"{k}={v!r}" for k, v in vars(action).items() if v not in (None, (), False))
-    return f"{name}({fields})"
+
+SCHEMA_VERSION = 2  # 2: typed rule actions, noRoute, every key always present
+
+
+def _distance(s: PluginScore, min_score: float) -> dict[str, Any]:
+    """A near candidate against the thresholds: what it has and how much it lacks."""
+    return {
+        "plugin": s.plugin,
+        "score": round(s.score, 2),
+        "fit": round(s.fit, 3),
+        "relevance": round(s.relevance, 3),
+        "matchedDomain": any(m.type == "domain" for m in s.capabilities),
+        "fitShort": round(max(MIN_FIT - s.fit, 0.0), 3),
+        "scoreShort": round(max(min_score - s.score, 0.0), 2),
+    }
+
+
+def _written_classification(data: dict[str, Any], written: Callable[[str], str]) -> dict[str, Any]:
+    evidence = data["evidence"]
+    for info in evidence["domains"].values():
+        info["evidence"] = rewrite(info["evidence"], written)
+    evidence["contexts"] = rewrite_map(evidence["contexts"], written)
+    evidence["patterns"] = rewrite_map(evidence["patterns"], written)
+    data.setdefault("textTruncated", None)
+    return data
+
+
+def _written_score(data: dict[str, Any], written: Callable[[str], str]) -> dict[str, Any]:
+    data["evidence"] = rewrite(data["evidence"], written)
+    for m in data["capabilities"]:
+        if m["type"] == "relevance":
+            m["value"] = ", ".join(rewrite(m["value"].split(", "), written))
+    data.setdefault("reason", "")
+    return data
 
 
 def _weights(snapshot: Snapshot) -> Weights:
@@ -190,7 +239,16 @@ class Router:
             "totalUs": (t4 - t0) * 1e6,
         }
         return RoutingResult(
-            request, c, evaluation, rule_error, scores, decision, team, timings, self.snapshot.rules.hash
+            request,
+            c,
+            evaluation,
+            rule_error,
+            scores,
+            decision,
+            team,
+            timings,
+            self.snapshot.rules.hash,
+            self.min_score,
         )
 
     def _unserved(self, scores: Sequence[PluginScore], primary: str | None, effects: RuleEffects) -> tuple[str, ...]:

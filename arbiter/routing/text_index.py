@@ -8,9 +8,10 @@ keywords count more than a sentence deep in a skill's body).
 Scoring is BM25-like at plugin level: a term's weight is its inverse plugin frequency (words in
 every plugin, like "agent" or "create", count for almost nothing), times a saturating function
 of how much the plugin talks about it. Word forms are folded by a light suffix stemmer; tokens
-of six letters or more also match vocabulary terms one edit away (precomputed deletion
-neighbourhoods keep that O(1)), and tokens of four or five letters a term with two adjacent
-letters swapped; adjacent words form bigrams so "pull request" or "home assistant"
+of six letters or more also match the plugins' words one edit away, as written ("deploymnet"
+finds "deployment", whose term is "deploy"; precomputed deletion neighbourhoods keep that O(1)),
+tokens of four or five letters a term with two adjacent letters swapped, and five-letter ones
+a six-letter word with one letter left out ("blazr"); adjacent words form bigrams so "pull request" or "home assistant"
 count as a phrase. File paths contribute their folder names, file stems and extensions.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
@@ -98,30 +99,35 @@ class VocabularyIndex:
     plugins: tuple[str, ...]
     postings: Mapping[str, tuple[tuple[int, float], ...]]
     idf: Mapping[str, float]
-    typo_map: Mapping[str, tuple[str, ...]]  # deletion key -> vocabulary terms
+    typo_map: Mapping[str, tuple[str, ...]]  # a word or one of its deletions -> the plugins' words
     surface: Mapping[str, str]  # term -> a readable word it came from
-    longest: int = 0  # length of the longest term that has near spellings in typo_map
+    longest: int = 0  # length of the longest word that has near spellings in typo_map
+    spelled: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # a plugins' word -> its terms
+    rarest: float = 1.0  # the largest inverse plugin frequency: what a word no plugin uses counts as
 
     def lookup(self, term: str) -> list[str]:
         """The vocabulary terms a request term stands for: itself, or near spellings.
 
-        A token longer than any vocabulary term plus one cannot be a near spelling, and is not
-        looked at further: its deletion neighbourhood costs the square of its length."""
+        Near spellings are found among the plugins' words as written, then folded to their
+        terms: "deploymnet" is one edit from "deployment", whose term is "deploy". A token longer
+        than any such word plus one cannot be a near spelling, and is not looked at further: its
+        deletion neighbourhood costs the square of its length."""
         if term in self.postings:
             return [term]
-        if " " in term or not term.isalpha():
+        if " " in term or not term.isalpha() or len(term) < 4:
             return []
-        if len(term) < 6:  # short words: only two letters swapped ("jria"), else too much is one edit away
+        if len(term) < 6:  # short words: two letters swapped ("jria") or one left out ("blazr")
             swaps = {term[:i] + term[i + 1] + term[i] + term[i + 2 :] for i in range(len(term) - 1)}
-            return sorted(t for t in swaps if t != term and t in self.postings) if len(term) >= 4 else []
+            near = {t for t in swaps if t != term and t in self.postings}
+            if len(term) == 5:
+                near.update(t for w in self.typo_map.get(term, ()) if len(w) == 6 for t in self.spelled[w])
+            return sorted(near)
         if len(term) > self.longest + 1:
             return []
-        near = set(self.typo_map.get(term, ()))
+        near: set[str] = set(self.typo_map.get(term, ()))
         for key in deletions(term):
             near.update(self.typo_map.get(key, ()))
-            if key in self.postings:
-                near.add(key)
-        return sorted(t for t in near if abs(len(t) - len(term)) <= 1 and len(t) >= 5)
+        return sorted({t for w in near if abs(len(w) - len(term)) <= 1 for t in self.spelled[w]})
 
 
 def _component_text(comp: Component) -> list[tuple[str, float]]:
@@ -151,11 +157,13 @@ def build_index(plugins: Sequence[Plugin], vocabulary: Mapping | None = None) ->
     """Index every plugin's text. ``vocabulary`` (DSL domains/patterns) only adds surface words."""
     raw: list[dict[str, float]] = []
     surface: dict[str, str] = {}
+    written: set[str] = set()
     for plugin in plugins:
         weights: dict[str, float] = defaultdict(float)
         for text, weight in plugin_fields(plugin, vocabulary):
             for word in words(text):
                 surface.setdefault(stem(word), word)
+                written.add(word)
             for term in terms(text):
                 weights[term] += weight
         raw.append(weights)
@@ -172,19 +180,34 @@ def build_index(plugins: Sequence[Plugin], vocabulary: Mapping | None = None) ->
         k = K1 * (1 - B + B * lengths[index] / average)
         for term, w in weights.items():
             postings[term].append((index, w / (w + k)))
+    spelled = _spellings(written, postings)
     typo_map: dict[str, set[str]] = defaultdict(set)
-    for term in postings:
-        if len(term) >= 5 and term.isalpha():
-            for key in deletions(term):
-                typo_map[key].add(term)
+    for word in spelled:
+        typo_map[word].add(word)
+        for key in deletions(word):
+            typo_map[key].add(word)
     return VocabularyIndex(
         plugins=tuple(p.name for p in plugins),
         postings={t: tuple(v) for t, v in postings.items()},
         idf=idf,
         typo_map={k: tuple(sorted(v)) for k, v in typo_map.items()},
         surface=surface,
-        longest=max((len(t) for t in postings if len(t) >= 5 and t.isalpha()), default=0),
+        longest=max((len(w) for w in spelled), default=0),
+        spelled=spelled,
+        rarest=max(idf.values(), default=1.0),
     )
+
+
+def _spellings(written: Iterable[str], postings: Mapping[str, object]) -> dict[str, tuple[str, ...]]:
+    """The plugins' words of five letters or more, as written, each with the terms it counts as
+    (its stem, and the word itself when that is a term too): what a near spelling can reach."""
+    out: dict[str, tuple[str, ...]] = {}
+    for word in written:
+        if len(word) >= 5 and word.isalpha():
+            found = tuple(dict.fromkeys(t for t in (stem(word), word) if t in postings))
+            if found:
+                out[word] = found
+    return out
 
 
 def normalize(text: str) -> Iterable[str]:

@@ -8,6 +8,11 @@ is raised. Because a request can therefore arrive more than once, envelope reque
 their ``messageId`` across attempts and count them in ``metadata.retryCount``; workers use
 the id to answer a duplicate from cache instead of running it twice.
 
+Given several brokers (a list, or one string of endpoints separated by commas), a client fails
+over: an attempt that gets no reply is sent again, the same ``messageId``, to the next broker of
+the list, and the client stays with the broker that answered (the ZeroMQ guide's Freelance
+client). ``client.stats`` counts the retries and the failovers (docs/DEPLOYMENT.md).
+
 Typical use::
 
     with Client("tcp://127.0.0.1:5555") as client:
@@ -26,6 +31,7 @@ from typing import Any, Mapping, Sequence, Union
 import zmq
 import zmq.asyncio
 
+from arbiter.sdk.brokers import Endpoints, FailoverStats, Rotation, endpoint_list
 from arbiter.sdk.curve import CurveKeys, connect
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import MDPC01, MMI_SERVICE
@@ -149,16 +155,29 @@ def build_request(
 
 
 class _Defaults:
-    """What both clients share: the broker they talk to and the defaults a request may override."""
+    """What both clients share: the brokers they talk to and the defaults a request may override."""
 
     def __init__(
-        self, endpoint: str, timeout: float, retries: int, source: str, curve: CurveKeys | None = None
+        self, endpoint: Endpoints, timeout: float, retries: int, source: str, curve: CurveKeys | None = None
     ) -> None:
-        self.endpoint = endpoint
+        self.rotation = Rotation(endpoint_list(endpoint))
         self.timeout = timeout
         self.retries = retries
         self.source = source
         self.curve = curve if curve is not None else CurveKeys.from_env()  # a broker with security on
+
+    @property
+    def endpoint(self) -> str:
+        """The broker the next attempt goes to."""
+        return self.rotation.current
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.rotation.endpoints
+
+    @property
+    def stats(self) -> FailoverStats:
+        return self.rotation.stats
 
     def _limits(self, timeout: float | None, retries: int | None) -> tuple[float, int]:
         return (self.timeout if timeout is None else timeout, self.retries if retries is None else retries)
@@ -180,7 +199,7 @@ class Client(_Defaults):
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Endpoints,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
@@ -239,6 +258,8 @@ class Client(_Defaults):
             if frames is not None:
                 return Reply(service, frames[3:], attempts=attempt + 1)
             self._reset()
+            if attempt < retries:
+                self.rotation.retried()
         raise RequestTimeout(service, retries + 1, timeout)
 
     def _await_reply(self, sock: zmq.Socket, outgoing: _Outgoing, timeout: float) -> list[bytes] | None:
@@ -280,6 +301,8 @@ class Client(_Defaults):
             if not pending:
                 return [r for r in replies if r is not None]
             self._reset()
+            if attempt < retries:
+                self.rotation.retried()
         raise RequestTimeout(service, retries + 1, timeout)
 
     def _collect(
@@ -335,7 +358,7 @@ class AsyncClient(_Defaults):
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Endpoints,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
@@ -345,15 +368,16 @@ class AsyncClient(_Defaults):
     ) -> None:
         super().__init__(endpoint, timeout, retries, source, curve)
         self._ctx = context or zmq.asyncio.Context.instance()
-        self._idle: list[zmq.asyncio.Socket] = []
+        self._idle: dict[str, list[zmq.asyncio.Socket]] = {}  # by broker
         self._open: set[zmq.asyncio.Socket] = set()
 
-    def _take(self) -> zmq.asyncio.Socket:
-        if self._idle:
-            return self._idle.pop()
+    def _take(self, endpoint: str) -> zmq.asyncio.Socket:
+        idle = self._idle.setdefault(endpoint, [])
+        if idle:
+            return idle.pop()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        connect(sock, self.endpoint, self.curve)
+        connect(sock, endpoint, self.curve)
         self._open.add(sock)
         return sock
 
@@ -385,7 +409,8 @@ class AsyncClient(_Defaults):
         timeout, retries = self._limits(timeout, retries)
         outgoing = _Outgoing.of(service, body, more_frames)
         for attempt in range(retries + 1):
-            sock = self._take()
+            endpoint = self.endpoint
+            sock = self._take(endpoint)
             try:
                 await sock.send_multipart(outgoing.frames(attempt))
                 frames = await self._await_reply(sock, outgoing, timeout)
@@ -393,9 +418,13 @@ class AsyncClient(_Defaults):
                 self._discard(sock)
                 raise
             if frames is not None:
-                self._idle.append(sock)
+                self._idle.setdefault(endpoint, []).append(sock)
                 return Reply(service, frames[3:], attempts=attempt + 1)
             self._discard(sock)
+            if attempt < retries and endpoint == self.endpoint:  # a concurrent request may have moved on
+                self.rotation.retried()
+            elif attempt < retries:
+                self.stats.retries += 1
         raise RequestTimeout(service, retries + 1, timeout)
 
     async def _await_reply(self, sock: zmq.asyncio.Socket, outgoing: _Outgoing, timeout: float) -> list[bytes] | None:

@@ -18,7 +18,11 @@ get right and nobody wants to write twice:
   message: calls into ZeroMQ per message are what a Python broker spends most of its time on.
   ``delivery="packed"`` sends one per message; ``"mdp"`` the plain form. The worker still
   reads the MDP form, so it works with any MDP/0.1 broker;
-* graceful stop: in-flight requests finish and are answered, then DISCONNECT.
+* graceful stop: in-flight requests finish and are answered, then DISCONNECT;
+* several brokers (a list of endpoints, or one string of them separated by commas): one connection
+  per broker, each with its own thread, socket and heartbeats, a reply going back on the
+  connection its request came on, and one duplicate cache for all of them, so a request a client
+  retried through another broker is answered from the cache (docs/DEPLOYMENT.md).
 
 Typical use::
 
@@ -32,18 +36,19 @@ Typical use::
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import zmq
 
+from arbiter.sdk.brokers import Endpoints, SeenCache, endpoint_list
 from arbiter.sdk.curve import CurveKeys, connect
 from arbiter.wire import envelope as env
 from arbiter.wire import trace
@@ -96,20 +101,14 @@ class _ReplyTo:
 
 
 @dataclass
-class _Seen:
-    """One messageId: who is waiting for its reply and, once computed, the reply itself."""
-
-    waiters: list[_ReplyTo] = field(default_factory=list)
-    reply: list[bytes] | None = None
-
-
-@dataclass
 class _Done:
-    """A finished job handed from a pool thread back to the socket thread."""
+    """A finished job handed from a pool thread back to the socket thread; ``forwarded``: a reply
+    another connection's job computed, for a duplicate that waited on this one."""
 
     key: str | None
     to: _ReplyTo
     reply: list[bytes]
+    forwarded: bool = False
 
 
 class Worker:
@@ -117,7 +116,7 @@ class Worker:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Endpoints,
         service: str,
         credit: int = 1,
         *,
@@ -138,7 +137,8 @@ class Worker:
             raise ValueError("credit must be at least 1")
         if service.startswith(RESERVED_PREFIXES) and not internal:
             raise ValueError(f"service names starting with {' or '.join(RESERVED_PREFIXES)} belong to the broker")
-        self.endpoint = endpoint
+        self.endpoints = endpoint_list(endpoint)
+        self.endpoint = self.endpoints[0]  # this connection's broker; the others get links of their own
         self.curve = curve if curve is not None else CurveKeys.from_env()  # a broker with security on
         self.service = service
         self.credit = credit
@@ -162,7 +162,8 @@ class Worker:
         self._ctx = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
         self._generation = 0
-        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._seen = SeenCache(dedup_size)  # shared with the links to the other brokers
+        self._links: list[Worker] = []
         self._inflight = 0
         self._done: queue.SimpleQueue[_Done] = queue.SimpleQueue()
         self._batch: list[bytes] = []  # batched replies (token + body) that leave together
@@ -208,8 +209,44 @@ class Worker:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout if timeout is not None else self.drain_timeout + 5)
 
+    def counts(self) -> dict[str, int]:
+        """Requests executed, duplicates answered from the cache, connections made and messages
+        unsent, over the connections to every broker."""
+        links = [self, *self._links]
+        names = ("executed", "duplicates", "connections", "unsent")
+        return {name: sum(getattr(link, name) for link in links) for name in names}
+
     def run(self) -> None:
-        """Serve until :meth:`stop`; reconnects with exponential backoff after a broker loss."""
+        """Serve until :meth:`stop`; reconnects with exponential backoff after a broker loss. With
+        several brokers, the others are served by links started here and stopped with this one."""
+        if len(self.endpoints) > 1 and not self._links:
+            self._links = [self._link(endpoint) for endpoint in self.endpoints[1:]]
+            for link in self._links:
+                link.start()
+        try:
+            self._serve()
+        finally:
+            for link in self._links:
+                link._stopping.set()
+                link._wake()
+            for link in self._links:
+                link.stop()
+
+    def _link(self, endpoint: str) -> Worker:
+        """This worker on one more broker: the same handlers, options and duplicate cache (a copy,
+        so that a subclass's own attributes come along), with a connection and a thread of its own."""
+        link = copy.copy(self)
+        link.endpoint, link.endpoints, link._links = endpoint, [endpoint], []
+        link.executed = link.duplicates = link.connections = link.unsent = 0
+        link._socket, link._generation, link._inflight, link._batch = None, 0, 0, []
+        link._done = queue.SimpleQueue()
+        link._wake_address = f"inproc://arbiter-worker-wake-{id(link)}-{next(_ids)}"
+        link._wake_lock, link._wake_tx = threading.Lock(), None
+        link._stopping, link._stopped, link._thread = threading.Event(), threading.Event(), None
+        return link
+
+    def _serve(self) -> None:
+        """One connection's life: serve, reconnect, drain and say goodbye."""
         wake_rx = self._ctx.socket(zmq.PAIR)
         wake_rx.bind(self._wake_address)
         self._wake_tx = wake_tx = self._ctx.socket(zmq.PAIR)
@@ -330,17 +367,12 @@ class Worker:
             self._submit(pool, None, to, lambda: self._run_raw(body))
             return
         key = envelope["messageId"]
-        seen = self._seen.get(key)
-        if seen is not None:
+        new, reply = self._seen.claim(key, (self, to))
+        if not new:
             self.duplicates += 1
-            self._seen.move_to_end(key)
-            if seen.reply is not None:
-                self._send_reply(to, seen.reply)
-            else:
-                seen.waiters.append(to)
+            if reply is not None:
+                self._send_reply(to, reply)
             return
-        self._seen[key] = _Seen(waiters=[to])
-        self._trim_seen()
         self._submit(pool, key, to, lambda: self._run_command(envelope))
 
     def _submit(self, pool: ThreadPoolExecutor, key: str | None, to: _ReplyTo, job: Callable[[], list[bytes]]) -> None:
@@ -427,27 +459,26 @@ class Worker:
             except queue.Empty:
                 self._send_batch()
                 return
+            if done.forwarded:
+                self._send_reply(done.to, done.reply)
+                continue
             self._inflight -= 1
             self.executed += 1
             if done.key is None:
                 self._send_reply(done.to, done.reply)
                 continue
-            seen = self._seen.setdefault(done.key, _Seen())
-            seen.reply = done.reply
-            for to in seen.waiters:
-                self._send_reply(to, done.reply)
-            seen.waiters.clear()
-            if _is_error(done.reply):
-                # Only results are kept for duplicates: a retry after an error must run again.
-                self._seen.pop(done.key, None)
+            # Only results are kept for duplicates: a retry after an error must run again.
+            for link, to in self._seen.finish(done.key, done.reply, keep=not _is_error(done.reply)):
+                if link is self:
+                    self._send_reply(to, done.reply)
+                else:
+                    link._forward(to, done.reply)
 
-    def _trim_seen(self) -> None:
-        """Bound the cache; entries still running are kept so their duplicates still wait."""
-        while len(self._seen) > self.dedup_size:
-            key, oldest = next(iter(self._seen.items()))
-            if oldest.reply is None:
-                break
-            del self._seen[key]
+    def _forward(self, to: _ReplyTo, reply: list[bytes]) -> None:
+        """From another link's thread: a reply for a duplicate that came on this connection; this
+        link's own thread sends it, since a ZeroMQ socket belongs to one thread."""
+        self._done.put(_Done(None, to, reply, forwarded=True))
+        self._wake()
 
     def _send_reply(self, to: _ReplyTo, body: list[bytes]) -> None:
         """A reply for an earlier connection would reach a broker that no longer knows the

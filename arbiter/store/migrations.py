@@ -26,7 +26,7 @@ from arbiter.store.models import (
     Task,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _migrator(db: pw.Database) -> Any:
@@ -72,7 +72,8 @@ def _rebuild_sqlite_tasks(db: pw.Database) -> None:
         class Meta:
             table_name = "tasks_v4"
 
-    columns = ", ".join(f'"{field.column_name}"' for field in Task._meta.sorted_fields)
+    old = {c.name for c in db.get_columns("tasks")}  # a later version's columns are added later
+    columns = ", ".join(f'"{f.column_name}"' for f in Task._meta.sorted_fields if f.column_name in old)
     with db.atomic():
         db.create_tables([TaskV4])
         db.execute_sql(f'INSERT INTO "tasks_v4" ({columns}) SELECT {columns} FROM "tasks"')
@@ -140,7 +141,27 @@ def _to_v6(db: pw.Database) -> None:
         migrate(_migrator(db).add_column("routing_decisions", "trace_id", RoutingDecision._meta.fields["trace_id"]))
 
 
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _to_v2, 2: _to_v3, 3: _to_v4, 4: _to_v5, 5: _to_v6}
+def _to_v7(db: pw.Database) -> None:
+    """Version 7 gives chain runs a lease (``tasks.lease_owner``, ``tasks.lease_expires``), so that
+    brokers sharing a PostgreSQL store take over the runs of one that died."""
+    existing = {c.name for c in db.get_columns("tasks")}
+    ops = [
+        _migrator(db).add_column("tasks", name, Task._meta.fields[name])
+        for name in ("lease_owner", "lease_expires")
+        if name not in existing
+    ]
+    with db.atomic():
+        migrate(*ops)
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
+    1: _to_v2,
+    2: _to_v3,
+    3: _to_v4,
+    4: _to_v5,
+    5: _to_v6,
+    6: _to_v7,
+}
 
 
 def schema_version(db: pw.Database) -> int:

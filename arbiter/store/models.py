@@ -113,6 +113,10 @@ class Task(BaseModel):
     created_at = pw.DateTimeField(default=now)
     updated_at = pw.DateTimeField(default=now)
     completed_at = pw.DateTimeField(null=True)
+    # A chain run's lease (schema 7): the broker that runs it and until when, unless renewed; on a
+    # store shared by several brokers another takes the run over once it expired (runs.claim).
+    lease_owner = pw.CharField(null=True)
+    lease_expires = pw.DateTimeField(null=True)
 
     class Meta:
         table_name = "tasks"

@@ -8,6 +8,12 @@ ran: ``chain`` or ``plan``, a routed request's collaboration plan); each step is
 its own (``description`` ``compensation``). Everything else — parameters, arguments, tries, time
 — is in ``metadata``. The broker hands these rows to its recorder process with the decision log
 (:mod:`.recorder`), in the order the run changed; the command line reads them here.
+
+On a PostgreSQL store several brokers share, a run is leased (``lease_owner``, ``lease_expires``):
+the broker that started it writes its name with the run's first row, renews all its leases at
+once (:func:`renew`), and once one expired another broker takes the run over (:func:`claim`:
+``SELECT ... FOR UPDATE SKIP LOCKED``, so two brokers never take the same run). Lease times are
+the database's clock, so brokers' clocks may differ.
 """
 
 from __future__ import annotations
@@ -57,8 +63,11 @@ COLUMNS = (
 
 def task_values(row: Mapping[str, Any]) -> dict[str, Any]:
     """A run's or a step's row as the broker describes it (plain values, times in epoch seconds),
-    as columns of ``tasks``."""
+    as columns of ``tasks``; a run's ``owner`` starts its lease (kept as it is by later writes)."""
+    owner = row.get("owner")
     return {
+        "lease_owner": owner,
+        "lease_expires": _db_now_plus(row.get("lease_s", 0.0)) if owner else None,
         "id": row["id"],
         "parent_task_id": row.get("run"),
         "title": row["name"],
@@ -79,7 +88,8 @@ def task_values(row: Mapping[str, Any]) -> dict[str, Any]:
 def save(rows: Iterable[Mapping[str, Any]]) -> None:
     """Insert or update rows, inside the caller's transaction; a row written again (the same
     change re-sent after a recorder restart) changes nothing more."""
-    values = [task_values(row) for row in rows]
+    # The last change of each row: PostgreSQL refuses a statement that upserts one row twice.
+    values = list({row["id"]: task_values(row) for row in rows}.values())
     if not values:
         return
     update = {getattr(Task, name): getattr(pw.EXCLUDED, name) for name in COLUMNS}
@@ -143,6 +153,51 @@ def unfinished() -> list[dict[str, Any]]:
     """Runs a stop cut short, with their steps: the broker resumes them when it starts."""
     runs = Task.select(Task.id).where(Task.parent_task_id.is_null() & Task.status.in_(UNFINISHED))
     return [get(run.id) for run in runs]
+
+
+# -- leases (PostgreSQL, several brokers) ------------------------------------------------------
+
+
+def _db_now_plus(seconds: float) -> Any:
+    """The database's UTC time ``seconds`` from now (the column holds UTC without a zone)."""
+    if isinstance(state.database.obj, pw.PostgresqlDatabase):
+        return pw.SQL("((now() AT TIME ZONE 'UTC') + %s * interval '1 second')", [float(seconds)])
+    return models.now() + dt.timedelta(seconds=seconds)
+
+
+def renew(owner: str, lease_s: float) -> int:
+    """Extend every lease ``owner`` holds on a run not ended; returns how many."""
+    with state.writing():
+        query = Task.update(lease_expires=_db_now_plus(lease_s)).where(
+            Task.parent_task_id.is_null() & (Task.lease_owner == owner) & Task.status.in_(UNFINISHED)
+        )
+        return query.execute()
+
+
+def claim(owner: str, lease_s: float, at_start: bool = False, limit: int = 100) -> list[str]:
+    """Take the unfinished chain runs whose lease expired (and, ``at_start``, those still held
+    under this owner's name: a broker that restarts takes its own back at once), plus runs never
+    leased whose last change is older than a lease. Rows another broker is claiming are skipped,
+    not waited for. Returns the ids taken, their leases now ``owner``'s."""
+    now = _db_now_plus(0)
+    expired = Task.lease_expires < now
+    unleased = Task.lease_owner.is_null() & (Task.updated_at < _db_now_plus(-lease_s))
+    takeable = (expired | unleased | (Task.lease_owner == owner)) if at_start else (expired | unleased)
+    with state.writing():
+        query = (
+            Task.select(Task.id)
+            .where(
+                Task.parent_task_id.is_null() & (Task.description == "chain") & Task.status.in_(UNFINISHED) & takeable
+            )
+            .order_by(Task.created_at)
+            .limit(limit)
+        )
+        if isinstance(state.database.obj, pw.PostgresqlDatabase):
+            query = query.for_update(skip_locked=True)
+        ids = [task.id for task in query]
+        if ids:
+            Task.update(lease_owner=owner, lease_expires=_db_now_plus(lease_s)).where(Task.id.in_(ids)).execute()
+        return ids
 
 
 def write_now(rows: Iterable[Mapping[str, Any]]) -> None:

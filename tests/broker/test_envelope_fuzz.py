@@ -268,7 +268,7 @@ def bad_request(target: str, field: str, value: Any) -> tuple[str, bytes]:
 
 def test_the_good_requests_of_every_target_are_answered_as_they_should(fuzz):
     """What the fuzzing starts from: each target's request, unchanged, is answered as it should
-    be; the hung plugin's tries time out, and the one after them is cut short by the expiry."""
+    be; the hung plugin's tries time out, and what follows them ends within the expiry."""
     for target in TARGETS:
         service, envelope = base_envelope(target)
         reply = orjson.loads(ask(fuzz.frontend, service, body_of(target, envelope))[0])
@@ -280,7 +280,9 @@ def test_the_good_requests_of_every_target_are_answered_as_they_should(fuzz):
         elif target == "routed-to-a-hung-worker":
             assert payload["error"]["code"] in ("EXHAUSTED", "EXPIRED"), payload
             steps = [(step["plugin"], step["outcome"]) for step in payload["error"]["steps"]]
-            assert steps == [(HANGS, "timeout"), (HANGS, "timeout")], steps  # tried, tried again
+            assert steps[:2] == [(HANGS, "timeout"), (HANGS, "timeout")], steps  # tried, tried again
+            # then a fallback, if the expiry leaves time for one, which ends at once or is cut short
+            assert all(plugin != HANGS for plugin, _outcome in steps[2:]), steps
         elif target == "chain-at-a-hung-worker":
             assert payload["result"]["status"] == "failed" and payload["result"]["steps"][0]["tries"] == 2, payload
         elif target == "arbiter.chain":

@@ -85,7 +85,7 @@ def test_arbiter_test_passes_and_fails(project, tmp_path):
     bad = tmp_path / "bad.test.yaml"
     bad.write_text('- {text: write a poem, expect: fastapi-backend}\n- {text: "x"}\n')
     result = run(project, "test", str(bad))
-    assert result.exit_code == 1 and "E050" in result.stdout
+    assert result.exit_code == 2 and "E050" in result.stdout  # a broken case file: nothing runs
     bad.write_text("- {text: write a poem, expect: fastapi-backend}\n")
     result = run(project, "test", str(bad), "--json")
     assert result.exit_code == 1

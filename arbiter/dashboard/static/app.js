@@ -255,6 +255,16 @@ async function selectDecision(requestId, tries = 4) {
 
 function withHash(hash) { return location.pathname + location.search + hash; }
 
+// A typed rule action of the explain JSON ({action, plugin, weight, ...}) as the .arb text asking for it.
+function actionText(a) {
+  if (typeof a === "string") return a;
+  if (a.action === "prefer") return `${a.weight < 0 ? "avoid" : "prefer"} ${a.plugin} by ${Math.abs(a.weight)}`;
+  if (a.action === "collaborate") return `collaborate ${a.plugin}${a.domain ? " on " + a.domain : ""}${(a.after || []).length ? " after " + a.after.join(", ") : ""}${a.parallel ? " parallel" : ""}`;
+  if (a.action === "strategy") return `strategy ${a.strategy}`;
+  if (a.action === "assert" || a.action === "retract") return `${a.action} ${a.fact}`;
+  return `${a.action} ${a.plugin || ""}`.trim();
+}
+
 function renderExplanation({ recorded: d, explained: now, explainError }) {
   const cls = d.classification || {};
   const evidence = cls.evidence || {};
@@ -275,7 +285,7 @@ function renderExplanation({ recorded: d, explained: now, explainError }) {
   rules.forEach((r, i) => rulesBox.append(h("div", { class: "rule" },
     h("div", {}, h("strong", {}, `${i + 1}. ${r.rule}`), h("span", { class: "muted small" }, `  priority ${r.priority}`)),
     h("div", { class: "src" }, r.source), r.reason ? h("div", {}, `because: ${r.reason}`) : null,
-    (r.actions || []).length ? h("div", { class: "mono small" }, "→ " + r.actions.join(", ")) : null)));
+    (r.actions || []).length ? h("div", { class: "mono small" }, "→ " + r.actions.map(actionText).join(", ")) : null)));
   out.push(rulesBox);
 
   const scores = d.capabilityScores || [];
