@@ -14,7 +14,7 @@ from typing import Any
 
 from . import ast
 from .durations import format_ms
-from .layout import BRANCH_BODY, RULE_CLAUSES, Source
+from .layout import BRANCH_BODY, RULE_CLAUSES, STEP_CLAUSES, STEP_END, Source
 from .parser import parse
 
 INDENT = "  "
@@ -105,10 +105,13 @@ def _closer(src: Source | None, pos: ast.Pos, pad: str = "", skip: int = 0, text
     return (src.closing_line(pos.line, pos.col, skip) if src else None, pad + text)
 
 
-def _condition(src: Source | None, pos: ast.Pos | None, keyword: str, lead: str, c: ast.Cond) -> list[Line]:
+def _condition(
+    src: Source | None, pos: ast.Pos | None, keyword: str, lead: str, c: ast.Cond, stops: frozenset[str] | None = None
+) -> list[Line]:
     """``lead`` + the condition: as the author broke it over lines (tokens and parentheses kept,
-    spacing made canonical, continuation lines indented by nesting), else on one line."""
-    stops = RULE_CLAUSES if keyword == "when" else BRANCH_BODY
+    spacing made canonical, continuation lines indented by nesting), else on one line. ``stops``:
+    the words that end it (by default a rule's next clause, or the ``{`` of an ``if``)."""
+    stops = stops or (RULE_CLAUSES if keyword == "when" else BRANCH_BODY)
     written = src.condition(pos.line, pos.col, keyword, stops) if src and pos and pos.line else None
     if not written:
         return [(pos.line if pos else None, lead + cond(c))]
@@ -164,12 +167,12 @@ def _args(args: tuple[tuple[str, ast.Value], ...]) -> str:
     return ", ".join(f"{k} = {value(v)}" for k, v in args)
 
 
-def _step(s: ast.Step) -> str:
-    text = f"step {s.name}: {s.plugin} {s.command}"
-    if s.args:
-        text += " with " + _args(s.args)
-    if s.when is not None:
-        text += " when " + cond(s.when)
+def _step_head(s: ast.Step) -> str:
+    return f"step {s.name}: {s.plugin} {s.command}" + (" with " + _args(s.args) if s.args else "")
+
+
+def _step_tail(s: ast.Step) -> str:
+    text = ""
     if s.timeout_ms is not None:
         text += " timeout " + format_ms(s.timeout_ms)
     if s.retry is not None:
@@ -179,12 +182,26 @@ def _step(s: ast.Step) -> str:
     return text
 
 
+def _step(s: ast.Step) -> str:
+    return _step_head(s) + (" when " + cond(s.when) if s.when is not None else "") + _step_tail(s)
+
+
+def _step_lines(s: ast.Step, pad: str, src: Source | None) -> list[Line]:
+    """A step on one line, unless its ``when`` was written over several: then that condition
+    keeps its lines, and what follows it goes after its last line."""
+    where = src.keyword_after(s.pos.line, s.pos.col, "when", STEP_END) if src and s.when is not None else None
+    if where is None:
+        return [(s.pos.line, pad + _step(s))]
+    lines = _condition(src, ast.Pos(*where), "when", f"{pad}{_step_head(s)} when ", s.when, STEP_CLAUSES)
+    return lines[:-1] + [(lines[-1][0], lines[-1][1] + _step_tail(s))]
+
+
 def _items(items: tuple[ast.ChainItem, ...], depth: int, src: Source | None) -> list[Line]:
     pad = INDENT * depth
     out: list[Line] = []
     for item in items:
         if isinstance(item, ast.Step):
-            out.append((item.pos.line, pad + _step(item)))
+            out.extend(_step_lines(item, pad, src))
             continue
         head = _condition(src, item.pos, "if", f"{pad}if ", item.cond)
         out.extend(head[:-1] + [(head[-1][0], head[-1][1] + " {")])

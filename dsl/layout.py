@@ -19,6 +19,8 @@ _OPENERS, _CLOSERS = "([", ")]"
 _NO_SPACE_AFTER = {"(", "[", "$", "."}
 _NO_SPACE_BEFORE = {")", "]", ",", "."}
 RULE_CLAUSES = frozenset({"then", "because", "priority", "when", "}"})
+STEP_CLAUSES = frozenset({"with", "timeout", "retry", "compensate", "step", "if", "}"})  # end a step's `when`
+STEP_END = frozenset({"step", "if", "}"})  # where a step's options end
 BRANCH_BODY = frozenset({"{"})
 
 
@@ -70,6 +72,15 @@ class Source:
                 return None
             opened, index = index, self.match[index]
         return self.tokens[self.match[opened]].line
+
+    def keyword_after(self, line: int, col: int, keyword: str, end: frozenset[str]) -> tuple[int, int] | None:
+        """Where ``keyword`` is written after the token at ``line:col`` and before any of ``end``."""
+        for tok in self.tokens[self.index_at(line, col) + 1 :]:
+            if tok.text in end:
+                return None
+            if tok.text == keyword:
+                return tok.line, tok.col
+        return None
 
     def condition(self, line: int, col: int, keyword: str, stops: frozenset[str]) -> list[CondLine] | None:
         """The condition after ``keyword`` at ``line:col``, line by line as written; None when it

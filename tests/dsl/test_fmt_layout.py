@@ -44,6 +44,21 @@ def test_a_branch_condition_over_several_lines_stays_so():
     assert check(text) == "chain c sequential {\n  if x == 1\n     and y == 2 {\n    step b: p c\n  }\n}\n"
 
 
+def test_a_step_condition_over_several_lines_stays_so_and_its_options_follow_it():
+    text = (
+        "chain c(t) {\n  step a: p cmd with t = $t when (fact ready\n      or urgency>=7) and not fact skip"
+        " retry 2 timeout 30s\n  step b: p cmd\n}\n"
+    )
+    lead = "  step a: p cmd with t = $t when "
+    assert check(text) == (
+        "chain c sequential (t) {\n"
+        f"{lead}(fact ready\n{' ' * len(lead)}  or urgency >= 7) and not fact skip timeout 30s retry 2\n"
+        "  step b: p cmd\n}\n"
+    )
+    one_line = "chain c sequential (t) {\n  step a: p cmd when fact ready or urgency >= 7 retry 2\n}\n"
+    assert check(one_line) == one_line
+
+
 def test_a_condition_on_one_line_is_printed_canonically():
     assert check("rule r { when domain a and(domain b or domain c) then prefer x }\n") == (
         "rule r {\n  when domain a and (domain b or domain c)\n  then prefer x\n}\n"
