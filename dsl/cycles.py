@@ -71,18 +71,8 @@ def _truth(cond: Any, value: Any) -> bool:
     return False
 
 
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
-
-
 def _compare(op: str, left: Any, right: Any) -> bool:
-    return bool(_OPS[op](left, right))
+    return bool(ir.COMPARISONS[op](left, right))
 
 
 def _node(index: int, rule: ast.Rule) -> _Node | None:

@@ -39,15 +39,6 @@ class Crossing:
     limit: str  # what durable-rules cannot hold, in words, naming the number
 
 
-def leaves(cond: ir.Condition) -> list[ir.Condition]:
-    """The leaf conditions of a condition, as the adapter turns each into a fact property."""
-    if isinstance(cond, (ir.All, ir.Any_)):
-        return [x for item in cond.items for x in leaves(item)]
-    if isinstance(cond, ir.Not):
-        return leaves(cond.item)
-    return [cond]
-
-
 def _has_or(cond: ir.Condition, positive: bool = True) -> bool:
     """Whether the condition, negations pushed to its leaves, has an ``or`` of two or more parts."""
     if isinstance(cond, ir.Not):
@@ -65,7 +56,7 @@ def crossing(rules: Sequence[ir.Rule]) -> Crossing | None:
     for index, rule in enumerate(rules):
         if index == MAX_RULES:
             return Crossing(index, f"durable-rules holds at most {MAX_RULES:,} rules")
-        for leaf in leaves(rule.when):
+        for leaf in ir.leaves(rule.when):
             seen_leaves.add(repr(leaf))
         if len(seen_leaves) > MAX_CONDITIONS:
             return Crossing(index, f"durable-rules holds at most {MAX_CONDITIONS} distinct conditions")

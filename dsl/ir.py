@@ -25,8 +25,9 @@ A missing fact compares false with everything except ``Not(Exists(...))``.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Callable, Union
 
 Scalar = Union[str, int, float, bool, None]
 
@@ -200,3 +201,24 @@ def condition_facts(cond: Condition) -> set[str]:
     if isinstance(cond, Not):
         return condition_facts(cond.item)
     return {cond.fact}
+
+
+# What each comparison operator of a `Compare` means, for every reader of the tree (the engines,
+# lint's reasoning about rules).
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def leaves(cond: Condition) -> list[Condition]:
+    """The leaf conditions of a condition (what ``All``, ``Any_`` and ``Not`` combine)."""
+    if isinstance(cond, (All, Any_)):
+        return [x for item in cond.items for x in leaves(item)]
+    if isinstance(cond, Not):
+        return leaves(cond.item)
+    return [cond]

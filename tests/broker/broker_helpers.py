@@ -182,3 +182,21 @@ def broker_log(broker: Broker) -> str:
 
 def wait_for_log(broker: Broker, text: str, timeout: float = 20.0) -> None:
     wait_until(lambda: text in broker_log(broker), timeout, what=f"the broker logged {text!r}")
+
+
+def quick_retries(root: Path, plugin: str, retryable: list[str], breaker: dict[str, Any] | None = None) -> None:
+    """Give ``plugin`` one fast retry (20–50 ms) on ``retryable`` errors (all, when empty), and the
+    circuit breaker settings ``breaker`` (default: kept, but off), so a test's tries are quick."""
+    path = root / "plugins" / plugin / ".claude-plugin" / "plugin.json"
+    manifest = orjson.loads(path.read_bytes())
+    handling = manifest["errorHandling"]
+    handling["circuitBreaker"] = breaker or {**handling.get("circuitBreaker", {}), "enabled": False}
+    handling["retryPolicy"] = {
+        "maxRetries": 1,
+        "backoff": "linear",
+        "initialDelay": 20,
+        "maxDelay": 50,
+        "jitter": 0.1,
+        "retryableErrors": retryable,
+    }
+    path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

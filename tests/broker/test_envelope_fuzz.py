@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import signal
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 import zmq
-from broker_helpers import broker_with, dealer, recv, status, wait_for_log, wait_until
+from broker_helpers import broker_with, dealer, quick_retries, recv, status, wait_for_log, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_faults import HA_TEXT, commands_of, processes, spawn_worker
@@ -174,19 +173,7 @@ def fuzz_project(root: Path) -> None:
     """The fuzz chains, and a plugin that hangs tried again soon and never shut off by its circuit
     breaker (so its tries keep timing out), falling back to a plugin nobody serves."""
     (root / "rules" / "zz-fuzz-chains.arb").write_text(CHAINS)
-    path = root / "plugins" / HANGS / ".claude-plugin" / "plugin.json"
-    manifest = json.loads(path.read_text())
-    handling = manifest["errorHandling"]
-    handling["circuitBreaker"] = {**handling["circuitBreaker"], "enabled": False}
-    handling["retryPolicy"] = {
-        "maxRetries": 1,
-        "backoff": "linear",
-        "initialDelay": 20,
-        "maxDelay": 50,
-        "jitter": 0.1,
-        "retryableErrors": ["timeout", "unavailable"],
-    }
-    path.write_text(json.dumps(manifest, indent=2))
+    quick_retries(root, HANGS, ["timeout", "unavailable"])
 
 
 @contextmanager

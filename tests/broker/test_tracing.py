@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 import zmq
-from broker_helpers import subscriber, wait_until
+from broker_helpers import quick_retries, subscriber, wait_until
 from click.testing import CliRunner
 from test_chain_faults import COMMANDS, PLUGIN, add_chains
 from test_sdk_harness import WORKER_OPTIONS, Broker, free_port, make_project
@@ -48,19 +48,8 @@ class JsonBroker(Broker):
 
 def project(root: Path) -> None:
     """home-assistant retried once on any error, then its fallback; the chain test plugin."""
-    path = root / "plugins" / "home-assistant" / ".claude-plugin" / "plugin.json"
-    manifest = json.loads(path.read_text())
-    handling = manifest["errorHandling"]
-    handling["circuitBreaker"] = {"enabled": False, "threshold": 1000, "timeout": 1000, "halfOpenRetries": 1}
-    handling["retryPolicy"] = {
-        "maxRetries": 1,
-        "backoff": "linear",
-        "initialDelay": 20,
-        "maxDelay": 50,
-        "jitter": 0.1,
-        "retryableErrors": [],
-    }
-    path.write_text(json.dumps(manifest, indent=2))
+    breaker = {"enabled": False, "threshold": 1000, "timeout": 1000, "halfOpenRetries": 1}
+    quick_retries(root, "home-assistant", [], breaker)
     add_chains(root)
 
 

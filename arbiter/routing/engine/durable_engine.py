@@ -43,7 +43,6 @@ from arbiter.routing.engine.semantics import (
     Memory,
     Predicate,
     leaf,
-    leaves,
     run_agenda,
 )
 
@@ -180,7 +179,7 @@ class DurableEngine:
         index: dict[str, int] = {}
         predicates: list[Predicate] = []
         for rule in ruleset.rules:
-            for cond in leaves(rule.when):
+            for cond in ir.leaves(rule.when):
                 key = repr(cond)
                 if key not in index:
                     index[key] = len(predicates)

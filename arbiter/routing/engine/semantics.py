@@ -87,14 +87,6 @@ class Evaluation:
 
 
 _FLAGS = {"i": re.I, "m": re.M, "s": re.S}
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
 
 Memory = Callable[[str], Any]
 Predicate = Callable[[Memory], bool]
@@ -104,7 +96,7 @@ def _compare(op: str, left: Any, right: Any) -> bool:
     if left is MISSING:
         return False
     try:
-        return _OPS[op](left, right)
+        return ir.COMPARISONS[op](left, right)
     except TypeError:
         return False
 
@@ -142,14 +134,6 @@ def _hashable_in(value: Any, values: set[Any]) -> bool:
         return value is not MISSING and value in values
     except TypeError:
         return False
-
-
-def leaves(cond: ir.Condition) -> list[ir.Condition]:
-    if isinstance(cond, (ir.All, ir.Any_)):
-        return [x for item in cond.items for x in leaves(item)]
-    if isinstance(cond, ir.Not):
-        return leaves(cond.item)
-    return [cond]
 
 
 # ---------------------------------------------------------------- the agenda
