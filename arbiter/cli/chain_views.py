@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 from arbiter.dsl import chains, ir
+from arbiter.dsl.chain_graph import Node, condition_text, graph_of, on_failure, value_text
 from arbiter.dsl.chains import BranchPlan, ChainPlan, Param, PlanItem, Ref, StepPlan
 from arbiter.dsl.durations import format_ms
 from arbiter.store import runs
@@ -21,17 +22,6 @@ DONE_STEP = ("completed", "skipped")
 # -- a plan in words ------------------------------------------------------------------------------
 
 
-def value_text(value: Any) -> str:
-    """A literal as a rule file writes it: strings quoted, ``true``/``false``/``none``."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False)
-
-
 def arg_text(arg: Any) -> str:
     if isinstance(arg, Param):
         return f"${arg.name}"
@@ -40,36 +30,8 @@ def arg_text(arg: Any) -> str:
     return value_text(arg)
 
 
-def condition_text(cond: ir.Condition, nested: bool = False) -> str:
-    """A compiled condition read back as one line; parentheses only where ``and``/``or`` nest."""
-    if isinstance(cond, (ir.All, ir.Any_)):
-        if not cond.items:
-            return "always" if isinstance(cond, ir.All) else "never"
-        word = " and " if isinstance(cond, ir.All) else " or "
-        text = word.join(condition_text(item, True) for item in cond.items)
-        return f"({text})" if nested and len(cond.items) > 1 else text
-    if isinstance(cond, ir.Not):
-        return "not " + condition_text(cond.item, True)
-    if isinstance(cond, ir.Compare):
-        return f"{cond.fact} {cond.op} {value_text(cond.value)}"
-    if isinstance(cond, ir.OneOf):
-        return f"{cond.fact} in [{', '.join(value_text(v) for v in cond.values)}]"
-    if isinstance(cond, ir.Contains):
-        return f"{cond.fact} contains {value_text(cond.value)}"
-    if isinstance(cond, ir.Matches):
-        return f"{cond.fact} matches /{cond.pattern}/{cond.flags}"
-    if isinstance(cond, ir.Glob):
-        return f"{cond.fact} matches {value_text(cond.pattern)}"
-    return cond.fact  # ir.Exists
-
-
 def with_text(args: tuple[tuple[str, Any], ...]) -> str:
     return ", ".join(f"{key} = {arg_text(arg)}" for key, arg in args)
-
-
-def on_failure(plan: ChainPlan) -> str | None:
-    """A parallel chain's policy when a step fails; None for the other kinds."""
-    return getattr(plan, "on_failure", "wait-all") if plan.kind == "parallel" else None
 
 
 def kind_text(plan: ChainPlan) -> str:
@@ -177,89 +139,50 @@ def _step_lines(step: StepPlan, pad: str) -> list[str]:
 
 # -- a plan as a Mermaid flowchart ----------------------------------------------------------------
 
-Tail = tuple[str, Optional[str]]  # a node the next item is entered from, and the edge's label
-
 
 def mermaid_label(text: str) -> str:
     """Text inside a quoted Mermaid label: quotes and angle brackets as entity codes."""
     return printable(text).replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
 
 
-class Flowchart:
-    """A ``flowchart TD`` built item by item: each item is entered from the tails the one before
-    it left, so sequences, branches and parallel fan-outs compose the same way."""
+SHAPES = {
+    "start": "([|])",
+    "step": "[|]",
+    "branch": "{|}",
+    "join": "{{|}}",
+    "end": "([|])",
+    "undo": "[|]",
+    "undone": "([|])",
+}
 
-    def __init__(self) -> None:
-        self.lines = ["flowchart TD"]
-        self.step_ids: dict[str, str] = {}
-        self._branches = 0
 
-    def node(self, node_id: str, shape: str, *texts: str) -> str:
-        label = "<br/>".join(mermaid_label(t) for t in texts)
-        opening, closing = shape.split("|")
-        self.lines.append(f'  {node_id}{opening}"{label}"{closing}')
-        return node_id
-
-    def edge(self, source: str, target: str, label: str | None = None, dashed: bool = False) -> None:
-        arrow = "-.->" if dashed else "-->"
-        self.lines.append(f"  {source} {arrow}{f'|{label}|' if label else ''} {target}")
-
-    def enter(self, tails: Sequence[Tail], target: str) -> None:
-        for source, label in tails:
-            self.edge(source, target, label)
-
-    def sequence(self, items: Sequence[PlanItem], tails: list[Tail]) -> list[Tail]:
-        for item in items:
-            tails = self.item(item, tails)
-        return tails
-
-    def item(self, item: PlanItem, tails: list[Tail]) -> list[Tail]:
-        if isinstance(item, BranchPlan):
-            self._branches += 1
-            diamond = self.node(f"b{self._branches}", "{|}", condition_text(item.when))
-            self.enter(tails, diamond)
-            return self.sequence(item.then, [(diamond, "yes")]) + self.sequence(item.otherwise, [(diamond, "no")])
-        node_id = f"s{len(self.step_ids) + 1}"
-        self.step_ids[item.name] = node_id
-        texts = [item.name, f"{item.plugin} {item.command}"]
-        if item.when is not None:
-            texts.append(f"when {condition_text(item.when)}")
-        self.enter(tails, self.node(node_id, "[|]", *texts))
-        return [(node_id, None)]
-
-    def compensations(self, plan: ChainPlan) -> None:
-        """Dashed edges back: a step that fails undoes the steps before it, newest first. The last
-        step's compensation never runs (nothing after it can fail), so it is not drawn."""
-        ordered = chains.steps(plan.items)
-        undo: str | None = None
-        for before, step in zip(ordered, ordered[1:]):
-            if before.compensate:
-                node_id = "c" + self.step_ids[before.name][1:]
-                self.node(node_id, "[|]", f"undo {before.name}", f"{before.plugin} {before.compensate}")
-                if undo is not None:
-                    self.edge(node_id, undo, dashed=True)
-                undo = node_id
-            if undo is not None:
-                self.edge(self.step_ids[step.name], undo, "fails", dashed=True)
-        if undo is not None:
-            first = next(self.step_ids[s.name] for s in ordered if s.compensate)
-            self.edge("c" + first[1:], self.node("undone", "([|])", "compensated"), dashed=True)
+def _texts(node: Node, plan: ChainPlan) -> list[str]:
+    """What a node of the flowchart says, line by line."""
+    step = node.step
+    if node.kind == "step" and step is not None:
+        return [step.name, f"{step.plugin} {step.command}"] + (
+            [f"when {condition_text(step.when)}"] if step.when else []
+        )
+    if node.kind == "undo" and step is not None:
+        return [f"undo {step.name}", f"{step.plugin} {step.compensate}"]
+    if node.kind == "branch" and node.when is not None:
+        return [condition_text(node.when)]
+    words = {"start": f"{plan.name} ({plan.kind})", "join": f"join: {on_failure(plan)}", "end": "completed"}
+    return [words.get(node.kind, "compensated")]
 
 
 def mermaid(plan: ChainPlan) -> str:
-    chart = Flowchart()
-    start = chart.node("start", "([|])", f"{plan.name} ({plan.kind})")
-    if plan.kind == "parallel":
-        ends = [tail for item in plan.items for tail in chart.item(item, [(start, None)])]
-        join = chart.node("join", "{{|}}", f"join: {on_failure(plan)}")
-        chart.enter(ends, join)
-        ends = [(join, None)]
-    else:
-        ends = chart.sequence(plan.items, [(start, None)])
-    chart.enter(ends, chart.node("finish", "([|])", "completed"))
-    if plan.kind == "saga":
-        chart.compensations(plan)
-    return "\n".join(chart.lines)
+    """A ``flowchart TD`` of the chain (:mod:`arbiter.dsl.chain_graph` says what is drawn)."""
+    lines = ["flowchart TD"]
+    for part in graph_of(plan).parts:
+        if isinstance(part, Node):
+            opening, closing = SHAPES[part.kind].split("|")
+            label = "<br/>".join(mermaid_label(t) for t in _texts(part, plan))
+            lines.append(f'  {part.id}{opening}"{label}"{closing}')
+        else:
+            arrow = "-.->" if part.dashed else "-->"
+            lines.append(f"  {part.source} {arrow}{f'|{part.label}|' if part.label else ''} {part.target}")
+    return "\n".join(lines)
 
 
 # -- runs in words --------------------------------------------------------------------------------

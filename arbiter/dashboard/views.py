@@ -6,14 +6,10 @@ the page only places boxes on a grid and draws the edges."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from arbiter.dsl import ir
-from arbiter.dsl.chains import BranchPlan, ChainPlan, PlanItem
-
-Tail = tuple[str, Any]  # a node the next item is entered from, and the edge's label
+from arbiter.dsl.chain_graph import Node, condition_text, graph_of, on_failure
+from arbiter.dsl.chains import ChainPlan
 
 
 def short_source(source: str, root: str) -> str:
@@ -22,102 +18,54 @@ def short_source(source: str, root: str) -> str:
     return source[len(prefix) :] if source.startswith(prefix) else source
 
 
-def _literal(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value).lower()
+def _node(node: Node, plan: ChainPlan, root: str) -> dict[str, Any]:
+    """One box of the page's graph: what it says, and for a step what it runs."""
+    out: dict[str, Any] = {"id": node.id, "kind": node.kind}
+    step = node.step
+    if node.kind == "step" and step is not None:
+        out.update(label=step.name, step=step.name, plugin=step.plugin, command=step.command)
+        out["source"] = short_source(f"{step.source.path}:{step.source.line}", root)
+        if step.when is not None:
+            out["when"] = condition_text(step.when)
+        if step.compensate:
+            out["compensate"] = step.compensate
+        return out
+    labels = {"start": plan.name, "join": f"join: {on_failure(plan)}", "end": "done"}
+    out["label"] = "if " + condition_text(node.when) if node.when is not None else labels.get(node.kind, node.kind)
+    return out
 
 
-def condition_text(cond: Any) -> str:
-    """A compiled condition as one short line (a branch's label)."""
-    if isinstance(cond, (ir.All, ir.Any_)):
-        word = " and " if isinstance(cond, ir.All) else " or "
-        return word.join(condition_text(item) for item in cond.items) or "always"
-    if isinstance(cond, ir.Not):
-        return "not " + condition_text(cond.item)
-    if isinstance(cond, ir.Compare):
-        return f"{cond.fact} {cond.op} {_literal(cond.value)}"
-    if isinstance(cond, ir.OneOf):
-        return f"{cond.fact} in [{', '.join(_literal(v) for v in cond.values)}]"
-    if isinstance(cond, ir.Contains):
-        return f"{cond.fact} contains {_literal(cond.value)}"
-    return str(getattr(cond, "fact", "condition"))
-
-
-@dataclass
-class Graph:
-    """Nodes and edges built item by item: each item is entered from the tails the one before left."""
-
-    nodes: list[dict[str, Any]] = field(default_factory=list)
-    edges: list[dict[str, Any]] = field(default_factory=list)
-
-    def node(self, node_id: str, kind: str, label: str, **extra: Any) -> str:
-        self.nodes.append({"id": node_id, "kind": kind, "label": label, **extra})
-        return node_id
-
-    def enter(self, tails: Sequence[Tail], target: str) -> None:
-        self.edges += [{"from": source, "to": target, "label": label} for source, label in tails]
-
-    def sequence(self, items: Sequence[PlanItem], tails: list[Tail]) -> list[Tail]:
-        for item in items:
-            tails = self.item(item, tails)
-        return tails
-
-    root: str = ""
-
-    def where(self, source: ir.Source) -> str:
-        return short_source(f"{source.path}:{source.line}", self.root)
-
-    def item(self, item: PlanItem, tails: list[Tail]) -> list[Tail]:
-        if isinstance(item, BranchPlan):
-            branch = self.node(f"if{len(self.nodes)}", "branch", "if " + condition_text(item.when))
-            self.enter(tails, branch)
-            yes = self.sequence(item.then, [(branch, "yes")])
-            no = self.sequence(item.otherwise, [(branch, "no")]) if item.otherwise else [(branch, "no")]
-            return yes + no
-        extra = {"plugin": item.plugin, "command": item.command, "source": self.where(item.source)}
-        if item.when is not None:
-            extra["when"] = condition_text(item.when)
-        if item.compensate:
-            extra["compensate"] = item.compensate
-        self.enter(tails, self.node(f"step:{item.name}", "step", item.name, step=item.name, **extra))
-        return [(f"step:{item.name}", None)]
-
-    def levels(self) -> None:
-        """Each node's level (longest path from the start) and place within its level."""
-        level = {node["id"]: 0 for node in self.nodes}
-        for _ in range(len(self.nodes)):  # edges only go forward: settles within len(nodes) passes
-            changed = False
-            for edge in self.edges:
-                if level[edge["to"]] < level[edge["from"]] + 1:
-                    level[edge["to"]], changed = level[edge["from"]] + 1, True
-            if not changed:
-                break
-        placed: dict[int, int] = {}
-        for node in self.nodes:
-            node["level"] = level[node["id"]]
-            node["column"] = placed.get(node["level"], 0)
-            placed[node["level"]] = node["column"] + 1
+def _levels(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> None:
+    """Each node's level (longest path from the start) and place within its level."""
+    level = {node["id"]: 0 for node in nodes}
+    for _ in range(len(nodes)):  # edges only go forward: settles within len(nodes) passes
+        changed = False
+        for edge in edges:
+            if level[edge["to"]] < level[edge["from"]] + 1:
+                level[edge["to"]], changed = level[edge["from"]] + 1, True
+        if not changed:
+            break
+    placed: dict[int, int] = {}
+    for node in nodes:
+        node["level"] = level[node["id"]]
+        node["column"] = placed.get(node["level"], 0)
+        placed[node["level"]] = node["column"] + 1
 
 
 def chain_graph(plan: ChainPlan, root: str = "") -> dict[str, Any]:
-    """A chain's plan as the page draws it: a parallel chain fans out from its start and joins."""
-    graph = Graph(root=root)
-    start = graph.node("start", "start", plan.name)
-    if plan.kind == "parallel":
-        ends = [tail for item in plan.items for tail in graph.item(item, [(start, None)])]
-        join = graph.node("join", "join", f"join: {getattr(plan, 'on_failure', 'wait-all')}")
-        graph.enter(ends, join)
-        ends = [(join, None)]
-    else:
-        ends = graph.sequence(plan.items, [(start, None)])
-    graph.enter(ends, graph.node("end", "end", "done"))
-    graph.levels()
+    """A chain's plan as the page draws it (:mod:`arbiter.dsl.chain_graph`): a parallel chain
+    fans out from its start and joins; a saga's compensations are not drawn."""
+    graph = graph_of(plan)
+    nodes = [_node(node, plan, root) for node in graph.nodes if node.kind not in ("undo", "undone")]
+    edges = [{"from": e.source, "to": e.target, "label": e.label} for e in graph.edges if not e.dashed]
+    _levels(nodes, edges)
     return {
         "name": plan.name,
         "kind": plan.kind,
         "params": [{"name": name, "default": default} for name, default in plan.params],
-        "source": graph.where(plan.source),
-        "nodes": graph.nodes,
-        "edges": graph.edges,
+        "source": short_source(f"{plan.source.path}:{plan.source.line}", root),
+        "nodes": nodes,
+        "edges": edges,
     }
 
 

@@ -22,7 +22,6 @@ from typing import Any, Mapping, Sequence
 
 from arbiter.project.model import Plugin
 from arbiter.routing.clauses import term_weights, word_weights
-from arbiter.routing.deliverables import action_scores, build_action_index
 from arbiter.routing.globs import glob_regex
 from arbiter.routing.text_index import VocabularyIndex, build_index, path_terms, stem, terms, words
 
@@ -48,8 +47,6 @@ class Scored:
     score: float
     evidence: tuple[str, ...] = ()
     context: tuple[str, ...] = ()  # evidence words that came from context phrases, not the main clause
-    main: float = 0.0  # the part of ``score`` the main clause gave
-    action: float = 0.0  # how well the main clause asks for what the plugin makes (:mod:`deliverables`)
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,6 @@ class Classifier:
 
     index: VocabularyIndex
     lexicon: Lexicon
-    actions: VocabularyIndex | None = None  # what each plugin makes or does (:mod:`deliverables`)
 
 
 @dataclass(frozen=True)
@@ -192,9 +188,7 @@ def build_lexicon(plugins: Sequence[Plugin], vocabulary: Mapping[str, Any] | Non
 
 
 def build_classifier(plugins: Sequence[Plugin], vocabulary: Mapping[str, Any] | None = None) -> Classifier:
-    return Classifier(
-        build_index(plugins, vocabulary), build_lexicon(plugins, vocabulary), build_action_index(plugins)
-    )
+    return Classifier(build_index(plugins, vocabulary), build_lexicon(plugins, vocabulary))
 
 
 # ---------------------------------------------------------------- classifying
@@ -281,14 +275,12 @@ def _relevance(
     all_terms: Sequence[str],
     index: VocabularyIndex,
     weights: Mapping[str, float] | None = None,
-    actions: VocabularyIndex | None = None,
 ) -> tuple[Scored, ...]:
     """Each plugin's relevance: the sum over the request's terms of the term's rarity times the
     plugin's saturated use of it, times the term's weight in the request (:mod:`clauses`) and
     :data:`NEAR_SPELLING` when the plugin uses a near spelling of it rather than the word."""
     weights = weights or {}
     scores = [0.0] * len(index.plugins)
-    main = [0.0] * len(index.plugins)
     evidence: list[dict[str, float]] = [{} for _ in index.plugins]
     for term in dict.fromkeys(all_terms):
         said = weights.get(term, 1.0)
@@ -298,19 +290,14 @@ def _relevance(
             for plugin, weight in index.postings[known]:
                 gain = idf * weight * factor
                 scores[plugin] += gain
-                if said >= 1.0:
-                    main[plugin] += gain
                 evidence[plugin][known] = evidence[plugin].get(known, 0.0) + gain
-    acted = action_scores(weights, actions) if actions is not None else [0.0] * len(scores)
     ranked = []
     for i, score in enumerate(scores):
         if score > 0:
             top = sorted(evidence[i].items(), key=lambda kv: -kv[1])[:6]
             words_ = tuple(index.surface.get(t, t) for t, _ in top)
             context = tuple(index.surface.get(t, t) for t, _ in top if weights.get(t, 1.0) < 1.0)
-            ranked.append(
-                Scored(index.plugins[i], round(score, 4), words_, context, round(main[i], 4), round(acted[i], 4))
-            )
+            ranked.append(Scored(index.plugins[i], round(score, 4), words_, context))
     return tuple(sorted(ranked, key=lambda s: (-s.score, s.name)))
 
 
@@ -347,7 +334,7 @@ def classify(
     for term, weight in term_weights(text).items():  # keyed as the text terms are: synonyms applied
         said = lexicon.synonyms.get(term, term)
         weights[said] = max(weights.get(said, 0.0), weight)
-    relevance = _relevance(text_terms + file_terms, classifier.index, weights, classifier.actions)
+    relevance = _relevance(text_terms + file_terms, classifier.index, weights)
     complexity, reason = complexity_of(text, files, domains)
     return Classification(
         text=text,

@@ -31,11 +31,6 @@ RELEVANCE_POINTS = 12.0  # points per unit of text relevance
 # candidates than a guess. Calibrated on the labelled corpus requests the router is developed
 # on (bench/bench_accuracy.py), stated by explain.
 MIN_FIT = 0.64
-import os
-ACTION = float(os.environ.get("ARB_ACTION", "0"))
-ACTFIT = os.environ.get("ARB_ACTFIT", "0") == "1"
-CTXPEN = float(os.environ.get("ARB_CTXPEN", "1"))
-GATE = os.environ.get("ARB_GATE", "")
 
 
 def fit_of(relevance: float, content: float) -> float:
@@ -144,7 +139,6 @@ class PluginScore:
     eligible: bool = True
     reason: str = ""
     fit: float = 0.0  # relevance measured against the request's content (:func:`fit_of`)
-    main: float = 0.0
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -223,7 +217,6 @@ def match(
     """Score every plugin; eligible plugins first, best score first."""
     health = health or {}
     relevance = {r.name: r for r in c.relevance}
-    any_main = any(r.main > 0 for r in c.relevance)
     calling = plugins.get(caller) if caller else None
     scores = []
     for plugin in plugins.values():
@@ -231,11 +224,6 @@ def match(
         matched = _capabilities(plugin, c, weights)
         rel = relevance.get(plugin.name)
         rel_score = rel.score if rel else 0.0
-        fit_rel = rel_score + (ACTION * rel.action if rel and ACTFIT else 0.0)
-        if rel:
-            rel_score = rel_score + ACTION * rel.action
-            if any_main and rel.main == 0:
-                rel_score *= CTXPEN
         if rel_score:
             matched.append(Matched("relevance", ", ".join(rel.evidence[:3]), RELEVANCE_POINTS * rel_score))
         rule_weight = effects.weights.get(plugin.name, 0.0)
@@ -254,8 +242,7 @@ def match(
                 state,
                 not reason,
                 reason,
-                fit_of(fit_rel, c.content),
-                rel.main if rel else 0.0,
+                fit_of(rel_score, c.content),
             )
         )
     return tuple(sorted(scores, key=lambda s: (not s.eligible, -s.score, s.plugin)))
@@ -271,6 +258,4 @@ def routable(scores: Sequence[PluginScore], effects: RuleEffects = NO_EFFECTS) -
     best = eligible[0]
     if any(m.type in ("domain", "rule") and m.weight > 0 for m in best.capabilities):
         return True
-    if GATE == "main" and best.main <= 0:
-        return False
     return best.fit >= MIN_FIT

@@ -155,24 +155,19 @@ def plugin_fields(plugin: Plugin, vocabulary: Mapping | None) -> list[tuple[str,
 
 def build_index(plugins: Sequence[Plugin], vocabulary: Mapping | None = None) -> VocabularyIndex:
     """Index every plugin's text. ``vocabulary`` (DSL domains/patterns) only adds surface words."""
-    return index_fields([p.name for p in plugins], [plugin_fields(p, vocabulary) for p in plugins])
-
-
-def index_fields(names: Sequence[str], fields: Sequence[Sequence[tuple[str, float]]]) -> VocabularyIndex:
-    """An index over one document per plugin, each a list of (text, field weight)."""
     raw: list[dict[str, float]] = []
     surface: dict[str, str] = {}
     written: set[str] = set()
-    for plugin_fields_ in fields:
+    for plugin in plugins:
         weights: dict[str, float] = defaultdict(float)
-        for text, weight in plugin_fields_:
+        for text, weight in plugin_fields(plugin, vocabulary):
             for word in words(text):
                 surface.setdefault(stem(word), word)
                 written.add(word)
             for term in terms(text):
                 weights[term] += weight
         raw.append(weights)
-    n = len(names)
+    n = len(plugins)
     df: dict[str, int] = defaultdict(int)
     for weights in raw:
         for term in weights:
@@ -192,7 +187,7 @@ def index_fields(names: Sequence[str], fields: Sequence[Sequence[tuple[str, floa
         for key in deletions(word):
             typo_map[key].add(word)
     return VocabularyIndex(
-        plugins=tuple(names),
+        plugins=tuple(p.name for p in plugins),
         postings={t: tuple(v) for t, v in postings.items()},
         idf=idf,
         typo_map={k: tuple(sorted(v)) for k, v in typo_map.items()},
