@@ -25,6 +25,7 @@ from arbiter.broker.decision_cache import Decided
 from arbiter.broker.dispatch import Dispatcher
 from arbiter.broker.metrics import Meter
 from arbiter.broker.routed import Routed
+from arbiter.broker.run_starts import RunStarts
 from arbiter.dsl.chains import ChainPlan
 from arbiter.orchestration.runner import ChainRun, Outcome, StepState, restore
 from arbiter.project.model import Plugin
@@ -64,6 +65,10 @@ class ChainsHost(Protocol):
 
     def call_at(self, when: float, action: Callable[[], None]) -> None: ...
 
+    def post(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the loop thread soon; safe from any thread."""
+        ...
+
 
 @dataclass
 class InFlight:
@@ -85,6 +90,8 @@ class ChainDesk:
         self.owner: str | None = None  # on a store shared by brokers: the name its runs are leased to
         self.lease_s = 0.0
         self.leases: Any = None  # arbiter.broker.leases.RunLeases, renewing and taking over off the loop
+        self.starts = RunStarts(self, host.post)  # runs by the messageId of the request that started them
+        self.message_ids: dict[str, str] = {}  # run id -> that messageId, written with the run's rows
 
     def detach(self) -> None:
         """The broker is stopping: runs stay as they are stored, to go on when it starts again;
@@ -92,6 +99,7 @@ class ChainDesk:
         for run in [r for r in self.runs.values() if r.what == "plan"]:
             run.cancel()  # a plan answers its client: it cannot go on after a restart
         self.detached = True
+        self.starts.close()
         for run_id, waiters in list(self.waiting.items()):
             run = self.runs.get(run_id)
             for then in waiters if run is not None else ():
@@ -113,9 +121,18 @@ class ChainDesk:
     # -- starting, resuming, cancelling -------------------------------------------------------
 
     def start(
-        self, plan: ChainPlan, params: Mapping[str, Any], *, what: str = "chain", meta: dict[str, Any] | None = None
+        self,
+        plan: ChainPlan,
+        params: Mapping[str, Any],
+        *,
+        what: str = "chain",
+        meta: dict[str, Any] | None = None,
+        message_id: str | None = None,
     ) -> ChainRun:
+        """Start a run; ``message_id``, the request's that started it, is stored with the run."""
         run = ChainRun(f"run_{ordered_id()}", plan, dict(params), self, what, meta=meta or {})
+        if message_id:
+            self.message_ids[run.run_id] = message_id
         self._begin(run, run.start)
         return run
 
@@ -185,7 +202,7 @@ class ChainDesk:
         if step is not None:
             self.host.metrics.chain_step(step.status)
         topic = f"orchestration/chain/{run.plan.name}/{run.run_id}/{event}"
-        lease = {"owner": self.owner, "lease_s": self.lease_s}
+        lease = {"owner": self.owner, "lease_s": self.lease_s, "messageId": self.message_ids.get(run.run_id)}
         row = _step_row(run, step) if step is not None else {**_run_row(run), **lease}
         self.host.keep_task({**row, "topic": topic})
         if self.host.wants(topic):
@@ -217,6 +234,7 @@ class ChainDesk:
 
     def _ended_run(self, run: ChainRun) -> None:
         self.runs.pop(run.run_id, None)
+        self.message_ids.pop(run.run_id, None)
         self.host.counters[f"chain-runs-{run.status}"] += 1
         if self.host.wants("orchestration/task-complete"):
             self.host.publish(

@@ -26,7 +26,7 @@ from arbiter.store.models import (
     Task,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _migrator(db: pw.Database) -> Any:
@@ -71,6 +71,7 @@ def _rebuild_sqlite_tasks(db: pw.Database) -> None:
     class TaskV4(Task):
         class Meta:
             table_name = "tasks_v4"
+            indexes = ()  # the message id's index comes with its column, in version 8
 
     old = {c.name for c in db.get_columns("tasks")}  # a later version's columns are added later
     columns = ", ".join(f'"{f.column_name}"' for f in Task._meta.sorted_fields if f.column_name in old)
@@ -154,6 +155,18 @@ def _to_v7(db: pw.Database) -> None:
         migrate(*ops)
 
 
+def _to_v8(db: pw.Database) -> None:
+    """Version 8 keeps the messageId of the request that started a chain run (``tasks.message_id``,
+    unique where set), so that a start sent again answers with that run instead of a second one."""
+    with db.atomic():
+        if "message_id" not in {c.name for c in db.get_columns("tasks")}:
+            migrate(_migrator(db).add_column("tasks", "message_id", Task._meta.fields["message_id"]))
+        db.execute_sql(
+            'CREATE UNIQUE INDEX IF NOT EXISTS "tasks_message_id" ON "tasks" ("message_id") '
+            'WHERE "message_id" IS NOT NULL'
+        )
+
+
 MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     1: _to_v2,
     2: _to_v3,
@@ -161,6 +174,7 @@ MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     4: _to_v5,
     5: _to_v6,
     6: _to_v7,
+    7: _to_v8,
 }
 
 

@@ -117,9 +117,15 @@ class Task(BaseModel):
     # store shared by several brokers another takes the run over once it expired (runs.claim).
     lease_owner = pw.CharField(null=True)
     lease_expires = pw.DateTimeField(null=True)
+    # The messageId of the request that started a chain run (schema 8), unique where set: a start
+    # sent again (a client's retry, maybe through another broker) answers with this run.
+    message_id = pw.CharField(null=True)
 
     class Meta:
         table_name = "tasks"
+
+
+Task.add_index(Task.index(Task.message_id, unique=True, where=Task.message_id.is_null(False), name="tasks_message_id"))
 
 
 class AgentRecord(BaseModel):

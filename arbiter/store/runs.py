@@ -7,7 +7,9 @@ ran: ``chain`` or ``plan``, a routed request's collaboration plan); each step is
 ``assigned_plugin``/``assigned_agent`` the plugin and command; a step's compensation is a row of
 its own (``description`` ``compensation``). Everything else — parameters, arguments, tries, time
 — is in ``metadata``. The broker hands these rows to its recorder process with the decision log
-(:mod:`.recorder`), in the order the run changed; the command line reads them here.
+(:mod:`.recorder`), in the order the run changed; the command line reads them here. A run keeps
+the ``messageId`` of the request that started it (``message_id``, unique where set, written with
+its first row and never changed), so that the same start sent again finds it (:func:`started_by`).
 
 On a PostgreSQL store several brokers share, a run is leased (``lease_owner``, ``lease_expires``):
 the broker that started it writes its name with the run's first row, renews all its leases at
@@ -66,6 +68,7 @@ def task_values(row: Mapping[str, Any]) -> dict[str, Any]:
     as columns of ``tasks``; a run's ``owner`` starts its lease (kept as it is by later writes)."""
     owner = row.get("owner")
     return {
+        "message_id": row.get("messageId"),
         "lease_owner": owner,
         "lease_expires": _db_now_plus(row.get("lease_s", 0.0)) if owner else None,
         "id": row["id"],
@@ -92,8 +95,22 @@ def save(rows: Iterable[Mapping[str, Any]]) -> None:
     values = list({row["id"]: task_values(row) for row in rows}.values())
     if not values:
         return
+    _keep_message_ids_unique(values)
     update = {getattr(Task, name): getattr(pw.EXCLUDED, name) for name in COLUMNS}
     Task.insert_many(values).on_conflict(conflict_target=[Task.id], update=update).execute()
+
+
+def _keep_message_ids_unique(values: list[dict[str, Any]]) -> None:
+    """A run whose messageId another run holds already (two brokers started it at once, before
+    either was stored) is kept without it: the batch must not fail on the unique index."""
+    wanted = {v["message_id"]: v["id"] for v in values if v.get("message_id")}
+    if not wanted:
+        return
+    held = Task.select(Task.id, Task.message_id).where(Task.message_id.in_(list(wanted)))
+    taken = {task.message_id for task in held if task.id != wanted[task.message_id]}
+    for value in values:
+        if value.get("message_id") in taken:
+            value["message_id"] = None
 
 
 # -- reading (the command line, the broker at start) --------------------------------------------
@@ -139,6 +156,12 @@ def get(run_id: str) -> dict[str, Any]:
     data = _row(run)
     data["steps"] = [_row(step) for step in steps]
     return data
+
+
+def started_by(message_id: str) -> dict[str, Any] | None:
+    """The run the request ``message_id`` started, with its steps; None when it started none."""
+    run = Task.get_or_none(Task.parent_task_id.is_null() & (Task.message_id == message_id))
+    return None if run is None else get(run.id)
 
 
 def recent(last: int = 20, chain: str | None = None) -> list[dict[str, Any]]:

@@ -9,6 +9,9 @@ Reply: a success envelope whose ``result`` is the run — ``runId``, ``chain``, 
 ``result`` (the last step's), ``results`` (by step), ``error``, and every step's ``name``,
 ``status``, ``plugin``, ``command``, ``tries``, ``ms``, ``result``, ``error``; errors
 ``UNKNOWN_CHAIN``, ``BAD_PARAMETERS``, ``UNKNOWN_RUN``, ``RUN_FINISHED``, ``RUN_RUNNING``.
+A start is idempotent by the request's ``messageId``: the same start sent again (a client's
+retry, through this broker or another on the same store) answers with the run the first started
+(:mod:`arbiter.broker.run_starts`).
 Command line: ``arbiter chain run NAME --param K=V``, ``arbiter chain resume|cancel RUN_ID``.
 """
 
@@ -77,15 +80,37 @@ class ChainService:
             hint = f"; did you mean '{close[0]}'?" if close else f"; chains: {', '.join(sorted(plans)) or 'none'}"
             raise messages.BadRequest("UNKNOWN_CHAIN", f"no chain '{request.target}'{hint}")
         params = _parameters(plan, request.params)
+        message_id = request.envelope.get("messageId")
+        if not isinstance(message_id, str) or not message_id:
+            self._answer(host, pending, request, self._start(host, plan, params, request, None))
+            return
+
+        def begin() -> ChainRun | None:
+            if host.chains.detached:  # stopped while the store was read
+                host.reply(pending, messages.error_body(request.envelope, "SHUTTING_DOWN", "the broker is stopping"))
+                return None
+            return self._start(host, plan, params, request, message_id)
+
+        def found(run: ChainRun | dict[str, Any]) -> None:
+            if isinstance(run, ChainRun):
+                self._answer(host, pending, request, run)
+            else:
+                host.reply(pending, messages.success_body(request.envelope, run))
+
+        host.chains.starts.start(message_id, request.wait, pending.deadline, begin, found)
+
+    def _start(
+        self, host: ServiceHost, plan: ChainPlan, params: dict[str, Any], request: ChainRequest, message_id: str | None
+    ) -> ChainRun:
         span = tracing.begin_request(host.telemetry, self.name, request.envelope, {"arbiter.chain": plan.name})
-        run = host.chains.start(plan, params, meta=tracing.run_meta(span))
+        run = host.chains.start(plan, params, meta=tracing.run_meta(span), message_id=message_id)
         if host.telemetry is not None:
             attributes = {"arbiter.chain": plan.name, "arbiter.run_id": run.run_id}
             host.chains.when_done(
                 run, lambda ended: tracing.end(host.telemetry, span, {**attributes, "arbiter.status": ended.status},
                                                None if ended.status in FINISHED_OK else ended.status)
             )  # fmt: skip
-        self._answer(host, pending, request, run)
+        return run
 
     def _cancel(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
         run = host.chains.cancel(request.target)

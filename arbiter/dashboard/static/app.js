@@ -9,7 +9,7 @@ const MAX_FEED = 60;
 
 const state = {
   status: null, series: [], decisions: [], selectedDecision: null,
-  chains: {}, runs: [], selectedRun: null, letters: [], connected: false,
+  chains: {}, runs: [], selectedRun: null, letters: [], connected: false, brokers: [],
 };
 
 // -- helpers --------------------------------------------------------------------------------------
@@ -122,6 +122,19 @@ function renderSnapshot(snap, counters) {
   }
 }
 
+// Several brokers: a row each (shown from two on), whether it answers, its snapshot, its load.
+function renderBrokers() {
+  const rows = state.brokers || [];
+  $("brokers-card").hidden = rows.length < 2;
+  $("brokers").tBodies[0].replaceChildren(...rows.map((b) => {
+    const word = b.up === null || b.up === undefined ? "connecting" : b.up ? "up" : "down";
+    return h("tr", { "data-broker": b.name, "data-up": String(Boolean(b.up)), title: b.error || b.frontend },
+      h("td", {}, b.name), h("td", {}, h("span", { class: `badge ${b.up ? "closed" : b.up === false ? "open" : ""}` }, word)),
+      h("td", { class: "num" }, b.up ? b.pid ?? "–" : "–"), h("td", { class: "mono" }, b.up ? String(b.fingerprint || "").slice(0, 12) : "–"),
+      h("td", { class: "num" }, b.up ? b.workers ?? "–" : "–"), h("td", { class: "num" }, b.up ? b.pending ?? "–" : "–"));
+  }));
+}
+
 // -- charts ---------------------------------------------------------------------------------------
 
 function addPoint(point) {
@@ -201,22 +214,23 @@ function feedLine(kind, data) {
 }
 
 function addFeed(kind, data) {
-  const text = feedLine(kind, data);
-  if (!text) return;
+  const line = feedLine(kind, data);
+  if (!line) return;
+  const text = data.broker ? `[${data.broker}] ${line}` : line;
   const list = $("feed");
-  list.prepend(h("li", { "data-kind": kind }, h("time", {}, clock(data.at) || clock(new Date().toISOString())), h("span", {}, text)));
+  list.prepend(h("li", { "data-kind": kind, "data-broker": data.broker || null }, h("time", {}, clock(data.at) || clock(new Date().toISOString())), h("span", {}, text)));
   while (list.children.length > MAX_FEED) list.lastChild.remove();
 }
 
 // -- decisions ------------------------------------------------------------------------------------
 
 function decisionItem(d) {
-  return h("li", { "data-request-id": d.requestId, class: d.requestId === state.selectedDecision ? "selected" : null,
-    onclick: () => selectDecision(d.requestId) },
+  return h("li", { "data-request-id": d.requestId, "data-broker": d.broker || null,
+    class: d.requestId === state.selectedDecision ? "selected" : null, onclick: () => selectDecision(d.requestId) },
     h("span", { class: "text" }, d.userInput || "(no text)"),
     h("span", {}, pill(d.primaryPlugin || "no route")),
     h("span", { class: "meta" }, h("span", { class: "mono" }, clock(d.at)), h("span", { class: "mono" }, d.requestId),
-      d.status ? pill(d.status) : null, d.cached ? h("span", {}, "cached") : null,
+      d.status ? pill(d.status) : null, d.cached ? h("span", {}, "cached") : null, d.broker ? h("span", {}, `via ${d.broker}`) : null,
       d.durationMs ? h("span", {}, ms(d.durationMs)) : null));
 }
 
@@ -484,6 +498,8 @@ function loadLettersSoon() { clearTimeout(lettersTimer); lettersTimer = setTimeo
 function onHello(data) {
   setLink(data.connected, data.error);
   state.status = data.status;
+  state.brokers = data.brokers || [];
+  renderBrokers();
   state.series = data.series || [];
   if (state.series.length) addPoint(state.series.pop());
   renderStatus();
@@ -504,6 +520,7 @@ function connect() {
     drawCharts();
   });
   source.addEventListener("link", (e) => { const d = JSON.parse(e.data); setLink(d.connected, d.error); });
+  source.addEventListener("brokers", (e) => { state.brokers = JSON.parse(e.data).brokers || []; renderBrokers(); });
   source.addEventListener("decision", (e) => addDecision(JSON.parse(e.data)));
   source.addEventListener("chain", (e) => { const d = JSON.parse(e.data); onChainEvent(d); addFeed("chain", d); });
   source.addEventListener("circuit", (e) => { const d = JSON.parse(e.data); addFeed("circuit", d); });
