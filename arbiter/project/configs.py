@@ -9,17 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from cerberus import Validator
-
 from arbiter.dsl.diagnostics import Diagnostic
 from arbiter.project.documents import DocumentError, read_document
 from arbiter.project.model import freeze
-from arbiter.project.schemas import CONFIG_SCHEMAS, validate
+from arbiter.project.schemas import CONFIG_SCHEMAS, validate, validator_for
 
 
 def defaults() -> dict[str, dict[str, Any]]:
     """Every config section with nothing but its defaults."""
-    return {name: Validator(schema).normalized({}) for name, schema in CONFIG_SCHEMAS.items()}
+    return {name: validator_for(schema, allow_unknown=False).normalized({}) for name, schema in CONFIG_SCHEMAS.items()}
 
 
 def config_files(config_dir: Path) -> list[Path]:

@@ -7,6 +7,7 @@ extra keys, and refusing them would make real ecosystems unloadable.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from cerberus import Validator, errors
@@ -346,6 +347,22 @@ CONFIG_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+_validators = threading.local()
+
+
+def validator_for(schema: dict[str, Any], allow_unknown: bool) -> Validator:
+    """One validator per schema and thread, reused: building one checks the schema itself, which
+    costs more than validating a manifest with it. Reused only on the thread that made it (a
+    validator keeps the state of its last document), so the reloader's thread has its own."""
+    made = getattr(_validators, "made", None)
+    if made is None:
+        made = _validators.made = {}
+    key = (id(schema), allow_unknown)
+    if key not in made:  # the schema is kept with it, so its id cannot be taken by another
+        made[key] = (schema, Validator(schema, allow_unknown=allow_unknown))
+    return made[key][1]
+
+
 def _flatten(errs: Any) -> list[Any]:
     """Leaf errors only: cerberus nests errors of sub-documents inside group errors."""
     out: list[Any] = []
@@ -380,7 +397,7 @@ def validate(doc: Document, schema: dict[str, Any], code: str, unknown_code: str
     def quoted(line: int) -> str | None:
         return None if secret else doc.line_text(line)
 
-    validator = Validator(schema, allow_unknown=False)
+    validator = validator_for(schema, allow_unknown=False)
     ok = validator.validate(doc.data)
     diags: list[Diagnostic] = []
     unknown: list[tuple[Any, ...]] = []
@@ -410,6 +427,6 @@ def validate(doc: Document, schema: dict[str, Any], code: str, unknown_code: str
         )
     if ok or not any(d.severity == "error" for d in diags):
         # Normalize without unknown keys so defaults apply even when extra keys were present.
-        lenient = Validator(schema, allow_unknown=True)
+        lenient = validator_for(schema, allow_unknown=True)
         return lenient.normalized(doc.data) or dict(doc.data), diags
     return None, diags
