@@ -5,9 +5,9 @@ shows the histograms (``latency``) and :mod:`arbiter.broker.metrics_http` export
 Prometheus, reading a copy the loop takes (:func:`reading`).
 
 Why not prometheus_client's own ``Histogram``: its ``labels(...).observe()`` takes a lock and
-looks its child up by a label tuple, about 1.3 µs a call here (0.6 µs on a child held), against
-0.13 µs for a ``bisect`` into a list of counts. The loop is the only writer of these numbers, so
-they need no lock; the exporter turns the copy into metric families at scrape time.
+looks its child up by a label tuple, ten times the cost of a ``bisect`` into a list of counts
+(docs/PERFORMANCE.md). The loop is the only writer of these numbers, so they need no lock; the
+exporter turns the copy into metric families at scrape time.
 
 Label values stay bounded: a service is named only when it is one of the project's plugins, one
 of the broker's own services (``arbiter.*``, its helpers' public names) or MMI (``mmi``); any

@@ -102,7 +102,8 @@ def from_environment(enabled: bool = False, environ: Mapping[str, str] | None = 
         return None
     if not available():
         log.warning(
-            "OpenTelemetry export asked for, but opentelemetry-sdk is not installed (pip install arbiter[otel])"
+            "OpenTelemetry export asked for, but opentelemetry-sdk is not installed "
+            "(pip install 'arbiter-router[otel]')"
         )
         return None
     if not named:
