@@ -20,27 +20,21 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "broker"))
 
 from broker_helpers import broker_with, wait_until  # noqa: E402
+from dashboard_harness import CHROMIUM, DASHBOARD  # noqa: E402
 from loopback import free_port  # noqa: E402
 from test_sdk_harness import WORKER_OPTIONS, Broker  # noqa: E402
 
 from arbiter.cli import main  # noqa: E402
-from arbiter.cli.dashboard_commands import dashboard as dashboard_command  # noqa: E402
 from arbiter.project.snapshot import build_snapshot  # noqa: E402
 from arbiter.sdk.client import Client  # noqa: E402
 from arbiter.sdk.demo_workers import plugin_worker  # noqa: E402
 from arbiter.sdk.worker import Worker  # noqa: E402
 from arbiter.wire import envelope as env  # noqa: E402
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 FAILING = "exec-automator"  # its worker fails every request until its circuit opens (threshold 4)
 FAILING_TEXT = "analyze the RFP in docs/rfp-2026.pdf and list every obligation and deadline"
 LATE_SERVICE = "ledger-sync"  # no worker when its request comes, one when it is replayed
-RUN_COMMAND = (
-    "from arbiter.cli import main; from arbiter.cli.dashboard_commands import dashboard; "
-    "main.add_command(dashboard); main()"
-)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (.ci/browser)")
 
@@ -99,7 +93,7 @@ def _connected(url: str) -> bool:
 def dashboard(broker: Broker, workers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = open(tmp_path_factory.mktemp("dashboard-log") / "dashboard.log", "wb")
-    command = [sys.executable, "-c", RUN_COMMAND, "--root", str(broker.root), "dashboard", "--port", str(port)]
+    command = [*DASHBOARD, "--root", str(broker.root), "dashboard", "--port", str(port)]
     command += ["--endpoint", broker.frontend, "--events", broker.events_sub, "--interval", "0.5"]
     process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -116,16 +110,6 @@ def dashboard(broker: Broker, workers: None, tmp_path_factory: pytest.TempPathFa
                 process.kill()
                 process.wait(timeout=5)
             log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +254,6 @@ def test_overview_and_phone_layouts(page: Any, browser: Any, dashboard: str, sho
 
 
 def test_a_host_other_machines_reach_needs_a_token() -> None:
-    main.add_command(dashboard_command)
     result = CliRunner().invoke(main, ["dashboard", "--host", "0.0.0.0"], env={"ARBITER_DASHBOARD_TOKEN": ""})
     assert result.exit_code == 2
     assert "--token" in result.output

@@ -11,13 +11,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "broker"))
 
 from broker_helpers import wait_until  # noqa: E402
+from dashboard_harness import CHROMIUM, DASHBOARD  # noqa: E402
 from loopback import free_port  # noqa: E402
 from test_multi_broker import pg_url, two_brokers  # noqa: E402, F401 (a fixture)
 from test_sdk_harness import WORKER_OPTIONS, Broker  # noqa: E402
@@ -27,15 +28,9 @@ from arbiter.sdk.client import Client  # noqa: E402
 from arbiter.sdk.demo_workers import plugin_worker  # noqa: E402
 from arbiter.wire import envelope as env  # noqa: E402
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "home-assistant"
 TEXT = "write a Home Assistant automation for the porch lights at sunset"
-RUN_COMMAND = (
-    "from arbiter.cli import main; from arbiter.cli.dashboard_commands import dashboard; "
-    "main.add_command(dashboard); main()"
-)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (.ci/browser)")
 
@@ -71,21 +66,11 @@ def _worker(a: Broker, b: Broker) -> Any:
 
 def _dashboard(a: Broker, b: Broker, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-c", RUN_COMMAND, "--root", str(a.root), "dashboard", "--port", str(port)]
+    command = [*DASHBOARD, "--root", str(a.root), "dashboard", "--port", str(port)]
     command += ["--endpoint", f"{a.frontend},{b.frontend}", "--events", f"{a.events_sub},{b.events_sub}"]
     command += ["--interval", "0.5"]
     process = subprocess.Popen(command, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture()
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_the_dashboard_lists_both_brokers_and_follows_the_one_left(
