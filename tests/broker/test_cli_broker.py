@@ -40,7 +40,14 @@ def route(broker: Broker, text: str) -> dict[str, Any]:
         return client.request("arbiter.route", request).envelope
 
 
+def helpers_up(frontend: str) -> bool:
+    """The broker's decider and state keeper have registered (each announces itself on system/health)."""
+    services = status(frontend)["services"]
+    return all(services.get(name, {}).get("workers") for name in ("arbiter.decide", "arbiter.keep"))
+
+
 def test_events_tails_the_broker_with_wildcards(broker: Broker) -> None:
+    wait_until(lambda: helpers_up(broker.frontend), what="the broker's helper processes registered")
     tail = subprocess.Popen(
         [
             sys.executable,
