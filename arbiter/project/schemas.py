@@ -425,7 +425,9 @@ def validate(doc: Document, schema: dict[str, Any], code: str, unknown_code: str
                 source_line=quoted(line),
             )
         )
-    if ok or not any(d.severity == "error" for d in diags):
+    if ok:  # validating normalized it already: defaults filled in
+        return validator.document, diags
+    if not any(d.severity == "error" for d in diags):
         # Normalize without unknown keys so defaults apply even when extra keys were present.
         lenient = validator_for(schema, allow_unknown=True)
         return lenient.normalized(doc.data) or dict(doc.data), diags
