@@ -12,9 +12,11 @@ from typing import Any, Callable, Iterator
 
 import orjson
 import zmq
-from test_sdk_harness import HEARTBEAT_S, Broker, launch_broker
+from test_sdk_harness import HEARTBEAT_S, REPO, WORKER_OPTIONS, Broker, launch_broker
 
+from arbiter.project.snapshot import build_snapshot
 from arbiter.sdk.client import Client
+from arbiter.sdk.demo_workers import plugin_worker
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import HEARTBEAT, MDPC01, MDPW01, READY, REPLY, REQUEST
 
@@ -200,3 +202,21 @@ def quick_retries(root: Path, plugin: str, retryable: list[str], breaker: dict[s
         "retryableErrors": retryable,
     }
     path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+
+
+@contextmanager
+def shipped_workers(frontend: str, credit: int = 4) -> Iterator[list[Any]]:
+    """A demo worker for each shipped plugin, started and joined, stopped at the end."""
+    workers = [
+        plugin_worker(p, frontend, delay=0.0, credit=credit, **WORKER_OPTIONS)
+        for p in build_snapshot(REPO).plugins.values()
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        with Client(frontend, timeout=2, retries=0) as client:
+            wait_until(lambda: all(client.has_service(w.service) for w in workers), what="every demo worker joined")
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop(timeout=5)

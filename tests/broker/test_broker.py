@@ -21,17 +21,17 @@ from broker_helpers import (
     port_of,
     recv,
     reply_envelope,
+    shipped_workers,
     state_rows,
     status,
     subscriber,
     wait_for_log,
     wait_until,
 )
-from test_sdk_harness import WORKER_OPTIONS, Broker, free_port
+from test_sdk_harness import Broker, free_port
 
 from arbiter.project.snapshot import build_snapshot
 from arbiter.sdk.client import Client
-from arbiter.sdk.demo_workers import plugin_worker
 from arbiter.store import database as state
 from arbiter.store import decisions as record
 from arbiter.wire import envelope as env
@@ -220,17 +220,8 @@ def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
 @pytest.fixture(scope="module")
 def demo_workers(shipped: Broker) -> Iterator[None]:
-    snapshot = build_snapshot(REPO)
-    running = [
-        plugin_worker(p, shipped.frontend, delay=0.0, credit=4, **WORKER_OPTIONS) for p in snapshot.plugins.values()
-    ]
-    for worker in running:
-        worker.start()
-    with Client(shipped.frontend, timeout=2, retries=0) as client:
-        assert wait_until(lambda: all(client.has_service(w.service) for w in running))
-    yield
-    for worker in running:
-        worker.stop(timeout=5)
+    with shipped_workers(shipped.frontend):
+        yield
 
 
 def route_request(text: str, **payload: Any) -> dict[str, Any]:

@@ -16,14 +16,13 @@ from typing import Any, Iterator
 
 import pytest
 import zmq
-from broker_helpers import broker_with, dealer, recv, status, wait_until
+from broker_helpers import broker_with, dealer, recv, shipped_workers, status, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from test_sdk_harness import WORKER_OPTIONS, Broker, free_port, make_project
+from test_sdk_harness import Broker, free_port, make_project
 
 from arbiter.broker.metrics import BOUNDS_MS
 from arbiter.project.snapshot import build_snapshot
 from arbiter.sdk.client import Client
-from arbiter.sdk.demo_workers import plugin_worker
 from arbiter.wire import envelope as env
 from arbiter.wire.mdp import MDPC01
 
@@ -76,19 +75,8 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     flag_port, file_port = free_port(), free_port()
     with metrics_broker(tmp_path_factory.mktemp("metrics"), flag_port, file_port) as broker:
-        snapshot = build_snapshot(REPO)
-        workers = [
-            plugin_worker(p, broker.frontend, delay=0.0, credit=4, **WORKER_OPTIONS) for p in snapshot.plugins.values()
-        ]
-        for worker in workers:
-            worker.start()
-        with Client(broker.frontend, timeout=2, retries=0) as client:
-            wait_until(lambda: all(client.has_service(w.service) for w in workers), what="every demo worker joined")
-        try:
+        with shipped_workers(broker.frontend):
             yield Served(broker, flag_port, file_port)
-        finally:
-            for worker in workers:
-                worker.stop(timeout=5)
 
 
 def scrape(port: int) -> Samples:

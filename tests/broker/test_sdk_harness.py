@@ -137,10 +137,14 @@ def broker_available() -> bool:
 
 
 def launch_broker(
-    tmp: Path, overrides: dict[str, Any] | None = None, project: Callable[[Path], None] | None = None
+    tmp: Path,
+    overrides: dict[str, Any] | None = None,
+    project: Callable[[Path], None] | None = None,
+    kind: type[Broker] | None = None,
 ) -> Iterator[Broker]:
     """Generator body for fixtures: a started broker, always killed afterwards. ``project`` may
-    change the copied project (manifests, rules) before the broker reads it."""
+    change the copied project (manifests, rules) before the broker reads it; ``kind``: a
+    :class:`Broker` that starts its process otherwise (other options)."""
     assert broker_available(), "broker.py is missing from this checkout"
     ports = [free_port() for _ in range(3)]
     frontend, pub, sub = (f"tcp://127.0.0.1:{p}" for p in ports)
@@ -149,7 +153,7 @@ def launch_broker(
     root = make_project(tmp / "project", frontend, pub, sub, overrides)
     if project is not None:
         project(root)
-    broker = Broker(root, frontend, pub, sub, tmp / "logs")
+    broker = (kind or Broker)(root, frontend, pub, sub, tmp / "logs")
     try:
         broker.start()
         yield broker

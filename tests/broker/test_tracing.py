@@ -22,7 +22,7 @@ import zmq
 from broker_helpers import quick_retries, subscriber, wait_until
 from click.testing import CliRunner
 from test_chain_faults import COMMANDS, PLUGIN, add_chains
-from test_sdk_harness import WORKER_OPTIONS, Broker, free_port, make_project
+from test_sdk_harness import WORKER_OPTIONS, Broker, launch_broker
 
 from arbiter.cli import main as cli_main
 from arbiter.sdk.client import Client
@@ -54,20 +54,8 @@ def project(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonBroker]:
-    tmp = tmp_path_factory.mktemp("tracing")
-    ports = [free_port() for _ in range(3)]
-    frontend, pub, sub = (f"tcp://127.0.0.1:{p}" for p in ports)
-    (tmp / "project").mkdir()
-    (tmp / "logs").mkdir()
-    root = make_project(tmp / "project", frontend, pub, sub, {"deciders": 0})
-    project(root)
-    running = JsonBroker(root, frontend, pub, sub, tmp / "logs")
-    try:
-        running.start()
-        yield running
-    finally:
-        running.close()
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    yield from launch_broker(tmp_path_factory.mktemp("tracing"), {"deciders": 0}, project, JsonBroker)
 
 
 class Recording:
