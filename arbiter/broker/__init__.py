@@ -5,6 +5,5 @@ event bus, hot reload, and running it all as a process.
 The decider processes the broker starts are SDK workers.
 
 May import: arbiter.dsl, arbiter.orchestration, arbiter.project, arbiter.routing, arbiter.sdk, arbiter.security,
-arbiter.state,
-arbiter.store, arbiter.telemetry, arbiter.wire.
+arbiter.state, arbiter.store, arbiter.telemetry, arbiter.wire.
 """
