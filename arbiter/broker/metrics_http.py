@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import (
 )
 
 from arbiter.broker.metrics import BOUNDS_S, Histogram, Reading, reading
+from arbiter.project.schemas import metrics_address
 
 log = logging.getLogger("arbiter.broker")
 
@@ -34,18 +35,6 @@ RELOADS = {"ok": "reloads", "refused": "reload-failures", "restored": "reload-re
 WORKER_EVENTS = {"joined": "workers-joined", "expired": "workers-expired", "unreachable": "workers-unreachable"}
 DEAD_LETTER_PREFIX = "dead-letters-"
 CHAIN_RUN_PREFIX = "chain-runs-"
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (loopback) -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", address
-    host = host.strip("[]") or "127.0.0.1"
-    number = int(port)
-    if not 0 < number < 65536:
-        raise ValueError(f"metrics port {number} is out of range")
-    return host, number
 
 
 class BrokerCollector:
@@ -263,7 +252,7 @@ class MetricsServer:
     """``/metrics`` on ``address`` for ``broker``, on a daemon thread, until :meth:`close`."""
 
     def __init__(self, broker: Any, address: str, version: str):
-        host, port = parse_address(address)
+        host, port = metrics_address(address)
         self.registry = CollectorRegistry()
         self.collector = BrokerCollector(broker, broker.post, version)
         self.registry.register(self.collector)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import click
 import orjson
 import zmq
 
+from arbiter.project.schemas import metrics_address
 from arbiter.sdk.curve import CurveKeys, connect
 
 from .common import (
@@ -67,12 +68,10 @@ def _metrics_address(value: str | None) -> str | None:
     """``--metrics``: HOST:PORT, [IPv6]:PORT or PORT, checked before anything starts."""
     if value is None:
         return None
-    from arbiter.broker.metrics_http import parse_address
-
     try:
-        parse_address(value)
+        metrics_address(value)
     except ValueError as exc:
-        raise click.BadParameter(f"{value!r}: {exc} (HOST:PORT, or a PORT on 127.0.0.1)") from None
+        raise click.BadParameter(f"{value!r}: {exc}") from None
     return value
 
 

@@ -7,6 +7,7 @@ extra keys, and refusing them would make real ecosystems unloadable.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -155,17 +156,30 @@ CLAUDE_MANIFEST_SCHEMA: dict[str, Any] = {
 _ENDPOINT = {"type": "string", "regex": r"^(tcp|ipc|inproc)://.+$"}
 
 
-def _metrics_port(field: str, value: Any, error: Any) -> None:
-    """The port of ``HOST:PORT`` (the regex checked the form) must be one a server can bind."""
-    if isinstance(value, str) and value.rpartition(":")[2].isdigit() and not 0 < int(value.rpartition(":")[2]) < 65536:
-        error(field, "the port must be from 1 to 65535")
+_ADDRESS = re.compile(r"^(?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):)?([0-9]{1,5})$")
 
 
-_METRICS_ADDRESS = {
-    "type": "string",
-    "regex": r"^((\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):)?[0-9]{1,5}$",
-    "check_with": _metrics_port,
-}
+def metrics_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or a bare ``PORT`` (on 127.0.0.1) -> (host, port); a
+    ``ValueError`` says what is wrong. The one reading of ``metrics.address`` and ``--metrics``."""
+    found = _ADDRESS.match(address)
+    if found is None:
+        raise ValueError("expected HOST:PORT, [IPv6]:PORT or a PORT (on 127.0.0.1)")
+    port = int(found.group(2))
+    if not 0 < port < 65536:
+        raise ValueError("the port must be from 1 to 65535")
+    return (found.group(1) or "127.0.0.1").strip("[]"), port
+
+
+def _metrics_address(field: str, value: Any, error: Any) -> None:
+    if isinstance(value, str):
+        try:
+            metrics_address(value)
+        except ValueError as exc:
+            error(field, str(exc))
+
+
+_METRICS_ADDRESS = {"type": "string", "check_with": _metrics_address}
 
 
 def _duration(field: str, value: Any, error: Any) -> None:
