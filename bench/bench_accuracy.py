@@ -38,7 +38,7 @@ from arbiter.routing.pipeline import (
     Router,  # noqa: E402
 )
 
-SETS = ("corpus_cases", "corpus_holdout", "corpus_dev", "corpus_independent")
+SETS = ("corpus_cases", "corpus_holdout", "corpus_dev", "corpus_train", "corpus_independent")
 
 
 class BM25:
