@@ -47,6 +47,7 @@ class Scored:
     score: float
     evidence: tuple[str, ...] = ()
     context: tuple[str, ...] = ()  # evidence words that came from context phrases, not the main clause
+    main: float = 0.0  # the part of ``score`` that main-clause words earned (relevance only)
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ def _relevance(
     :data:`NEAR_SPELLING` when the plugin uses a near spelling of it rather than the word."""
     weights = weights or {}
     scores = [0.0] * len(index.plugins)
+    main = [0.0] * len(index.plugins)
     evidence: list[dict[str, float]] = [{} for _ in index.plugins]
     for term in dict.fromkeys(all_terms):
         said = weights.get(term, 1.0)
@@ -290,6 +292,8 @@ def _relevance(
             for plugin, weight in index.postings[known]:
                 gain = idf * weight * factor
                 scores[plugin] += gain
+                if said >= 1.0:
+                    main[plugin] += gain
                 evidence[plugin][known] = evidence[plugin].get(known, 0.0) + gain
     ranked = []
     for i, score in enumerate(scores):
@@ -297,7 +301,7 @@ def _relevance(
             top = sorted(evidence[i].items(), key=lambda kv: -kv[1])[:6]
             words_ = tuple(index.surface.get(t, t) for t, _ in top)
             context = tuple(index.surface.get(t, t) for t, _ in top if weights.get(t, 1.0) < 1.0)
-            ranked.append(Scored(index.plugins[i], round(score, 4), words_, context))
+            ranked.append(Scored(index.plugins[i], round(score, 4), words_, context, round(main[i], 4)))
     return tuple(sorted(ranked, key=lambda s: (-s.score, s.name)))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from arbiter.routing.action_view import action_json, action_line
+from arbiter.routing.match import Matched, PluginScore
 from arbiter.routing.pipeline import RoutingResult
 from arbiter.routing.surface import written_words
 from arbiter.routing.team import AgentMatch
@@ -87,14 +88,19 @@ def scores_section(r: RoutingResult, limit: int = 8) -> list[str]:
     if not shown:
         lines.append("  (no plugin has any evidence)")
     for s in shown:
-        matched = ", ".join(f"{m.type}:{_matched_value(r, m.type, m.value)}(+{m.weight:.0f})" for m in s.capabilities)
+        matched = ", ".join(_matched(r, s, m) for m in s.capabilities)
         flag = "" if s.eligible else f"  [not eligible: {s.reason}]"
         lines.append(f"  {s.plugin:<26} {s.score:>8.1f}  {matched}{flag}")
     return lines
 
 
-def _matched_value(r: RoutingResult, kind: str, value: str) -> str:
-    return _words(r, value.split(", ")) if kind == "relevance" else value
+def _matched(r: RoutingResult, s: PluginScore, m: Matched) -> str:
+    """One matched item with its points; relevance says what its context-only words cost it
+    (the lead factor, routing/match.py)."""
+    if m.type != "relevance":
+        return f"{m.type}:{m.value}(+{m.weight:.0f})"
+    lead = f" x{s.lead:.2f} for context words" if s.lead < 0.995 else ""
+    return f"relevance:{_words(r, m.value.split(', '))}(+{m.weight:.0f}{lead})"
 
 
 def decision_section(r: RoutingResult) -> list[str]:

@@ -30,7 +30,18 @@ RELEVANCE_POINTS = 12.0  # points per unit of text relevance
 # only context, or a small part of a request about something else: better "no route" with
 # candidates than a guess. Calibrated on the labelled corpus requests the router is developed
 # on (bench/bench_accuracy.py), stated by explain.
-MIN_FIT = 0.64
+MIN_FIT = 0.55
+# Who leads: a plugin's relevance points are multiplied by ((1 + main) / (1 + relevance)) ** LEAD_POWER, where
+# ``main`` is the relevance its main-clause words earned. A plugin the request only names as
+# context (where its input comes from, whose system it is) keeps its evidence but not the lead.
+# Calibrated on the labelled requests the router is developed on (bench/bench_accuracy.py).
+LEAD_POWER = 0.5
+
+
+def lead_of(relevance: float, main: float) -> float:
+    """The share of a plugin's text evidence that the main clause gave it, softened: 1 when all
+    of it did, less the more of it came from context phrases."""
+    return ((1.0 + main) / (1.0 + relevance)) ** LEAD_POWER if relevance > main else 1.0
 
 
 def fit_of(relevance: float, content: float) -> float:
@@ -139,6 +150,7 @@ class PluginScore:
     eligible: bool = True
     reason: str = ""
     fit: float = 0.0  # relevance measured against the request's content (:func:`fit_of`)
+    lead: float = 1.0  # what context-only evidence costs it (:func:`lead_of`)
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -153,6 +165,7 @@ class PluginScore:
             "availability": self.health.availability,
             "relevance": round(self.relevance, 3),
             "fit": round(self.fit, 3),
+            "lead": round(self.lead, 3),
             "evidence": list(self.evidence),
             "eligible": self.eligible,
         }
@@ -224,8 +237,9 @@ def match(
         matched = _capabilities(plugin, c, weights)
         rel = relevance.get(plugin.name)
         rel_score = rel.score if rel else 0.0
+        lead = lead_of(rel_score, rel.main) if rel else 1.0
         if rel_score:
-            matched.append(Matched("relevance", ", ".join(rel.evidence[:3]), RELEVANCE_POINTS * rel_score))
+            matched.append(Matched("relevance", ", ".join(rel.evidence[:3]), RELEVANCE_POINTS * rel_score * lead))
         rule_weight = effects.weights.get(plugin.name, 0.0)
         if rule_weight:
             matched.append(Matched("rule", "prefer" if rule_weight > 0 else "avoid", rule_weight))
@@ -243,6 +257,7 @@ def match(
                 not reason,
                 reason,
                 fit_of(rel_score, c.content),
+                lead,
             )
         )
     return tuple(sorted(scores, key=lambda s: (not s.eligible, -s.score, s.plugin)))

@@ -10,8 +10,8 @@ every plugin, like "agent" or "create", count for almost nothing), times a satur
 of how much the plugin talks about it. Word forms are folded by a light suffix stemmer; tokens
 of six letters or more also match the plugins' words one edit away, as written ("deploymnet"
 finds "deployment", whose term is "deploy"; precomputed deletion neighbourhoods keep that O(1)),
-tokens of four or five letters a term with two adjacent letters swapped, and five-letter ones
-a six-letter word with one letter left out ("blazr"); adjacent words form bigrams so "pull request" or "home assistant"
+tokens of four or five letters a term with two adjacent letters swapped, or a word one letter
+longer with that letter left out ("blazr", "cyle"); adjacent words form bigrams so "pull request" or "home assistant"
 count as a phrase. File paths contribute their folder names, file stems and extensions.
 """
 
@@ -43,7 +43,7 @@ W_NAME, W_KEYWORD, W_DESCRIPTION = 4.0, 3.0, 2.0
 W_COMPONENT_NAME, W_COMPONENT_DESC, W_COMPONENT_KEYWORD, W_BODY = 2.0, 1.5, 1.0, 0.15
 BODY_CHARS = 6000  # bodies beyond this add little but cost index size
 K1 = 4.0  # saturation: a plugin's weight for a term approaches 1 as it mentions it more
-B = 0.5  # length normalization: a plugin with ten times the text needs more mentions to count as much
+B = 0.75  # length normalization: a plugin with ten times the text needs more mentions to count as much
 
 
 @lru_cache(maxsize=65536)
@@ -116,11 +116,10 @@ class VocabularyIndex:
             return [term]
         if " " in term or not term.isalpha() or len(term) < 4:
             return []
-        if len(term) < 6:  # short words: two letters swapped ("jria") or one left out ("blazr")
+        if len(term) < 6:  # short words: two letters swapped ("jria") or one left out ("blazr", "cyle")
             swaps = {term[:i] + term[i + 1] + term[i] + term[i + 2 :] for i in range(len(term) - 1)}
             near = {t for t in swaps if t != term and t in self.postings}
-            if len(term) == 5:
-                near.update(t for w in self.typo_map.get(term, ()) if len(w) == 6 for t in self.spelled[w])
+            near.update(t for w in self.typo_map.get(term, ()) if len(w) == len(term) + 1 for t in self.spelled[w])
             return sorted(near)
         if len(term) > self.longest + 1:
             return []

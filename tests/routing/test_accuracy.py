@@ -75,6 +75,14 @@ def test_development_set(corpus_router):
     assert m["top1"] >= 0.78 and m["top3"] >= 0.93, m
 
 
+def test_training_set(corpus_router):
+    """Written by another hand without sight of the router, frozen, then used to calibrate it."""
+    cases = written_independently(corpus_router, "corpus_train.yaml")
+    assert len(cases) == 340 and sum(c["expect"] == "none" for c in cases) == 34
+    m = evaluate(corpus_router, cases)
+    assert m["top1"] >= 0.8 and m["top3"] >= 0.95, m
+
+
 def test_independent_holdout(corpus_router):
     """Written without sight of the router and never used to tune it: a floor under what it
     measured when frozen, so a change that loses ground on unseen requests shows."""

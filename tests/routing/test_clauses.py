@@ -8,6 +8,8 @@ from arbiter.routing.match import Health, health_of, match
 from arbiter.routing.pipeline import Request
 from arbiter.routing.text_index import terms
 
+NAMED_AS_SOURCE = "Build a Jira dashboard from the sprint report the project management plugin generated"
+
 
 def weights_of(text: str) -> dict[str, float]:
     return dict(word_weights(text))
@@ -32,6 +34,24 @@ def test_into_names_the_deliverable():
     assert w["spreadsheet"] == 1.0 and w["load"] == CONTEXT and w["finance"] == CONTEXT
 
 
+def test_a_relative_clause_without_that_gives_context_until_its_verb():
+    w = weights_of("turn the scope document the engagement toolkit wrote into a project plan")
+    assert w["scope"] == w["docu"] == w["project"] == w["plan"] == 1.0  # stems, as the index reads them
+    assert w["engage"] == w["toolkit"] == w["wrote"] == CONTEXT
+    w = weights_of("push the service our scaffold produced through the staged deploy pipeline")
+    assert w["scaffold"] == CONTEXT and w["stag"] == w["pipeline"] == 1.0  # it ends after its verb
+
+
+def test_a_verb_and_its_object_are_not_a_relative_clause():
+    for text in (
+        "deploy the app to azure",  # the first word of a clause is its verb
+        "roll back the release",  # a particle belongs to its verb
+        "lint this plan file, i think tasks are missing their metadata",  # an -ing form is a verb
+        "i want failed builds to ping my session",  # so is the word after "to"
+    ):
+        assert all(weight == 1.0 for _, weight in word_weights(text)), text
+
+
 def test_weights_cover_every_term_the_index_reads():
     for text in ("we're moving release/3.8 to prod", "fastapi enpoint for uploading files", "K8s + Helm: deploy it!"):
         assert set(terms(text)) <= set(term_weights(text)), text
@@ -44,6 +64,14 @@ def test_the_owner_of_the_deliverable_leads(corpus_router):
     assert result.decision.primary_plugin == "drawio-diagramming"
     lead = next(s for s in result.classification.relevance if s.name == "home-assistant-architect")
     assert "home assistant" in lead.context or "assistant" in lead.context
+
+
+def test_a_plugin_the_request_names_only_as_context_loses_the_lead(corpus_router):
+    result = corpus_router.route(Request(NAMED_AS_SOURCE))
+    assert result.decision.primary_plugin == "jira-orchestrator"
+    named = result.score_of("project-management-plugin")
+    assert named.lead < 0.8 and result.score_of("jira-orchestrator").lead > named.lead
+    assert "project-management-plugin" in {s.plugin for s in result.scores[:3]}  # still a collaborator
 
 
 def test_two_swapped_letters_in_a_short_word_still_name_the_plugin(corpus_router):
@@ -72,3 +100,19 @@ def test_explain_shows_the_words_that_made_the_lead_main_and_context_apart(corpu
     shown = render(corpus_router.route(Request("draw a network diagram of my home assistant setup with the cameras")))
     line = next(line for line in shown.splitlines() if line.strip().startswith("lead words"))
     assert "drawio-diagramming:" in line and "diagram" in line.split(";")[0]
+
+
+def test_explain_shows_what_context_words_cost_a_plugin(corpus_router):
+    from arbiter.routing.explain import render
+
+    shown = render(corpus_router.route(Request(NAMED_AS_SOURCE)))
+    line = next(line for line in shown.splitlines() if line.strip().startswith("project-management-plugin"))
+    assert "x0.7" in line and "for context words" in line
+
+
+def test_the_lead_factor_is_one_for_main_clause_evidence_and_falls_with_context():
+    from arbiter.routing.match import lead_of
+
+    assert lead_of(2.0, 2.0) == 1.0 and lead_of(0.0, 0.0) == 1.0
+    assert lead_of(3.0, 0.0) == 0.5  # all of it context: sqrt(1 / 4)
+    assert lead_of(3.0, 1.0) > lead_of(3.0, 0.5)

@@ -32,6 +32,8 @@ def test_near_spellings_are_found_among_the_words_as_written(corpus_router):
     index = corpus_router.classifier.index
     assert "deploy" in index.lookup("deploymnet")  # "deployment", folded to its term
     assert index.lookup("blazr") == ["blazor"]  # five letters, one left out
+    assert index.lookup("cyle") == ["cycle"]  # four letters, one left out
+    assert index.lookup("dokr") == []  # nothing one letter longer spells it
     assert index.lookup("xzq") == []
 
 
