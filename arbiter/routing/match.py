@@ -31,10 +31,11 @@ RELEVANCE_POINTS = 12.0  # points per unit of text relevance
 # candidates than a guess. Calibrated on the labelled corpus requests the router is developed
 # on (bench/bench_accuracy.py), stated by explain.
 MIN_FIT = 0.55
-# Who leads: a plugin's relevance points are multiplied by ((1 + main) / (1 + relevance)) ** LEAD_POWER, where
-# ``main`` is the relevance its main-clause words earned. A plugin the request only names as
-# context (where its input comes from, whose system it is) keeps its evidence but not the lead.
-# Calibrated on the labelled requests the router is developed on (bench/bench_accuracy.py).
+# Who leads: a plugin's relevance points are multiplied by ((1 + main) / (1 + relevance)) **
+# LEAD_POWER, where ``main`` is the relevance its main-clause words earned. A plugin the request
+# names only as context (where its input comes from, whose system it is) keeps its evidence but
+# not the lead. Calibrated on the labelled requests the router is developed on
+# (bench/bench_accuracy.py).
 LEAD_POWER = 0.5
 
 

@@ -11,8 +11,9 @@ of how much the plugin talks about it. Word forms are folded by a light suffix s
 of six letters or more also match the plugins' words one edit away, as written ("deploymnet"
 finds "deployment", whose term is "deploy"; precomputed deletion neighbourhoods keep that O(1)),
 tokens of four or five letters a term with two adjacent letters swapped, or a word one letter
-longer with that letter left out ("blazr", "cyle"); adjacent words form bigrams so "pull request" or "home assistant"
-count as a phrase. File paths contribute their folder names, file stems and extensions.
+longer with that letter left out ("blazr", "cyle"); adjacent words form bigrams so "pull
+request" or "home assistant" count as a phrase. File paths contribute their folder names, file
+stems and extensions.
 """
 
 from __future__ import annotations
