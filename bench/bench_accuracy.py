@@ -7,13 +7,15 @@ and tune its methods: questions, typos, work with a deliverable and context), co
 (340 requests written the same way by another hand, frozen, then used to develop and calibrate
 methods), and corpus_independent.yaml (273 requests written from the plugins' own files by
 someone who had not seen the router or the other sets, frozen before any change it could have
-guided, and never used to tune: the honest measure). Top-1 counts a correct primary (or a correct "no route");
-top-3 counts the expected plugin among the three best for routable requests; no-route precision
-and recall are about the requests no plugin should take; "route or not" is the share of requests
-whose answer was rightly a route or rightly none (whichever plugin was chosen).
+guided, and never used to tune: the honest measure). Top-1 counts a correct primary (or a
+correct "no route"); top-3 counts the expected plugin among the three best for routable
+requests; no-route precision and recall are about the requests no plugin should take; "route or
+not" is the share of requests whose answer was rightly a route or rightly none (whichever plugin
+was chosen).
 
 Run: python bench/bench_accuracy.py            # every set
-     python bench/bench_accuracy.py --sets corpus_cases,corpus_holdout,corpus_dev,corpus_train   # only those
+     python bench/bench_accuracy.py --sets corpus_cases,corpus_holdout,corpus_dev,corpus_train
+     (only those: the sets routing is calibrated on)
      (--misses lists each set's wrong answers, with the lead's words)
 """
 

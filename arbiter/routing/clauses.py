@@ -131,12 +131,12 @@ def word_weights(text: str) -> list[tuple[str, float]]:
             continue
         owner = _possessor(piece)
         piece = owner or piece.removesuffix(POSSESSIVE)
-        if contact and (piece in CONTACT_ENDS or _opens_deliverable(pieces, i)):
+        if contact and piece in CONTACT_ENDS:
             phrase, contact = 1.0, False
         if _opens_context(pieces, i) or piece in ELABORATION:
             phrase, contact = CONTEXT, False
         elif _opens_deliverable(pieces, i):
-            phrase = 1.0
+            phrase, contact = 1.0, False
         elif phrase == 1.0 and piece in DETERMINERS and _after_noun(pieces, i, content_words):
             phrase, contact = CONTEXT, True
         parts = [piece, *(p for p in _JOINER.split(piece) if p)] if _JOINER.search(piece) else [piece]
