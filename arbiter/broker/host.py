@@ -106,6 +106,14 @@ class HostParts:
         if self.decisions is not None:
             self.decisions.submit_task(row)
 
+    def after_recorded(self, then: Callable[[], None]) -> None:
+        """Call ``then`` once what was handed to the recorder so far is in the store (at once
+        without a store)."""
+        if self.decisions is None:
+            then()
+        else:
+            self.decisions.when_written(then)
+
     def keep_letter(self, service: str, body: bytes, reason: str, detail: str, message_id: str) -> None:
         self.clients.dead_letter(service.encode(), [body], reason, detail, b"", message_id)
 

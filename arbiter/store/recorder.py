@@ -44,7 +44,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 import zmq
@@ -189,6 +189,7 @@ class Recorder(Tally):
         self._seq = itertools.count(1)
         self._key = uuid.uuid4().hex  # with the sequence number, a batch's name in the event log
         self._next_flush = 0.0
+        self._waiting: list[tuple[int, Callable[[], None]]] = []  # (last batch it waits for, then)
         self.restarts = 0
         self.learned: dict[str, float] = {}  # plugin -> success rate, as the registry last said
         self.dead_letters = DeadLetters(self, max_letters, Spill(Path(root) / ".arbiter") if spill else None)
@@ -228,6 +229,28 @@ class Recorder(Tally):
     def submit_circuit(self, plugin: str, version: str, circuit: str, reason: str) -> None:
         """Keep a circuit state (:func:`record.save_circuit`), in order with the rows before it."""
         self._add(CIRCUITS, (plugin, version, circuit, reason))
+
+    def when_written(self, then: Callable[[], None]) -> None:
+        """Call ``then`` once everything submitted so far is confirmed (written, or refused by
+        the database): at once when nothing is held. What reads the store after a change made
+        here — resuming a run that just ended — reads the change."""
+        self._batch()
+        held = [m.seq for m in self._unsent] + list(self._unconfirmed)
+        if held:
+            self._waiting.append((max(held), then))
+        else:
+            then()
+
+    def _call_waiting(self) -> None:
+        """Call back those whose batches are all confirmed: batches are numbered in order."""
+        if not self._waiting:
+            return
+        held = [m.seq for m in self._unsent] + list(self._unconfirmed)
+        first_held = min(held) if held else None
+        ready = [then for seq, then in self._waiting if first_held is None or seq < first_held]
+        self._waiting = [(seq, then) for seq, then in self._waiting if first_held is not None and seq >= first_held]
+        for then in ready:
+            then()
 
     def flush(self) -> None:
         """Send what gathered since the last call and read the recorder's confirmations; start a
@@ -347,6 +370,7 @@ class Recorder(Tally):
             message = self._unconfirmed.pop(seq, None)
             if message is not None:  # else a confirmation from before a restart, of a batch re-sent
                 self._confirmed(message, error, letters_error)
+                self._call_waiting()
 
     def _confirmed(self, message: Message, error: str | None, letters_error: str | None) -> None:
         """Release what a batch held and count it: written, or, when the database refused it even

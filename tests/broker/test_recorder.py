@@ -104,6 +104,21 @@ def test_rows_submitted_just_before_close_are_written(
     assert recorder.written == 300 and len(stored_request_ids()) == 300
 
 
+def test_when_written_calls_back_once_what_came_before_is_in_the_database(
+    store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    recorder = start(recorders, store, tmp_path, max_batch=100)
+    seen: list[int] = []
+    recorder.when_written(lambda: seen.append(len(stored_request_ids())))
+    assert seen == [0]  # nothing held: at once
+    submit(recorder, template, range(250))
+    recorder.when_written(lambda: seen.append(len(stored_request_ids())))
+    submit(recorder, template, range(250, 300))  # after the call: not waited for
+    assert seen == [0]
+    settle(recorder, lambda: len(seen) == 2)
+    assert seen[1] >= 250
+
+
 def test_a_killed_recorder_is_replaced_and_no_row_is_lost_or_doubled(
     store: str, template: record.RowTemplate, recorders: list[Recorder], tmp_path: Path
 ) -> None:

@@ -119,8 +119,27 @@ class ChainService:
         self._answer(host, pending, request, run)
 
     def _resume(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
+        """Read the run once the store holds what this broker last handed it: a run that ended a
+        moment ago is read as it ended, not as missing or still running."""
+        self._refuse_running(host, request)
+
+        def recorded() -> None:
+            try:
+                if host.chains.detached:  # stopped while the store was written
+                    raise messages.BadRequest("SHUTTING_DOWN", "the broker is stopping")
+                self._refuse_running(host, request)  # another resume may have started it meanwhile
+                self._resume_stored(host, pending, request)
+            except messages.BadRequest as exc:
+                host.reply(pending, messages.error_body(request.envelope, exc.code, str(exc)))
+
+        host.after_recorded(recorded)
+
+    @staticmethod
+    def _refuse_running(host: ServiceHost, request: ChainRequest) -> None:
         if request.target in host.chains.runs:
             raise messages.BadRequest("RUN_RUNNING", f"run '{request.target}' is going on already")
+
+    def _resume_stored(self, host: ServiceHost, pending: Pending, request: ChainRequest) -> None:
         try:
             stored = runs.get(request.target)  # an operator's command: one read of the store
         except runs.RunNotFound as exc:
